@@ -1,0 +1,270 @@
+"""Controller settings: a YAML file whose sections follow seed 000, overridden by environment variables.
+
+Sections: ``server``, ``database``, ``aws``, ``v2ray``, ``logging``, ``scheduler``, plus vpnfleet's own
+``grpc``, ``local``, ``enrollment`` and ``telemetry``. Every field has a default, so an empty or missing file
+gives a working controller on SQLite with the ``local`` provider.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+#: Root of the source tree (for the cloud-init template shipped beside the packages).
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class SettingsError(ValueError):
+    """The settings file or environment holds a bad value; the message names it."""
+
+
+@dataclass(frozen=True)
+class RegionSettings:
+    """One region nodes can be launched in."""
+
+    code: str
+    name: str
+    provider: str  # "ec2" or "local"
+    template_id: str = ""  # EC2 launch template id (ec2 only)
+    instance_type: str = ""  # overrides the launch template's type when set
+    ami_id: str = ""  # overrides the launch template's image when set
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path("data")
+    http_addr: str = "127.0.0.1:8080"
+    #: mutual-TLS endpoint agents stream on (Agent.Connect)
+    grpc_addr: str = "127.0.0.1:50051"
+    #: server-TLS endpoint agents enroll on (Enrollment.Enroll); gRPC cannot ask for client
+    #: certificates only for some calls, so enrollment has its own port.
+    enroll_addr: str = "127.0.0.1:50052"
+    #: host (or host:port) agents dial; the ports of grpc_addr / enroll_addr are used when no port is given
+    advertise_addr: str = ""
+    #: URL nodes download the agent package from; default derived from http_addr
+    public_url: str = ""
+    database_url: str = ""
+    aws_access_key: str = ""
+    aws_secret_key: str = ""
+    #: boto3 endpoint override (moto in tests, or a VPC endpoint)
+    aws_endpoint_url: str = ""
+    regions: tuple[RegionSettings, ...] = ()
+    local_enabled: bool = True
+    v2ray_port: int = 11994
+    v2ray_local_config_path: str = ""
+    log_level: str = "info"
+    log_file: str = ""
+    instance_sync_interval: float = 60.0
+    instance_wait_timeout: float = 300.0
+    enrollment_token_ttl: float = 3600.0
+    heartbeat_interval: int = 10
+    #: a node is offline after this many missed heartbeats plus offline_grace seconds
+    offline_after_missed: int = 3
+    offline_grace: float = 5.0
+    metrics_interval: int = 10
+    metrics_retention_days: int = 7
+    logs_per_node: int = 2000
+    max_concurrent_handshakes: int = 64
+    cloud_init_template: Path = REPO_ROOT / "cloud-init" / "user-data.yaml"
+
+    # -- derived values -----------------------------------------------------------------------------------
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'vpnfleet.db'}"
+
+    @property
+    def http_url(self) -> str:
+        return self.public_url.rstrip("/") or f"http://{self.http_addr}"
+
+    @property
+    def advertised_grpc(self) -> str:
+        """The mutual-TLS address agents dial: advertise_addr ("host" or "host:port") or grpc_addr."""
+        host, port = split_hostport(self.grpc_addr)
+        adv_host, adv_port = split_hostport(self.advertise_addr, default_port=port) if self.advertise_addr else (host, port)
+        return join_hostport(_dialable(adv_host), adv_port)
+
+    @property
+    def advertised_enroll(self) -> str:
+        """The enrollment address agents dial: the advertised host with enroll_addr's port."""
+        host, port = split_hostport(self.enroll_addr)
+        adv_host = split_hostport(self.advertise_addr)[0] if self.advertise_addr else host
+        return join_hostport(_dialable(adv_host), port)
+
+    def region(self, code: str) -> RegionSettings | None:
+        return next((r for r in self.all_regions() if r.code == code), None)
+
+    def all_regions(self) -> tuple[RegionSettings, ...]:
+        local = (RegionSettings(code="local", name="Local", provider="local"),) if self.local_enabled else ()
+        return local + self.regions
+
+
+def split_hostport(addr: str, default_port: int = 0) -> tuple[str, int]:
+    """Split "host:port" / "[v6]:port" / "host"; raises SettingsError on a bad port."""
+    addr = addr.strip()
+    if addr.startswith("["):
+        host, _, rest = addr[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else ""
+    elif addr.count(":") == 1:
+        host, port_text = addr.split(":")
+    else:
+        host, port_text = addr, ""
+    if not port_text:
+        return host, default_port
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise SettingsError(f"bad port in address {addr!r}")
+    return host, int(port_text)
+
+
+def _dialable(host: str) -> str:
+    """A wildcard listen host is not something to dial: use loopback instead."""
+    return "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+
+
+def join_hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+# -- loading ------------------------------------------------------------------------------------------------
+
+_ENV_OVERRIDES = {
+    "VPNFLEET_DATA_DIR": "data_dir",
+    "VPNFLEET_DATABASE_URL": "database_url",
+    "VPNFLEET_HTTP_ADDR": "http_addr",
+    "VPNFLEET_GRPC_ADDR": "grpc_addr",
+    "VPNFLEET_ENROLL_ADDR": "enroll_addr",
+    "VPNFLEET_ADVERTISE_ADDR": "advertise_addr",
+    "VPNFLEET_PUBLIC_URL": "public_url",
+    "VPNFLEET_LOG_LEVEL": "log_level",
+    "VPNFLEET_AWS_ENDPOINT_URL": "aws_endpoint_url",
+    "VPNFLEET_INSTANCE_SYNC_INTERVAL": "instance_sync_interval",
+    "VPNFLEET_INSTANCE_WAIT_TIMEOUT": "instance_wait_timeout",
+    "VPNFLEET_HEARTBEAT_INTERVAL": "heartbeat_interval",
+    "VPNFLEET_OFFLINE_GRACE": "offline_grace",
+    "VPNFLEET_ENROLLMENT_TOKEN_TTL": "enrollment_token_ttl",
+    "AWS_ACCESS_KEY_ID": "aws_access_key",
+    "AWS_SECRET_ACCESS_KEY": "aws_secret_key",
+}
+
+
+def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Read settings from ``path`` (or $VPNFLEET_CONFIG) and apply environment overrides."""
+    env = os.environ if env is None else env
+    path = path or env.get("VPNFLEET_CONFIG")
+    raw: dict[str, Any] = {}
+    if path:
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+        except OSError as exc:
+            raise SettingsError(f"cannot read config file {path}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise SettingsError(f"config file {path} is not valid YAML: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise SettingsError(f"config file {path} must be a mapping of sections")
+    values = _from_sections(raw)
+    for var, name in _ENV_OVERRIDES.items():
+        if env.get(var):
+            values[name] = env[var]
+    return _build(values)
+
+
+def _section(raw: dict[str, Any], name: str) -> dict[str, Any]:
+    value = raw.get(name) or {}
+    if not isinstance(value, dict):
+        raise SettingsError(f"section '{name}' must be a mapping")
+    return value
+
+
+def _from_sections(raw: dict[str, Any]) -> dict[str, Any]:
+    server, database, aws = _section(raw, "server"), _section(raw, "database"), _section(raw, "aws")
+    v2ray, logging_, scheduler = _section(raw, "v2ray"), _section(raw, "logging"), _section(raw, "scheduler")
+    grpc, local, enrollment = _section(raw, "grpc"), _section(raw, "local"), _section(raw, "enrollment")
+    telemetry = _section(raw, "telemetry")
+    values: dict[str, Any] = {}
+
+    def put(name: str, section: dict[str, Any], key: str) -> None:
+        if key in section and section[key] is not None:
+            values[name] = section[key]
+
+    put("data_dir", server, "data_dir")
+    put("http_addr", server, "http_addr")
+    put("public_url", server, "public_url")
+    put("advertise_addr", server, "advertise_addr")
+    put("database_url", database, "url")
+    put("aws_access_key", aws, "access_key")
+    put("aws_secret_key", aws, "secret_key")
+    put("aws_endpoint_url", aws, "endpoint_url")
+    put("v2ray_port", v2ray, "port")
+    put("v2ray_local_config_path", v2ray, "local_config_path")
+    put("log_level", logging_, "level")
+    put("log_file", logging_, "file")
+    put("instance_sync_interval", scheduler, "instance_sync_interval")
+    put("instance_wait_timeout", scheduler, "instance_wait_timeout")
+    put("grpc_addr", grpc, "addr")
+    put("enroll_addr", grpc, "enroll_addr")
+    put("max_concurrent_handshakes", grpc, "max_concurrent_handshakes")
+    put("local_enabled", local, "enabled")
+    put("enrollment_token_ttl", enrollment, "token_ttl")
+    put("heartbeat_interval", telemetry, "heartbeat_interval")
+    put("offline_grace", telemetry, "offline_grace")
+    put("metrics_interval", telemetry, "metrics_interval")
+    put("metrics_retention_days", telemetry, "metrics_retention_days")
+    put("logs_per_node", telemetry, "logs_per_node")
+
+    regions = aws.get("regions") or {}
+    if not isinstance(regions, dict):
+        raise SettingsError("aws.regions must be a mapping of region code to {name, template_id}")
+    parsed = []
+    for code, spec in regions.items():
+        spec = spec or {}
+        if not isinstance(spec, dict):
+            raise SettingsError(f"aws.regions.{code} must be a mapping")
+        if code == "local":
+            raise SettingsError("aws.regions: 'local' is reserved for the local provider")
+        parsed.append(
+            RegionSettings(
+                code=str(code),
+                name=str(spec.get("name") or code),
+                provider="ec2",
+                template_id=str(spec.get("template_id") or ""),
+                instance_type=str(spec.get("instance_type") or ""),
+                ami_id=str(spec.get("ami_id") or ""),
+            )
+        )
+    values["regions"] = tuple(parsed)
+    return values
+
+
+_FLOATS = {"instance_sync_interval", "instance_wait_timeout", "enrollment_token_ttl", "offline_grace"}
+_INTS = {"v2ray_port", "heartbeat_interval", "metrics_interval", "metrics_retention_days", "logs_per_node",
+         "max_concurrent_handshakes", "offline_after_missed"}
+
+
+def _build(values: dict[str, Any]) -> Settings:
+    for name in list(values):
+        try:
+            if name in _FLOATS:
+                values[name] = float(values[name])
+                if values[name] <= 0:
+                    raise ValueError
+            elif name in _INTS:
+                values[name] = int(values[name])
+                if values[name] <= 0:
+                    raise ValueError
+        except (TypeError, ValueError):
+            raise SettingsError(f"setting '{name}' must be a positive number, got {values[name]!r}") from None
+    if "local_enabled" in values:
+        values["local_enabled"] = str(values["local_enabled"]).lower() not in ("0", "false", "no", "off")
+    if "data_dir" in values:
+        values["data_dir"] = Path(values["data_dir"])
+    for name in ("http_addr", "grpc_addr", "enroll_addr"):
+        if name in values:
+            host, port = split_hostport(str(values[name]))
+            if not host or port == 0 and name != "http_addr":
+                raise SettingsError(f"setting '{name}' must be host:port, got {values[name]!r}")
+    if values.get("log_level", "info").lower() not in ("debug", "info", "warning", "error"):
+        raise SettingsError("logging.level must be one of debug, info, warning, error")
+    return Settings(**values)
