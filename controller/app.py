@@ -1,0 +1,164 @@
+"""Wiring: build every service once, start the gRPC servers and background loops, expose the Starlette app.
+
+Read top to bottom, ``Controller.__init__`` is the map of the controller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import AsyncIterator
+
+import grpc
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+
+from controller import __version__
+from controller.agent_bundle import AgentBundle, build_agent_wheel
+from controller.auth import ApiKeyStore
+from controller.db import make_engine, make_sessionmaker, prepare_database
+from controller.errors import DomainError
+from controller.events import Event, EventBus
+from controller.http import (AuditMiddleware, AuthMiddleware, RequestIdMiddleware, domain_error_handler,
+                             http_error_handler, internal_error_handler)
+from controller.hub.hub import Hub
+from controller.hub.servicer import AgentServicer, EnrollmentServicer
+from controller.pki import CertificateAuthority
+from controller.providers.base import Provider
+from controller.providers.local import LocalProvider
+from controller.routes import agent_package, docs, nodes, operations, regions, streams, system, v2ray_compat
+from controller.services.enrollment import EnrollmentService
+from controller.services.logs import LogStore
+from controller.services.node_state import NodeStateWriter
+from controller.services.nodes import NodeService
+from controller.services.operations import OperationLog
+from controller.services.telemetry import TelemetryIngest, prune_metrics
+from controller.settings import Settings, split_hostport
+from protos import agent_pb2_grpc
+
+log = logging.getLogger("vpnfleet")
+
+ROUTE_MODULES = (system, regions, nodes, streams, operations, v2ray_compat, agent_package)
+GRPC_OPTIONS = [
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+]
+
+
+class Controller:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.engine = make_engine(settings.db_url)
+        self.sessions = make_sessionmaker(self.engine)
+        self.bus = EventBus()
+        self.ca = CertificateAuthority(settings.data_dir / "pki")
+        self.keys = ApiKeyStore(self.sessions)
+        self.operations = OperationLog(self.sessions)
+        self.logs = LogStore(self.bus, settings.logs_per_node)
+        self.ingest = TelemetryIngest(self.sessions)
+        self.state = NodeStateWriter(self.sessions, self.bus)
+        self.hub = Hub(settings, self.sessions, self.state, self.ingest, self.logs)
+        self.enrollment = EnrollmentService(self.sessions, self.ca, settings.enrollment_token_ttl)
+        self.providers = self._make_providers()
+        self.nodes = NodeService(settings, self.sessions, self.providers, self.enrollment, self.hub, self.bus,
+                                 self.ca.cert_pem, self.bundle)
+        self.admin_key: str | None = None
+        self._bundle: AgentBundle | None = None
+        self._servers: list[grpc.aio.Server] = []
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def _make_providers(self) -> dict[str, Provider]:
+        providers: dict[str, Provider] = {}
+        if self.settings.local_enabled:
+            providers["local"] = LocalProvider(self.settings.data_dir / "local-nodes")
+        if self.settings.regions:
+            from controller.providers.ec2 import Ec2Provider  # boto3 is only imported when EC2 is configured
+
+            providers["ec2"] = Ec2Provider(self.settings)
+        return providers
+
+    def bundle(self) -> AgentBundle:
+        assert self._bundle is not None, "controller not started"
+        return self._bundle
+
+    async def start(self) -> None:
+        await prepare_database(self.engine)
+        self.admin_key = await self.keys.ensure_admin_key(self.settings.data_dir)
+        self._bundle = await asyncio.to_thread(build_agent_wheel, self.settings.data_dir / "agent-package")
+        await self._start_grpc()
+        await self.hub.prime()
+        for loop in (self.state.run(), self.ingest.run(), self.hub.run_pusher(), self.hub.run_liveness(),
+                     self.nodes.run_sync_loop(), self._prune_loop()):
+            self._tasks.append(asyncio.create_task(loop))
+        await self.nodes.resume()
+
+    async def _start_grpc(self) -> None:
+        adv_host = split_hostport(self.settings.advertised_grpc)[0]
+        pair = self.ca.server_keypair([adv_host])
+        mtls = grpc.aio.server(options=GRPC_OPTIONS)
+        agent_pb2_grpc.add_AgentServicer_to_server(AgentServicer(self.hub, self.sessions), mtls)
+        mtls.add_secure_port(self.settings.grpc_addr, grpc.ssl_server_credentials(
+            [(pair.key_pem, pair.cert_pem)], root_certificates=self.ca.cert_pem, require_client_auth=True))
+        enroll = grpc.aio.server(options=GRPC_OPTIONS)
+        agent_pb2_grpc.add_EnrollmentServicer_to_server(EnrollmentServicer(self.enrollment, self.ca.cert_pem), enroll)
+        enroll.add_secure_port(self.settings.enroll_addr, grpc.ssl_server_credentials([(pair.key_pem, pair.cert_pem)]))
+        for server in (mtls, enroll):
+            await server.start()
+            self._servers.append(server)
+
+    async def _prune_loop(self) -> None:
+        while True:
+            await asyncio.sleep(3600)
+            try:
+                async with self.sessions() as s:
+                    await prune_metrics(s, self.settings.metrics_retention_days)
+            except Exception:
+                log.exception("pruning old metrics failed")
+
+    def announce_shutdown(self) -> None:
+        """Tell live streams the controller is going away (called as soon as the signal arrives)."""
+        self.bus.publish(Event("shutdown", {"reason": "controller shutting down"}))
+
+    async def stop(self) -> None:
+        self.announce_shutdown()
+        await self.hub.shutdown("controller shutting down")
+        await asyncio.gather(*(s.stop(grace=1.0) for s in self._servers), return_exceptions=True)
+        await self.nodes.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self.state.flush()
+        for provider in self.providers.values():
+            await provider.close()
+        await self.engine.dispose()
+
+
+def create_app(settings: Settings) -> Starlette:
+    ctl = Controller(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await ctl.start()
+        try:
+            yield
+        finally:
+            await ctl.stop()
+
+    api_routes = [route for module in ROUTE_MODULES for route in module.routes]
+    models = [model for module in ROUTE_MODULES for model in module.schemas]
+    app = Starlette(
+        routes=api_routes + docs.make_routes(api_routes, models),
+        middleware=[Middleware(RequestIdMiddleware), Middleware(AuthMiddleware, keys=ctl.keys),
+                    Middleware(AuditMiddleware, operations=ctl.operations)],
+        exception_handlers={DomainError: domain_error_handler, HTTPException: http_error_handler,
+                            Exception: internal_error_handler},
+        lifespan=lifespan,
+    )
+    app.state.ctl = ctl
+    return app

@@ -1,0 +1,1 @@
+"""The agent hub: gRPC servicers, one session per connected agent, and what flows over it."""

@@ -1,0 +1,170 @@
+"""Database tables. Names say what a row is; business rules live in controller/services/."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def new_uuid() -> str:
+    return str(uuid.uuid4())
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores no zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is not None:
+            if value.tzinfo is None:
+                raise ValueError("naive datetime given to a UTC column")
+            value = value.astimezone(dt.timezone.utc)
+            if dialect.name == "sqlite":
+                value = value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=dt.timezone.utc)
+        return value
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Node(Base):
+    """A VPN node: one machine from a provider, running one agent."""
+
+    __tablename__ = "nodes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    uuid: Mapped[str] = mapped_column(String(36), unique=True, default=new_uuid)
+    name: Mapped[str] = mapped_column(String(128))
+    region: Mapped[str] = mapped_column(String(64), index=True)
+    region_name: Mapped[str] = mapped_column(String(128), default="")
+    provider: Mapped[str] = mapped_column(String(16))
+    instance_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    public_ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    private_ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: lifecycle: pending, creating, running, stopping, stopped, starting, deleting, deleted, error
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    #: why the node is in its status (errors, things done outside vpnfleet)
+    status_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    status_changed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    is_deleted: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    deleted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    # -- agent ---------------------------------------------------------------------------------------------
+    cert_fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    enrolled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    online: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_seen_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    agent_version: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    hostname: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    boot_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    capabilities: Mapped[list[str]] = mapped_column(JSON, default=list)
+    session_epoch: Mapped[int] = mapped_column(BigInteger, default=0)
+    desired_revision: Mapped[int] = mapped_column(BigInteger, default=1)
+    applied_revision: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: last AppliedReport's components: [{name, state, error, config_hash}]
+    component_status: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    #: per-node overrides of the agent settings ({metrics_interval_seconds, log_level})
+    agent_settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    #: highest telemetry batch sequence durably stored (exactly-once ingestion)
+    telemetry_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: telemetry samples the agent reported as dropped (spool overflow)
+    telemetry_dropped: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class EnrollmentToken(Base):
+    """A one-time, expiring token that lets an agent enroll as its node. Only the hash is stored."""
+
+    __tablename__ = "enrollment_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    node_uuid: Mapped[str] = mapped_column(ForeignKey("nodes.uuid", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class ApiKey(Base):
+    """An operator API key. Only a SHA-256 hash of the key is stored."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class Operation(Base):
+    """One audit log entry: a mutating API call, who made it and how it ended."""
+
+    __tablename__ = "operations"
+    __table_args__ = (Index("ix_operations_target", "target_type", "target_id"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_uuid)
+    actor: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(128))
+    target_type: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    target_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    client_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+    payload: Mapped[Any] = mapped_column(JSON, nullable=True)
+    #: "success" or "fail"
+    result: Mapped[str] = mapped_column(String(8))
+    status_code: Mapped[int] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    request_id: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class MetricBucket(Base):
+    """One minute of a node's machine metrics, rolled up from the agent's samples."""
+
+    __tablename__ = "metric_buckets"
+
+    node_uuid: Mapped[str] = mapped_column(ForeignKey("nodes.uuid", ondelete="CASCADE"), primary_key=True)
+    bucket_start: Mapped[dt.datetime] = mapped_column(UTCDateTime, primary_key=True)
+    samples: Mapped[int] = mapped_column(Integer, default=0)
+    cpu_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    cpu_max: Mapped[float] = mapped_column(Float, default=0.0)
+    mem_used_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    mem_total: Mapped[int] = mapped_column(BigInteger, default=0)
+    swap_used_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    swap_total: Mapped[int] = mapped_column(BigInteger, default=0)
+    disk_used: Mapped[int] = mapped_column(BigInteger, default=0)
+    disk_total: Mapped[int] = mapped_column(BigInteger, default=0)
+    net_rx: Mapped[int] = mapped_column(BigInteger, default=0)
+    net_tx: Mapped[int] = mapped_column(BigInteger, default=0)
+    load1_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    uptime: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class FleetSetting(Base):
+    """Fleet-wide settings (key -> JSON), e.g. the agent settings every node gets unless overridden."""
+
+    __tablename__ = "fleet_settings"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[Any] = mapped_column(JSON)
+    #: bumped on every change; part of every node's desired revision
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

@@ -1,0 +1,143 @@
+"""The ``local`` provider: every node is a ``vpnfleet-agent`` process on this machine.
+
+Each node gets a directory DATA_DIR/local-nodes/<node uuid>/ holding what cloud-init would have written on a
+real machine: the agent config (taken from the rendered user data itself, only its state directory moved
+into the node directory), the agent's state, a pid file and its output. Agents run in their own session, so
+like real nodes they keep running when the controller stops or restarts; the controller adopts them again
+through their pid files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from controller.cloudinit import agent_config_from_user_data
+from controller.providers.base import RUNNING, STOPPED, Instance, LaunchRequest, ProviderError
+
+log = logging.getLogger("vpnfleet.local")
+
+INSTANCE_PREFIX = "local-"
+STOP_TIMEOUT = 10.0
+
+
+class LocalProvider:
+    name = "local"
+
+    def __init__(self, base_dir: Path, python: str = sys.executable) -> None:
+        self.base_dir = base_dir
+        self._python = python
+
+    # -- paths and processes --------------------------------------------------------------------------------
+    def node_dir(self, node_id: str) -> Path:
+        return self.base_dir / node_id
+
+    @staticmethod
+    def instance_id(node_id: str) -> str:
+        return INSTANCE_PREFIX + node_id
+
+    def _dir_of(self, instance_id: str) -> Path:
+        if not instance_id.startswith(INSTANCE_PREFIX):
+            raise ProviderError(f"not a local instance id: {instance_id}")
+        return self.node_dir(instance_id[len(INSTANCE_PREFIX):])
+
+    @staticmethod
+    def _pid(node_dir: Path) -> int | None:
+        """The pid in the pid file if that process is alive and is this node's agent."""
+        try:
+            pid = int((node_dir / "agent.pid").read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            return None
+        config = str(node_dir / "agent.yaml").encode()
+        return pid if config in cmdline else None
+
+    def _instance(self, node_dir: Path) -> Instance:
+        state = RUNNING if self._pid(node_dir) else STOPPED
+        return Instance(instance_id=INSTANCE_PREFIX + node_dir.name, state=state, public_ip="127.0.0.1",
+                        private_ip="127.0.0.1", node_id=node_dir.name)
+
+    def _spawn(self, node_dir: Path) -> None:
+        out = open(node_dir / "agent.out", "ab")
+        try:
+            proc = subprocess.Popen(
+                [self._python, "-m", "agent", "--config", str(node_dir / "agent.yaml")],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,  # like a real node: survives the controller
+                cwd=node_dir,
+            )
+        finally:
+            out.close()
+        (node_dir / "agent.pid").write_text(f"{proc.pid}\n")
+        log.info("started agent for node %s (pid %d)", node_dir.name, proc.pid)
+
+    async def _kill(self, node_dir: Path) -> None:
+        pid = self._pid(node_dir)
+        if pid is None:
+            return
+        os.kill(pid, signal.SIGTERM)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STOP_TIMEOUT
+        while self._pid(node_dir) is not None and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        if self._pid(node_dir) is not None:
+            os.kill(pid, signal.SIGKILL)
+        log.info("stopped agent for node %s (pid %d)", node_dir.name, pid)
+
+    # -- Provider -----------------------------------------------------------------------------------------
+    async def launch(self, request: LaunchRequest) -> Instance:
+        node_dir = self.node_dir(request.node_id)
+        if (node_dir / "agent.yaml").exists():
+            if self._pid(node_dir) is None:
+                self._spawn(node_dir)
+            return self._instance(node_dir)
+        config = agent_config_from_user_data(request.user_data)
+        config.state_dir = str(node_dir / "state")
+        node_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(node_dir / "agent.yaml.tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(config.to_yaml())
+        os.replace(node_dir / "agent.yaml.tmp", node_dir / "agent.yaml")
+        self._spawn(node_dir)
+        return self._instance(node_dir)
+
+    async def find(self, region: str, node_id: str) -> Instance | None:
+        node_dir = self.node_dir(node_id)
+        return self._instance(node_dir) if (node_dir / "agent.yaml").exists() else None
+
+    async def describe(self, region: str, instance_id: str) -> Instance | None:
+        node_dir = self._dir_of(instance_id)
+        return self._instance(node_dir) if (node_dir / "agent.yaml").exists() else None
+
+    async def list_instances(self, region: str) -> list[Instance]:
+        if not self.base_dir.is_dir():
+            return []
+        return [self._instance(d) for d in sorted(self.base_dir.iterdir()) if (d / "agent.yaml").exists()]
+
+    async def start(self, region: str, instance_id: str) -> None:
+        node_dir = self._dir_of(instance_id)
+        if not (node_dir / "agent.yaml").exists():
+            raise ProviderError(f"local instance {instance_id} does not exist")
+        if self._pid(node_dir) is None:
+            self._spawn(node_dir)
+
+    async def stop(self, region: str, instance_id: str) -> None:
+        await self._kill(self._dir_of(instance_id))
+
+    async def reboot(self, region: str, instance_id: str) -> None:
+        await self.stop(region, instance_id)
+        await self.start(region, instance_id)
+
+    async def terminate(self, region: str, instance_id: str) -> None:
+        node_dir = self._dir_of(instance_id)
+        await self._kill(node_dir)
+        shutil.rmtree(node_dir, ignore_errors=True)
+
+    async def close(self) -> None:
+        """Agents are left running on purpose: they are the fleet, not the controller's children."""

@@ -1,0 +1,416 @@
+"""Nodes: create, list, start/stop/reboot, delete, and the durable work behind them.
+
+The node's ``status`` *is* its job record. Every transitional status (pending, creating, starting, stopping,
+deleting) has a driver task that moves the node on; at controller start ``resume()`` restarts a driver for
+every node left in such a status, so work cut short by a crash or kill -9 is resumed or reconciled, and
+``instance_wait_timeout`` guarantees nothing stays transitional forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from typing import Any, Callable
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from agent.config import AgentConfig
+from controller.agent_bundle import AgentBundle
+from controller.cloudinit import render_user_data
+from controller.errors import Conflict, NotFound, ValidationFailed
+from controller.events import Event, EventBus
+from controller.hub.hub import Hub
+from controller.models import EnrollmentToken, FleetSetting, Node, utcnow
+from controller.providers.base import STOPPED, TERMINATED, Instance, LaunchRequest, Provider, ProviderError
+from controller.serializers import node_to_dict
+from controller.services.desired_state import FLEET_AGENT_SETTINGS_KEY, validate_agent_settings
+from controller.services.enrollment import EnrollmentService
+from controller.settings import Settings
+
+log = logging.getLogger("vpnfleet.nodes")
+
+STATUSES = ("pending", "creating", "running", "stopping", "stopped", "starting", "deleting", "deleted", "error")
+#: seed 000: a region "has an active instance" while one is in these states
+ACTIVE = ("pending", "creating", "running")
+TRANSITIONAL = ("pending", "creating", "starting", "stopping", "deleting")
+
+#: seconds between provider polls while waiting for a machine
+POLL_INTERVAL = 1.0
+
+
+class NodeService:
+    def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession], providers: dict[str, Provider],
+                 enrollment: EnrollmentService, hub: Hub, bus: EventBus, ca_pem: bytes,
+                 bundle: Callable[[], AgentBundle]) -> None:
+        self.settings = settings
+        self._sessions = sessions
+        self.providers = providers
+        self._enrollment = enrollment
+        self._hub = hub
+        self._bus = bus
+        self._ca_pem = ca_pem
+        self._bundle = bundle
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._region_locks: dict[str, asyncio.Lock] = {}
+        hub.on_connected = self.agent_connected
+
+    # -- queries ------------------------------------------------------------------------------------------------
+    async def get(self, node_id: str, include_deleted: bool = True) -> Node:
+        async with self._sessions() as s:
+            node = await s.scalar(select(Node).where(Node.uuid == node_id))
+        if node is None or (node.is_deleted and not include_deleted):
+            raise NotFound(f"node {node_id} not found")
+        return node
+
+    async def list(self, *, status: str | None = None, region: str | None = None, online: bool | None = None,
+                   search: str | None = None, include_deleted: bool = False, page: int = 1,
+                   size: int = 50) -> tuple[list[Node], int]:
+        """Nodes newest first, with the total count matching the filters."""
+        query = select(Node)
+        if status:
+            query = query.where(Node.status == status)
+        elif not include_deleted:
+            query = query.where(Node.is_deleted.is_(False))
+        if region:
+            query = query.where(Node.region == region)
+        if online is not None:
+            query = query.where(Node.online.is_(online))
+        if search:
+            like = f"%{search}%"
+            query = query.where(or_(Node.name.ilike(like), Node.uuid.ilike(like), Node.public_ip.ilike(like),
+                                    Node.instance_id.ilike(like)))
+        async with self._sessions() as s:
+            total = await s.scalar(select(func.count()).select_from(query.subquery()))
+            rows = (await s.scalars(query.order_by(Node.created_at.desc(), Node.id.desc())
+                                    .offset((page - 1) * size).limit(size))).all()
+        return list(rows), int(total or 0)
+
+    # -- create -------------------------------------------------------------------------------------------------
+    async def create(self, region: str, name: str | None = None, *, reuse_active: bool = False) -> tuple[Node, bool]:
+        """Create a node in ``region``. With reuse_active (seed 000), an active node of the region is returned
+        instead. Returns (node, created)."""
+        spec = self.settings.region(region)
+        if spec is None:
+            known = ", ".join(r.code for r in self.settings.all_regions()) or "none"
+            raise ValidationFailed(f"unknown region '{region}' (configured: {known})", {"region": "unknown region"})
+        if spec.provider not in self.providers:
+            raise ValidationFailed(f"region '{region}' uses provider '{spec.provider}', which is not configured",
+                                   {"region": "provider not configured"})
+        lock = self._region_locks.setdefault(region, asyncio.Lock())
+        async with lock:  # with the check below: two concurrent seed-000 creates make one node
+            async with self._sessions() as s:
+                if reuse_active:
+                    active = await s.scalar(select(Node).where(Node.region == region, Node.status.in_(ACTIVE),
+                                                               Node.is_deleted.is_(False)).with_for_update()
+                                            .order_by(Node.created_at.desc()).limit(1))
+                    if active is not None:
+                        return active, False
+                node = Node(name="", region=region, region_name=spec.name, provider=spec.provider,
+                            status="pending", status_changed_at=utcnow())
+                s.add(node)
+                await s.flush()
+                node.name = name or f"{region}-{node.uuid[:8]}"
+                await s.commit()
+        self._bus.publish(Event("create", {"node": node_to_dict(node)}, node_id=node.uuid))
+        log.info("node %s created in region %s", node.uuid, region)
+        self._drive(node.uuid)
+        return node, True
+
+    # -- actions ------------------------------------------------------------------------------------------------
+    async def delete(self, node_id: str) -> Node:
+        node = await self.get(node_id, include_deleted=False)
+        if node.status != "deleting":
+            node = await self._set_status(node_id, "deleting", None)
+        self._hub.disconnect(node_id, "node is being deleted")
+        self._drive(node_id, restart=True)
+        return node
+
+    async def start(self, node_id: str) -> Node:
+        node = await self.get(node_id, include_deleted=False)
+        if node.status in ("running", "starting"):
+            return node
+        if node.status not in ("stopped", "error") or not node.instance_id:
+            raise Conflict(f"node {node_id} is {node.status}; only a stopped node can be started")
+        node = await self._set_status(node_id, "starting", None)
+        self._drive(node_id, restart=True)
+        return node
+
+    async def stop(self, node_id: str) -> Node:
+        node = await self.get(node_id, include_deleted=False)
+        if node.status in ("stopped", "stopping"):
+            return node
+        if node.status not in ("running", "error") or not node.instance_id:
+            raise Conflict(f"node {node_id} is {node.status}; only a running node can be stopped")
+        node = await self._set_status(node_id, "stopping", None)
+        self._drive(node_id, restart=True)
+        return node
+
+    async def reboot(self, node_id: str) -> Node:
+        node = await self.get(node_id, include_deleted=False)
+        if node.status != "running" or not node.instance_id:
+            raise Conflict(f"node {node_id} is {node.status}; only a running node can be rebooted")
+        await self._call_provider(node, "reboot")
+        return node
+
+    async def update_agent_settings(self, node_id: str, overrides: dict[str, Any]) -> Node:
+        """Merge per-node agent settings and push the new desired state."""
+        clean = validate_agent_settings(overrides, "agent_settings")
+        async with self._sessions() as s:
+            node = await s.scalar(select(Node).where(Node.uuid == node_id, Node.is_deleted.is_(False)))
+            if node is None:
+                raise NotFound(f"node {node_id} not found")
+            node.agent_settings = {**(node.agent_settings or {}), **clean}
+            node.desired_revision += 1
+            await s.commit()
+        self._hub.mark_dirty([node_id])
+        self._bus.publish(Event("update", {"node": node_to_dict(node)}, node_id=node_id))
+        return node
+
+    async def rename(self, node_id: str, name: str) -> Node:
+        async with self._sessions() as s:
+            node = await s.scalar(select(Node).where(Node.uuid == node_id, Node.is_deleted.is_(False)))
+            if node is None:
+                raise NotFound(f"node {node_id} not found")
+            node.name = name
+            await s.commit()
+        self._publish_update(node)
+        return node
+
+    async def fleet_agent_settings(self) -> dict[str, Any]:
+        async with self._sessions() as s:
+            fleet = await self._hub.fleet_agent_settings(s)
+        return {**self._hub.default_agent_settings(), **fleet}
+
+    async def set_fleet_agent_settings(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Change the agent settings of every node (unless overridden): one revision bump for all nodes."""
+        clean = validate_agent_settings(values, "agent_settings")
+        async with self._sessions() as s:
+            row = await s.get(FleetSetting, FLEET_AGENT_SETTINGS_KEY)
+            if row is None:
+                s.add(FleetSetting(key=FLEET_AGENT_SETTINGS_KEY, value=clean))
+            else:
+                row.value = {**row.value, **clean}
+            await s.execute(update(Node).where(Node.is_deleted.is_(False))
+                            .values(desired_revision=Node.desired_revision + 1))
+            await s.commit()
+        self._hub.mark_all_dirty()
+        return await self.fleet_agent_settings()
+
+    # -- agent events -------------------------------------------------------------------------------------------
+    async def agent_connected(self, node_id: str) -> None:
+        node = await self.get(node_id)
+        if node.status in ("creating", "starting", "error"):
+            await self._set_status(node_id, "running", None)
+
+    # -- durable work -------------------------------------------------------------------------------------------
+    async def resume(self) -> None:
+        """Restart the driver of every node a previous controller left in a transitional status."""
+        async with self._sessions() as s:
+            ids = (await s.scalars(select(Node.uuid).where(Node.status.in_(TRANSITIONAL)))).all()
+        for node_id in ids:
+            log.info("resuming work on node %s", node_id)
+            self._drive(node_id)
+
+    def _drive(self, node_id: str, restart: bool = False) -> None:
+        task = self._tasks.get(node_id)
+        if task is not None and not task.done():
+            if not restart:
+                return
+            task.cancel()
+        self._tasks[node_id] = asyncio.create_task(self._run_driver(node_id), name=f"node-{node_id}")
+
+    async def _run_driver(self, node_id: str) -> None:
+        try:
+            while True:
+                node = await self.get(node_id)
+                if node.status == "pending" or (node.status == "creating" and not node.instance_id):
+                    await self._launch(node)
+                elif node.status in ("creating", "starting"):
+                    await self._await_agent(node)
+                    return
+                elif node.status == "stopping":
+                    await self._stop_machine(node)
+                    return
+                elif node.status == "deleting":
+                    await self._terminate(node)
+                    return
+                else:
+                    return
+        except asyncio.CancelledError:
+            raise
+        except ProviderError as exc:
+            log.error("node %s: %s", node_id, exc)
+            await self._set_status(node_id, "error", str(exc))
+        except Exception as exc:  # never leave a node transitional because of a bug
+            log.exception("node %s: driver failed", node_id)
+            await self._set_status(node_id, "error", f"internal error: {exc}")
+        finally:
+            if self._tasks.get(node_id) is asyncio.current_task():
+                del self._tasks[node_id]
+
+    async def _launch(self, node: Node) -> None:
+        provider = self.providers[node.provider]
+        existing = await provider.find(node.region, node.uuid)
+        if existing is None or existing.state == TERMINATED:
+            async with self._sessions() as s:
+                token = await self._enrollment.issue_token(s, node.uuid)
+                row = await s.get(Node, node.id)
+                if row.status == "pending":
+                    row.status, row.status_changed_at = "creating", utcnow()
+                await s.commit()
+            self._publish_update(await self.get(node.uuid))
+            bundle = self._bundle()
+            agent_config = AgentConfig(
+                grpc_addr=self.settings.advertised_grpc, enroll_addr=self.settings.advertised_enroll,
+                ca_cert_pem=self._ca_pem.decode(), enrollment_token=token, node_name=node.name,
+                metrics_interval_seconds=self.settings.metrics_interval,
+            )
+            user_data = render_user_data(
+                agent_config, package_url=f"{self.settings.http_url}/agent/package/{bundle.filename}?token={token}",
+                package_sha256=bundle.sha256, package_filename=bundle.filename,
+                template_path=self.settings.cloud_init_template,
+            )
+            existing = await provider.launch(LaunchRequest(node_id=node.uuid, node_name=node.name,
+                                                           region=node.region, user_data=user_data,
+                                                           agent_config=agent_config))
+        elif existing.state == STOPPED:  # adopted after a crash, but the machine is down: boot it
+            await provider.start(node.region, existing.instance_id)
+        await self._record_instance(node.uuid, existing, status="creating")
+
+    async def _await_agent(self, node: Node) -> None:
+        """Wait for the agent of a creating/starting node to connect, within instance_wait_timeout."""
+        provider = self.providers[node.provider]
+        if node.status == "starting":
+            await provider.start(node.region, node.instance_id)
+        loop = asyncio.get_running_loop()
+        next_describe = 0.0
+        while True:
+            node = await self.get(node.uuid)
+            if node.status not in ("creating", "starting"):
+                return
+            waited = (utcnow() - node.status_changed_at).total_seconds()
+            if waited > self.settings.instance_wait_timeout:
+                await self._set_status(node.uuid, "error", f"agent did not connect within "
+                                       f"{self.settings.instance_wait_timeout:g}s of {node.status}")
+                return
+            if loop.time() >= next_describe:
+                next_describe = loop.time() + 5 * POLL_INTERVAL
+                inst = await provider.describe(node.region, node.instance_id)
+                if inst is None or inst.state == TERMINATED:
+                    await self._set_status(node.uuid, "error", f"instance {node.instance_id} disappeared "
+                                           f"while {node.status}")
+                    return
+                if inst.public_ip != node.public_ip:
+                    await self._record_instance(node.uuid, inst)
+            await asyncio.sleep(POLL_INTERVAL)
+
+    async def _stop_machine(self, node: Node) -> None:
+        provider = self.providers[node.provider]
+        self._hub.disconnect(node.uuid, "node is stopping")
+        await provider.stop(node.region, node.instance_id)
+        deadline = asyncio.get_running_loop().time() + self.settings.instance_wait_timeout
+        while asyncio.get_running_loop().time() < deadline:
+            inst = await provider.describe(node.region, node.instance_id)
+            if inst is None or inst.state in (STOPPED, TERMINATED):
+                await self._set_status(node.uuid, "stopped", None)
+                return
+            await asyncio.sleep(POLL_INTERVAL)
+        await self._set_status(node.uuid, "error", "machine did not stop in time")
+
+    async def _terminate(self, node: Node) -> None:
+        provider = self.providers.get(node.provider)
+        instance_id = node.instance_id
+        if provider is not None:
+            if instance_id is None:
+                found = await provider.find(node.region, node.uuid)
+                instance_id = found.instance_id if found else None
+            if instance_id is not None:
+                await provider.terminate(node.region, instance_id)
+        self._hub.disconnect(node.uuid, "node deleted")
+        self._hub.ingest.forget(node.uuid)
+        async with self._sessions() as s:
+            row = await s.get(Node, node.id)
+            row.status, row.status_reason, row.status_changed_at = "deleted", None, utcnow()
+            row.is_deleted, row.deleted_at, row.online = True, utcnow(), False
+            await s.execute(update(EnrollmentToken).where(EnrollmentToken.node_uuid == node.uuid,
+                                                          EnrollmentToken.used_at.is_(None)).values(used_at=utcnow()))
+            await s.commit()
+        self._bus.publish(Event("delete", {"node": node_to_dict(row)}, node_id=node.uuid))
+        log.info("node %s deleted", node.uuid)
+
+    async def _call_provider(self, node: Node, action: str) -> None:
+        provider = self.providers[node.provider]
+        try:
+            await getattr(provider, action)(node.region, node.instance_id)
+        except ProviderError as exc:
+            raise Conflict(f"{action} failed: {exc}") from exc
+
+    # -- sync with providers ----------------------------------------------------------------------------------
+    async def run_sync_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.instance_sync_interval)
+            try:
+                await self.sync_once()
+            except Exception:
+                log.exception("instance sync failed")
+
+    async def sync_once(self) -> None:
+        """Reconcile the database with what the providers really run (changes made outside vpnfleet)."""
+        async with self._sessions() as s:
+            nodes = (await s.scalars(select(Node).where(Node.is_deleted.is_(False),
+                                                        Node.instance_id.is_not(None)))).all()
+        by_region: dict[str, list[Node]] = {}
+        for node in nodes:
+            by_region.setdefault(node.region, []).append(node)
+        for region, region_nodes in by_region.items():
+            provider = self.providers.get(region_nodes[0].provider)
+            if provider is None:
+                continue
+            try:
+                instances = {i.instance_id: i for i in await provider.list_instances(region)}
+            except ProviderError as exc:
+                log.warning("sync of region %s failed: %s", region, exc)
+                continue
+            for node in region_nodes:
+                if node.status in TRANSITIONAL:
+                    continue  # its driver owns it
+                inst = instances.get(node.instance_id)
+                if inst is None or inst.state == TERMINATED:
+                    if node.status != "error":
+                        await self._set_status(node.uuid, "error",
+                                               f"instance {node.instance_id} was terminated outside vpnfleet")
+                elif inst.state == STOPPED and node.status == "running":
+                    await self._set_status(node.uuid, "stopped", "stopped outside vpnfleet")
+                elif inst.public_ip != node.public_ip:
+                    await self._record_instance(node.uuid, inst)
+
+    # -- helpers ------------------------------------------------------------------------------------------------
+    async def _set_status(self, node_id: str, status: str, reason: str | None) -> Node:
+        async with self._sessions() as s:
+            node = await s.scalar(select(Node).where(Node.uuid == node_id))
+            if node.status != status or node.status_reason != reason:
+                log.info("node %s: %s -> %s%s", node_id, node.status, status, f" ({reason})" if reason else "")
+                node.status, node.status_reason, node.status_changed_at = status, reason, utcnow()
+                await s.commit()
+        self._publish_update(node)
+        return node
+
+    async def _record_instance(self, node_id: str, inst: Instance, status: str | None = None) -> None:
+        async with self._sessions() as s:
+            node = await s.scalar(select(Node).where(Node.uuid == node_id))
+            node.instance_id, node.public_ip, node.private_ip = inst.instance_id, inst.public_ip, inst.private_ip
+            if status and node.status != status:
+                node.status, node.status_changed_at = status, utcnow()
+            await s.commit()
+        self._publish_update(node)
+
+    def _publish_update(self, node: Node) -> None:
+        self._bus.publish(Event("update", {"node": node_to_dict(node)}, node_id=node.uuid))
+
+    async def close(self) -> None:
+        tasks = [t for t in self._tasks.values() if not t.done()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,229 @@
+"""Telemetry ingestion (exactly once) and the metrics history it feeds.
+
+Agents send sequenced TelemetryBatch messages. One writer task gathers whatever batches are waiting, stores
+them in a single transaction together with each node's new highest sequence number, and only then
+acknowledges them. A batch whose sequence is not above the stored one is a re-send: acknowledged again,
+never stored twice. Samples are rolled up into one-minute buckets (MetricBucket) with retention.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from controller.errors import ValidationFailed
+from controller.models import MetricBucket, Node, utcnow
+from protos import agent_pb2
+
+log = logging.getLogger("vpnfleet.telemetry")
+
+BUCKET = dt.timedelta(minutes=1)
+MAX_HISTORY_POINTS = 2000
+
+
+def bucket_start(ts_ms: int) -> dt.datetime:
+    seconds = ts_ms // 1000
+    return dt.datetime.fromtimestamp(seconds - seconds % 60, dt.timezone.utc)
+
+
+@dataclass
+class _Pending:
+    node_uuid: str
+    batch: agent_pb2.TelemetryBatch
+    #: called with the acknowledged seq once stored (sends TelemetryAck on the batch's stream)
+    ack: Callable[[int], None]
+
+
+def _add_sample(acc: dict[str, Any], s: agent_pb2.MetricSample) -> None:
+    acc["samples"] += 1
+    acc["cpu_sum"] += s.cpu_percent
+    acc["cpu_max"] = max(acc["cpu_max"], s.cpu_percent)
+    acc["mem_used_sum"] += s.mem_used
+    acc["swap_used_sum"] += s.swap_used
+    acc["net_rx"] += s.net_rx_bytes
+    acc["net_tx"] += s.net_tx_bytes
+    acc["load1_sum"] += s.load1
+    # gauges: the newest reading wins
+    acc.update(mem_total=s.mem_total, swap_total=s.swap_total, disk_used=s.disk_used,
+               disk_total=s.disk_total, uptime=s.uptime_seconds)
+
+
+def _empty_bucket() -> dict[str, Any]:
+    return dict(samples=0, cpu_sum=0.0, cpu_max=0.0, mem_used_sum=0.0, swap_used_sum=0.0, net_rx=0, net_tx=0,
+                load1_sum=0.0, mem_total=0, swap_total=0, disk_used=0, disk_total=0, uptime=0)
+
+
+class TelemetryIngest:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], queue_size: int = 20_000,
+                 max_batches_per_write: int = 1000) -> None:
+        self._sessions = sessions
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue(queue_size)
+        self._max = max_batches_per_write
+        #: highest stored seq per node (primed from the database when a session opens)
+        self.stored_seq: dict[str, int] = {}
+        #: newest sample per node, for "current" metrics
+        self.latest: dict[str, agent_pb2.MetricSample] = {}
+        self.batches_stored = 0
+        self.duplicates_ignored = 0
+
+    async def submit(self, node_uuid: str, batch: agent_pb2.TelemetryBatch, ack: Callable[[int], None]) -> None:
+        """Queue a batch; waits (back-pressure on that agent's stream) if the writer is behind."""
+        await self._queue.put(_Pending(node_uuid, batch, ack))
+
+    async def run(self) -> None:
+        while True:
+            items = [await self._queue.get()]
+            while len(items) < self._max and not self._queue.empty():
+                items.append(self._queue.get_nowait())
+            try:
+                await self._store(items)
+            except Exception:
+                # Nothing acknowledged: the agents keep the batches spooled and re-send after reconnecting.
+                log.exception("storing %d telemetry batches failed", len(items))
+                await asyncio.sleep(1.0)
+
+    async def _store(self, items: list[_Pending]) -> None:
+        async with self._sessions() as s:
+            missing = {i.node_uuid for i in items} - self.stored_seq.keys()
+            if missing:
+                rows = await s.execute(select(Node.uuid, Node.telemetry_seq).where(Node.uuid.in_(missing)))
+                self.stored_seq.update({u: seq for u, seq in rows})
+            buckets: dict[tuple[str, dt.datetime], dict[str, Any]] = defaultdict(_empty_bucket)
+            new_seq: dict[str, int] = {}
+            dropped: dict[str, int] = defaultdict(int)
+            for item in items:
+                if item.node_uuid not in self.stored_seq:
+                    continue  # node deleted meanwhile
+                current = new_seq.get(item.node_uuid, self.stored_seq[item.node_uuid])
+                if item.batch.seq <= current:
+                    self.duplicates_ignored += 1
+                    continue
+                new_seq[item.node_uuid] = item.batch.seq
+                dropped[item.node_uuid] += item.batch.dropped_samples
+                for sample in item.batch.metrics:
+                    _add_sample(buckets[(item.node_uuid, bucket_start(sample.ts_ms))], sample)
+                    latest = self.latest.get(item.node_uuid)
+                    if latest is None or sample.ts_ms >= latest.ts_ms:
+                        self.latest[item.node_uuid] = sample
+            await self._upsert_buckets(s, buckets)
+            for node_uuid, seq in new_seq.items():
+                await s.execute(update(Node).where(Node.uuid == node_uuid).values(
+                    telemetry_seq=seq, telemetry_dropped=Node.telemetry_dropped + dropped[node_uuid]))
+            await s.commit()
+        self.stored_seq.update(new_seq)
+        self.batches_stored += len(new_seq)
+        for item in items:
+            if item.node_uuid in self.stored_seq:
+                item.ack(self.stored_seq[item.node_uuid])
+
+    @staticmethod
+    async def _upsert_buckets(s: AsyncSession, buckets: dict[tuple[str, dt.datetime], dict[str, Any]]) -> None:
+        if not buckets:
+            return
+        dialect = s.bind.dialect.name
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        for (node_uuid, start), acc in buckets.items():
+            stmt = insert(MetricBucket).values(node_uuid=node_uuid, bucket_start=start, **acc)
+            ex = stmt.excluded
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[MetricBucket.node_uuid, MetricBucket.bucket_start],
+                set_={
+                    "samples": MetricBucket.samples + ex.samples,
+                    "cpu_sum": MetricBucket.cpu_sum + ex.cpu_sum,
+                    "cpu_max": _greatest(dialect, MetricBucket.cpu_max, ex.cpu_max),
+                    "mem_used_sum": MetricBucket.mem_used_sum + ex.mem_used_sum,
+                    "swap_used_sum": MetricBucket.swap_used_sum + ex.swap_used_sum,
+                    "net_rx": MetricBucket.net_rx + ex.net_rx,
+                    "net_tx": MetricBucket.net_tx + ex.net_tx,
+                    "load1_sum": MetricBucket.load1_sum + ex.load1_sum,
+                    "mem_total": ex.mem_total, "swap_total": ex.swap_total, "disk_used": ex.disk_used,
+                    "disk_total": ex.disk_total, "uptime": ex.uptime,
+                },
+            )
+            await s.execute(stmt)
+
+    def forget(self, node_uuid: str) -> None:
+        self.stored_seq.pop(node_uuid, None)
+        self.latest.pop(node_uuid, None)
+
+
+def _greatest(dialect: str, a: Any, b: Any) -> Any:
+    from sqlalchemy import func
+
+    return func.greatest(a, b) if dialect == "postgresql" else func.max(a, b)
+
+
+# -- reading --------------------------------------------------------------------------------------------------
+
+def sample_to_dict(s: agent_pb2.MetricSample) -> dict[str, Any]:
+    return {
+        "time": dt.datetime.fromtimestamp(s.ts_ms / 1000, dt.timezone.utc).isoformat().replace("+00:00", "Z"),
+        "cpu_percent": round(s.cpu_percent, 2),
+        "memory": {"total": s.mem_total, "used": s.mem_used,
+                   "usage_percent": round(100 * s.mem_used / s.mem_total, 2) if s.mem_total else 0.0},
+        "swap": {"total": s.swap_total, "used": s.swap_used},
+        "disk": {"total": s.disk_total, "used": s.disk_used,
+                 "usage_percent": round(100 * s.disk_used / s.disk_total, 2) if s.disk_total else 0.0},
+        "network": {"rx_bytes": s.net_rx_bytes, "tx_bytes": s.net_tx_bytes},
+        "load_average": [round(s.load1, 2), round(s.load5, 2), round(s.load15, 2)],
+        "uptime_seconds": s.uptime_seconds,
+    }
+
+
+async def metrics_history(s: AsyncSession, node_uuid: str, start: dt.datetime, end: dt.datetime,
+                          interval: int) -> list[dict[str, Any]]:
+    """Buckets between start and end merged into points of ``interval`` seconds (a multiple of 60)."""
+    if interval < 60 or interval % 60:
+        raise ValidationFailed("interval must be a multiple of 60 seconds", {"interval": "multiple of 60"})
+    if end <= start:
+        raise ValidationFailed("end_time must be after start_time", {"end_time": "must be after start_time"})
+    if (end - start).total_seconds() / interval > MAX_HISTORY_POINTS:
+        raise ValidationFailed(f"at most {MAX_HISTORY_POINTS} points per query; widen the interval",
+                               {"interval": "too many points"})
+    rows = (await s.scalars(
+        select(MetricBucket).where(MetricBucket.node_uuid == node_uuid, MetricBucket.bucket_start >= start,
+                                   MetricBucket.bucket_start < end).order_by(MetricBucket.bucket_start)
+    )).all()
+    points: dict[int, dict[str, Any]] = {}
+    for b in rows:
+        epoch = int(b.bucket_start.timestamp())
+        key = epoch - epoch % interval
+        p = points.setdefault(key, {**_empty_bucket()})
+        for f in ("samples", "cpu_sum", "mem_used_sum", "swap_used_sum", "net_rx", "net_tx", "load1_sum"):
+            p[f] += getattr(b, f)
+        p["cpu_max"] = max(p["cpu_max"], b.cpu_max)
+        p.update(mem_total=b.mem_total, disk_used=b.disk_used, disk_total=b.disk_total, uptime=b.uptime)
+    out = []
+    for key in sorted(points):
+        p, n = points[key], max(points[key]["samples"], 1)
+        out.append({
+            "time": dt.datetime.fromtimestamp(key, dt.timezone.utc).isoformat().replace("+00:00", "Z"),
+            "samples": p["samples"],
+            "cpu_avg": round(p["cpu_sum"] / n, 2),
+            "cpu_max": round(p["cpu_max"], 2),
+            "mem_used_avg": int(p["mem_used_sum"] / n),
+            "mem_total": p["mem_total"],
+            "disk_used": p["disk_used"],
+            "disk_total": p["disk_total"],
+            "net_rx_bytes": p["net_rx"],
+            "net_tx_bytes": p["net_tx"],
+            "net_rx_bps": round(p["net_rx"] / interval, 1),
+            "net_tx_bps": round(p["net_tx"] / interval, 1),
+            "load1_avg": round(p["load1_sum"] / n, 2),
+        })
+    return out
+
+
+async def prune_metrics(s: AsyncSession, retention_days: int) -> int:
+    cutoff = utcnow() - dt.timedelta(days=retention_days)
+    result = await s.execute(delete(MetricBucket).where(MetricBucket.bucket_start < cutoff))
+    await s.commit()
+    return result.rowcount or 0
