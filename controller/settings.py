@@ -145,6 +145,8 @@ _ENV_OVERRIDES = {
     "VPNFLEET_HEARTBEAT_INTERVAL": "heartbeat_interval",
     "VPNFLEET_OFFLINE_GRACE": "offline_grace",
     "VPNFLEET_ENROLLMENT_TOKEN_TTL": "enrollment_token_ttl",
+    "VPNFLEET_METRICS_INTERVAL": "metrics_interval",
+    "VPNFLEET_LOCAL_ENABLED": "local_enabled",
     "AWS_ACCESS_KEY_ID": "aws_access_key",
     "AWS_SECRET_ACCESS_KEY": "aws_secret_key",
 }

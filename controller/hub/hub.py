@@ -103,6 +103,7 @@ class Hub:
             session.close(reason)
         self._online.discard(node_uuid)
         self._last_seen.pop(node_uuid, None)
+        self.state.update(node_uuid, online=False)
 
     def is_current(self, session: AgentSession) -> bool:
         return self.sessions.get(session.node_uuid) is session

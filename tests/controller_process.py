@@ -1,0 +1,143 @@
+"""Run a real controller process for tests: free loopback ports, its own data dir, full cleanup.
+
+Local nodes' agents run in their own sessions (like real nodes they outlive the controller), so cleanup
+also kills every agent whose pid file lies under the data dir.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.1, message: str = "condition"):  # noqa: ANN001
+    """Poll ``predicate`` until it returns a truthy value; fail the test with ``message`` on timeout."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message} (last: {last!r})")
+
+
+def kill_agents(data_dir: Path) -> None:
+    for pid_file in data_dir.glob("local-nodes/*/agent.pid"):
+        try:
+            os.kill(int(pid_file.read_text().strip()), signal.SIGKILL)
+        except (ValueError, ProcessLookupError, OSError):
+            pass
+
+
+class ControllerProcess:
+    """A ``vpnfleet-controller`` subprocess plus an authenticated httpx client."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, config: Path | None = None) -> None:
+        self.data_dir = data_dir
+        self.http_port, self.grpc_port, self.enroll_port = free_port(), free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.http_port}"
+        self.env = {
+            **os.environ,
+            "VPNFLEET_DATA_DIR": str(data_dir),
+            "VPNFLEET_HTTP_ADDR": f"127.0.0.1:{self.http_port}",
+            "VPNFLEET_GRPC_ADDR": f"127.0.0.1:{self.grpc_port}",
+            "VPNFLEET_ENROLL_ADDR": f"127.0.0.1:{self.enroll_port}",
+            "VPNFLEET_HEARTBEAT_INTERVAL": "2",
+            "VPNFLEET_OFFLINE_GRACE": "2",
+            "VPNFLEET_METRICS_INTERVAL": "1",
+            **(env or {}),
+        }
+        self.config = config
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir / "controller.log"
+        self.client: httpx.Client | None = None
+
+    # -- process --------------------------------------------------------------------------------------------
+    def start(self, timeout: float = 30.0) -> "ControllerProcess":
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "controller.main"] + (["--config", str(self.config)] if self.config else [])
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        log.close()
+        wait_for(self._healthy, timeout, message=f"controller health (log: {self.log_path})")
+        key = (self.data_dir / "admin.key").read_text().strip()
+        self.client = httpx.Client(base_url=self.url, headers={"X-API-Key": key}, timeout=30.0)
+        return self
+
+    def _healthy(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"controller exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
+        try:
+            return httpx.get(self.url + "/api/v1/health", timeout=1.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(5)
+
+    def restart(self) -> "ControllerProcess":
+        self.stop()
+        return self.start()
+
+    def cleanup(self) -> None:
+        self.stop(signal.SIGKILL)
+        kill_agents(self.data_dir)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    # -- API helpers -------------------------------------------------------------------------------------------
+    @property
+    def api(self) -> httpx.Client:
+        assert self.client is not None, "controller not started"
+        return self.client
+
+    def node(self, node_id: str) -> dict[str, Any]:
+        r = self.api.get(f"/api/v1/nodes/{node_id}")
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def create_node(self, region: str = "local", **body: Any) -> dict[str, Any]:
+        r = self.api.post("/api/v1/nodes", json={"region": region, **body})
+        assert r.status_code == 202, r.text
+        return r.json()
+
+    def wait_running(self, node_id: str, timeout: float = 30.0) -> dict[str, Any]:
+        def ready() -> dict[str, Any] | None:
+            n = self.node(node_id)
+            if n["status"] == "error":
+                raise AssertionError(f"node went to error: {n['status_reason']}")
+            ok = n["status"] == "running" and n["agent"]["online"] and n["agent"]["in_sync"]
+            return n if ok else None
+
+        return wait_for(ready, timeout, message=f"node {node_id} running, online and in sync")
+
+    def agent_pid(self, node_id: str) -> int:
+        return int((self.data_dir / "local-nodes" / node_id / "agent.pid").read_text())

@@ -1,0 +1,178 @@
+"""A real controller and real agent processes over gRPC/mTLS, with the local provider."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+
+import httpx
+from httpx_sse import connect_sse
+
+from tests.controller_process import ControllerProcess, wait_for
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return os.path.exists(f"/proc/{pid}/cmdline") and open(f"/proc/{pid}/cmdline", "rb").read() != b""
+
+
+def test_node_lifecycle_metrics_commands_and_delete(controller: ControllerProcess) -> None:
+    api = controller.api
+    created = controller.create_node(name="edge-1")
+    assert created["status"] == "pending" and created["name"] == "edge-1"
+    node = controller.wait_running(created["id"])
+    assert node["agent"]["enrolled"] and node["agent"]["version"]
+    assert node["instance_id"] == f"local-{node['id']}"
+    assert {"tcping", "info"} <= set(node["agent"]["capabilities"])
+    assert node["agent"]["components"] == [
+        {"name": "agent", "state": "ok", "error": None, "config_hash": node["agent"]["components"][0]["config_hash"]}]
+    nid = node["id"]
+
+    # the agent's private key never left the node directory, and it is private
+    key_file = controller.data_dir / "local-nodes" / nid / "state" / "agent.key"
+    assert oct(key_file.stat().st_mode & 0o777) == "0o600"
+
+    # metrics arrive (1 s interval in tests) and land in the rollup history
+    def has_metrics():
+        m = api.get(f"/api/v1/nodes/{nid}/metrics").json()
+        return m if m["current"] and m["history"] else None
+
+    metrics = wait_for(has_metrics, 20, message="metrics")
+    assert metrics["current"]["memory"]["total"] > 0 and metrics["current"]["disk"]["total"] > 0
+    assert metrics["history"][0]["samples"] >= 1
+
+    # tcping from the node: an open port and a closed one (NodePass's answer shape)
+    r = api.get(f"/api/v1/nodes/{nid}/tcping", params={"target": f"127.0.0.1:{controller.http_port}"})
+    assert r.status_code == 200 and r.json()["connected"] is True and r.json()["error"] is None
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    r = api.get(f"/api/v1/nodes/{nid}/tcping", params={"target": f"127.0.0.1:{closed}"})
+    body = r.json()
+    assert r.status_code == 200 and body["connected"] is False and "refused" in body["error"]
+
+    # info measured on the node
+    info = api.get(f"/api/v1/nodes/{nid}/info").json()
+    assert info["os"] == "linux" and info["mem_total"] > 0 and info["ver"] == node["agent"]["version"]
+    assert info["tls"] == "1" and info["alias"] == "edge-1"
+
+    # logs: the agent's own lines, filterable
+    logs = api.get(f"/api/v1/nodes/{nid}/logs", params={"search": "enrolled"}).json()
+    assert any("enrolled as node" in line["message"] for line in logs["lines"])
+    assert all("enrolled" in line["message"].lower() for line in logs["lines"])
+
+    # delete: machine (agent process) gone, node marked deleted, not listed any more
+    pid = controller.agent_pid(nid)
+    r = api.delete(f"/api/v1/nodes/{nid}")
+    assert r.status_code == 202 and r.json()["status"] == "deleting"
+    wait_for(lambda: controller.node(nid)["status"] == "deleted", 20, message="deleted")
+    assert not _pid_alive(pid)
+    assert nid not in [n["id"] for n in api.get("/api/v1/nodes").json()["items"]]
+    assert api.delete(f"/api/v1/nodes/{nid}").status_code == 404
+
+
+def test_desired_state_change_is_applied_and_logged_live(controller: ControllerProcess) -> None:
+    api = controller.api
+    nid = controller.wait_running(controller.create_node()["id"])["id"]
+    lines: list[dict] = []
+    stop = threading.Event()
+
+    def follow() -> None:
+        with httpx.Client(base_url=controller.url, headers=dict(api.headers), timeout=30) as c:
+            with connect_sse(c, "GET", f"/api/v1/nodes/{nid}/logs", params={"follow": "true", "limit": "1"}) as src:
+                for sse in src.iter_sse():
+                    lines.append(json.loads(sse.data)["log"])
+                    if stop.is_set():
+                        return
+
+    t = threading.Thread(target=follow, daemon=True)
+    t.start()
+    wait_for(lambda: lines, 10, message="first streamed log line")
+
+    r = api.patch(f"/api/v1/nodes/{nid}", json={"agent_settings": {"log_level": "debug", "metrics_interval_seconds": 2}})
+    assert r.status_code == 200, r.text
+    assert r.json()["agent"]["desired_revision"] == 2
+    node = wait_for(lambda: (n := controller.node(nid))["agent"]["applied_revision"] == 2 and n, 15,
+                    message="revision 2 applied")
+    assert node["agent"]["settings"] == {"log_level": "debug", "metrics_interval_seconds": 2}
+    wait_for(lambda: any("revision 2" in l["message"] for l in lines), 10, message="live log of the apply")
+    stop.set()
+
+    # a bad value is refused at the edge and changes nothing
+    r = api.patch(f"/api/v1/nodes/{nid}", json={"agent_settings": {"log_level": "loud"}})
+    assert r.status_code == 422 and "agent_settings.log_level" in r.json()["error"]["details"]
+    assert controller.node(nid)["agent"]["desired_revision"] == 2
+
+    # fleet-wide change reaches the node as a new revision
+    r = api.put("/api/v1/fleet/agent-settings", json={"metrics_interval_seconds": 5})
+    assert r.status_code == 200 and r.json()["metrics_interval_seconds"] == 5
+    wait_for(lambda: controller.node(nid)["agent"]["applied_revision"] == 3, 15, message="fleet change applied")
+
+
+def test_events_stream_shows_node_changes(controller: ControllerProcess) -> None:
+    api = controller.api
+    events: list[dict] = []
+
+    def follow() -> None:
+        with httpx.Client(base_url=controller.url, headers=dict(api.headers), timeout=60) as c:
+            with connect_sse(c, "GET", "/api/v1/events") as src:
+                for sse in src.iter_sse():
+                    assert sse.event == "node"
+                    events.append(json.loads(sse.data))
+                    if any(e["type"] == "update" and e["node"]["status"] == "running" for e in events[1:]):
+                        return
+
+    t = threading.Thread(target=follow, daemon=True)
+    t.start()
+    wait_for(lambda: events, 10, message="initial event")
+    assert events[0]["type"] == "initial" and events[0]["nodes"] == []
+    nid = controller.create_node()["id"]
+    t.join(30)
+    types = [e["type"] for e in events]
+    assert "create" in types
+    assert any(e["type"] == "update" and e["node"]["id"] == nid and e["node"]["status"] == "running" for e in events)
+
+
+def test_stop_start_reboot(controller: ControllerProcess) -> None:
+    api = controller.api
+    nid = controller.wait_running(controller.create_node()["id"])["id"]
+    first_pid = controller.agent_pid(nid)
+
+    assert api.post(f"/api/v1/nodes/{nid}/stop").status_code == 202
+    wait_for(lambda: controller.node(nid)["status"] == "stopped", 20, message="stopped")
+    assert not _pid_alive(first_pid)
+    wait_for(lambda: not controller.node(nid)["agent"]["online"], 20, message="offline after stop")
+    # a stopped node cannot be rebooted
+    r = api.post(f"/api/v1/nodes/{nid}/reboot")
+    assert r.status_code == 409 and r.json()["error"]["code"] == "CONFLICT"
+
+    assert api.post(f"/api/v1/nodes/{nid}/start").status_code == 202
+    node = controller.wait_running(nid)
+    assert node["agent"]["enrolled"]  # same identity: no new enrollment was needed
+    second_pid = controller.agent_pid(nid)
+    assert second_pid != first_pid
+
+    assert api.post(f"/api/v1/nodes/{nid}/reboot").status_code == 202
+    wait_for(lambda: controller.agent_pid(nid) != second_pid and _pid_alive(controller.agent_pid(nid)), 20,
+             message="agent restarted by reboot")
+    controller.wait_running(nid)
+
+
+def test_operations_log_records_mutations(controller: ControllerProcess) -> None:
+    api = controller.api
+    nid = controller.create_node(name="audited")["id"]
+    api.post("/api/v1/nodes", json={"region": "nowhere"})
+    ops = api.get("/api/v1/operations").json()["items"]
+    create = next(o for o in ops if o["action"] == "POST /api/v1/nodes" and o["result"] == "success")
+    assert create["actor"] == "admin" and create["target_id"] == nid and create["target_type"] == "node"
+    assert create["payload"] == {"region": "local", "name": "audited"}
+    failed = next(o for o in ops if o["result"] == "fail")
+    assert failed["status_code"] == 422 and "unknown region" in failed["error"]
+    only = api.get("/api/v1/operations", params={"target_id": nid}).json()
+    assert only["total"] == 1 and only["items"][0]["target_id"] == nid
