@@ -20,6 +20,10 @@ CONTROLLER_TLS_NAME = "vpnfleet-controller"
 DEFAULT_CONFIG_PATH = "/etc/vpnfleet/agent.yaml"
 
 
+#: Log levels the agent accepts (config file and desired state alike).
+LOG_LEVEL_NAMES = ("debug", "info", "warning", "error")
+
+
 class ConfigError(ValueError):
     """The agent configuration file is missing something or has a bad value."""
 
@@ -50,6 +54,8 @@ class AgentConfig:
     spool_max_batches: int = 10_000
     #: Most log lines buffered in memory while the controller is unreachable.
     log_buffer_lines: int = 5_000
+    #: Longest wait between reconnect attempts (exponential backoff with full jitter up to this).
+    reconnect_max_seconds: float = 30.0
 
     def to_yaml(self) -> str:
         """Serialise for writing to DEFAULT_CONFIG_PATH."""
@@ -66,7 +72,26 @@ class AgentConfig:
         for required in ("grpc_addr", "enroll_addr", "ca_cert_pem"):
             if not data.get(required):
                 raise ConfigError(f"agent config needs '{required}'")
-        return cls(**data)
+        config = cls(**data)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """Check value ranges (the same ones the agent's settings component enforces at run time)."""
+        if self.log_level not in LOG_LEVEL_NAMES:
+            raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVEL_NAMES)}, got {self.log_level!r}")
+        for name, low, high in (
+            ("metrics_interval_seconds", 1, 3600),
+            ("spool_max_batches", 1, 10_000_000),
+            ("log_buffer_lines", 1, 10_000_000),
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+                raise ConfigError(f"{name} must be an integer {low}..{high}, got {value!r}")
+        if not isinstance(self.reconnect_max_seconds, (int, float)) or not 0.1 <= self.reconnect_max_seconds <= 3600:
+            raise ConfigError(f"reconnect_max_seconds must be 0.1..3600, got {self.reconnect_max_seconds!r}")
+        if "BEGIN CERTIFICATE" not in self.ca_cert_pem:
+            raise ConfigError("ca_cert_pem must be a PEM certificate")
 
     @classmethod
     def load(cls, path: str | Path) -> "AgentConfig":
@@ -74,4 +99,8 @@ class AgentConfig:
             text = Path(path).read_text()
         except OSError as exc:
             raise ConfigError(f"cannot read agent config {path}: {exc.strerror}") from exc
-        return cls.from_dict(yaml.safe_load(text))
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"agent config {path} is not valid YAML: {exc}") from exc
+        return cls.from_dict(data)

@@ -1,0 +1,157 @@
+"""Bounded on-disk spool of telemetry batches awaiting the controller's acknowledgement.
+
+Layout under the spool directory:
+  00000000000000000042.pb  one serialized TelemetryBatch per file, named by its sequence number
+  meta.json                {"next_seq": N}: survives restarts (and acks of everything) so a seq is never reused
+
+Thread-safe: the engine calls it from worker threads (file I/O and fsync stay off the event loop).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Iterable
+
+from google.protobuf.message import DecodeError
+
+from agent.atomicfile import fsync_dir, write_atomic
+from protos import agent_pb2
+
+log = logging.getLogger(__name__)
+
+META_FILE = "meta.json"
+_SUFFIX = ".pb"
+
+
+def batch_file_name(seq: int) -> str:
+    return f"{seq:020d}{_SUFFIX}"
+
+
+class Spool:
+    """Telemetry batches on disk, oldest first, at most `max_batches` of them."""
+
+    def __init__(self, directory: str | Path, max_batches: int) -> None:
+        if max_batches < 1:
+            raise ValueError("max_batches must be >= 1")
+        self.directory = Path(directory)
+        self.max_batches = max_batches
+        self._lock = threading.Lock()
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._seqs: collections.deque[int] = collections.deque(sorted(self._scan()))
+        meta = self._read_meta()
+        # The files win over meta.json if a crash came between writing a batch and updating meta.
+        last_on_disk = self._seqs[-1] if self._seqs else 0
+        self._next_seq = max(int(meta.get("next_seq", 1)), last_on_disk + 1, 1)
+
+    # -- reading ----------------------------------------------------------------------------------------
+
+    @property
+    def last_seq(self) -> int:
+        """Highest sequence number ever produced (0: none yet)."""
+        with self._lock:
+            return self._next_seq - 1
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._seqs)
+
+    def pending(self) -> list[agent_pb2.TelemetryBatch]:
+        """Every unacknowledged batch, oldest first."""
+        return self.pending_after(0)
+
+    def pending_after(self, seq: int, limit: int | None = None) -> list[agent_pb2.TelemetryBatch]:
+        """Unacknowledged batches with a sequence number above seq, oldest first."""
+        with self._lock:
+            wanted = [s for s in self._seqs if s > seq]
+        if limit is not None:
+            wanted = wanted[:limit]
+        batches = []
+        for s in wanted:
+            batch = self._read_batch(s)
+            if batch is not None:  # acked or dropped meanwhile
+                batches.append(batch)
+        return batches
+
+    # -- writing ----------------------------------------------------------------------------------------
+
+    def append(self, samples: Iterable[agent_pb2.MetricSample]) -> agent_pb2.TelemetryBatch:
+        """Store a new batch with the next sequence number.
+
+        If the spool is full the oldest batches go first; the new batch carries how many samples they held,
+        so the loss reaches the controller with the very batch that caused it.
+        """
+        with self._lock:
+            dropped = 0
+            while len(self._seqs) >= self.max_batches:
+                dropped += self._drop_oldest()
+            batch = agent_pb2.TelemetryBatch(seq=self._next_seq, metrics=list(samples), dropped_samples=dropped)
+            write_atomic(self.directory / batch_file_name(batch.seq), batch.SerializeToString(), 0o600)
+            self._seqs.append(batch.seq)
+            self._next_seq += 1
+            self._write_meta()
+            return batch
+
+    def ack(self, acked_seq: int) -> int:
+        """Forget every batch with seq <= acked_seq (the controller stored them). Returns how many."""
+        removed = 0
+        with self._lock:
+            while self._seqs and self._seqs[0] <= acked_seq:
+                self._unlink(self._seqs.popleft())
+                removed += 1
+            if removed:
+                fsync_dir(self.directory)
+        return removed
+
+    # -- internals --------------------------------------------------------------------------------------
+
+    def _drop_oldest(self) -> int:
+        """Delete the oldest batch; return how many samples it held."""
+        seq = self._seqs.popleft()
+        batch = self._read_batch(seq)
+        lost = len(batch.metrics) if batch is not None else 0
+        self._unlink(seq)
+        log.warning("telemetry spool full (%d batches): dropped batch %d (%d samples)", self.max_batches, seq, lost)
+        return lost
+
+    def _unlink(self, seq: int) -> None:
+        try:
+            os.unlink(self.directory / batch_file_name(seq))
+        except FileNotFoundError:
+            pass
+
+    def _read_batch(self, seq: int) -> agent_pb2.TelemetryBatch | None:
+        try:
+            data = (self.directory / batch_file_name(seq)).read_bytes()
+        except FileNotFoundError:
+            return None
+        batch = agent_pb2.TelemetryBatch()
+        try:
+            batch.ParseFromString(data)
+        except DecodeError:
+            # Writes are atomic, so only a damaged disk gets here; skip the batch rather than wedge the spool.
+            log.error("telemetry spool: batch %d is unreadable, skipping it", seq)
+            return None
+        return batch
+
+    def _scan(self) -> list[int]:
+        seqs = []
+        for entry in self.directory.iterdir():
+            stem = entry.name[: -len(_SUFFIX)]
+            if entry.name.endswith(_SUFFIX) and stem.isdigit():
+                seqs.append(int(stem))
+        return seqs
+
+    def _read_meta(self) -> dict:
+        try:
+            return json.loads((self.directory / META_FILE).read_text())
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def _write_meta(self) -> None:
+        meta = {"next_seq": self._next_seq}
+        write_atomic(self.directory / META_FILE, json.dumps(meta).encode(), 0o600)

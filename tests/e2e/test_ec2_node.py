@@ -1,0 +1,197 @@
+"""The EC2 provider end to end: a real controller against moto (server mode); the test plays cloud-init by
+reading the user data back from EC2 and starting the agent with what it carries."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import grpc
+import httpx
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from agent.config import CONTROLLER_TLS_NAME
+from controller.cloudinit import agent_config_from_user_data, package_url_from_user_data
+from tests.conftest_moto import FAKE_KEY, FAKE_SECRET, create_launch_template, ec2_client
+from tests.controller_process import REPO, ControllerProcess, wait_for
+from protos import agent_pb2, agent_pb2_grpc
+
+REGION = "us-east-1"
+
+
+@pytest.fixture
+def ec2_controller(tmp_path: Path, moto_endpoint: str) -> Iterator[tuple[ControllerProcess, str]]:
+    template = create_launch_template(moto_endpoint, REGION)
+    config = tmp_path / "conf.yaml"
+    config.write_text(yaml.safe_dump({
+        "aws": {"access_key": FAKE_KEY, "secret_key": FAKE_SECRET, "endpoint_url": moto_endpoint,
+                "regions": {REGION: {"name": "美东", "template_id": template}}},
+        "scheduler": {"instance_sync_interval": 1, "instance_wait_timeout": 60},
+    }))
+    ctl = ControllerProcess(tmp_path / "data", config=config,
+                            env={"AWS_EC2_METADATA_DISABLED": "true", "VPNFLEET_ENROLLMENT_TOKEN_TTL": "60"})
+    try:
+        yield ctl.start(), moto_endpoint
+    finally:
+        ctl.cleanup()
+
+
+class CloudInit:
+    """Plays cloud-init on this machine: the node's user data, read back from EC2, drives everything."""
+
+    def __init__(self, endpoint: str, instance_id: str, root: Path) -> None:
+        attr = ec2_client(endpoint, REGION).describe_instance_attribute(InstanceId=instance_id, Attribute="userData")
+        self.user_data = base64.b64decode(attr["UserData"]["Value"]).decode()
+        self.config = agent_config_from_user_data(self.user_data)
+        self.package_url, self.package_sha256 = package_url_from_user_data(self.user_data)
+        self.root = root
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start_agent(self) -> subprocess.Popen[bytes]:
+        self.config.state_dir = str(self.root / "state")
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / "agent.yaml"
+        path.write_text(self.config.to_yaml())
+        self.proc = subprocess.Popen([sys.executable, "-m", "agent", "--config", str(path)], cwd=REPO,
+                                     stdout=open(self.root / "agent.out", "wb"), stderr=subprocess.STDOUT)
+        return self.proc
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(5)
+
+
+def _enroll(addr: str, ca_pem: str, token: str) -> grpc.StatusCode | agent_pb2.EnrollResponse:
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (x509.CertificateSigningRequestBuilder()
+           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "intruder")]))
+           .sign(key, hashes.SHA256()))
+    creds = grpc.ssl_channel_credentials(ca_pem.encode())
+    with grpc.secure_channel(addr, creds, options=[("grpc.ssl_target_name_override", CONTROLLER_TLS_NAME)]) as ch:
+        try:
+            return agent_pb2_grpc.EnrollmentStub(ch).Enroll(
+                agent_pb2.EnrollRequest(token=token, csr_pem=csr.public_bytes(serialization.Encoding.PEM)), timeout=10)
+        except grpc.RpcError as exc:
+            return exc.code()
+
+
+def test_ec2_node_from_user_data_to_running_and_deleted(ec2_controller, tmp_path: Path) -> None:
+    controller, endpoint = ec2_controller
+    api = controller.api
+    # seed 000's API: one active instance per region
+    r = api.post("/api/v2ray/instances", json={"region": REGION})
+    assert r.status_code == 200 and r.json()["status"] == "pending"
+    uuid = r.json()["uuid"]
+    assert api.post("/api/v2ray/instances", json={"region": REGION}).json()["uuid"] == uuid
+
+    node = wait_for(lambda: (n := controller.node(uuid))["instance_id"] and n, 20, message="EC2 instance launched")
+    ec2 = ec2_client(endpoint, REGION)
+    inst = ec2.describe_instances(InstanceIds=[node["instance_id"]])["Reservations"][0]["Instances"][0]
+    tags = {t["Key"]: t["Value"] for t in inst["Tags"]}
+    assert tags["vpnfleet:node-id"] == uuid and inst["State"]["Name"] == "running"
+
+    boot = CloudInit(endpoint, node["instance_id"], tmp_path / "node")
+    assert boot.user_data.startswith("#cloud-config")
+    assert boot.config.grpc_addr == f"127.0.0.1:{controller.grpc_port}"
+    assert boot.config.enroll_addr == f"127.0.0.1:{controller.enroll_port}"
+
+    # the agent package: token-authenticated, and its sha256 is the one in the user data
+    pkg = httpx.get(boot.package_url, timeout=10)
+    assert pkg.status_code == 200 and hashlib.sha256(pkg.content).hexdigest() == boot.package_sha256
+    bad = httpx.get(boot.package_url.split("?")[0] + "?token=nope", timeout=10)
+    assert bad.status_code == 401
+
+    try:
+        boot.start_agent()
+        node = controller.wait_running(uuid)
+        assert node["public_ip"] == inst["PublicIpAddress"]
+        compat = api.get(f"/api/v2ray/instances/{uuid}").json()
+        assert compat["ec2_id"] == node["instance_id"] and compat["status"] == "running"
+        assert compat["ec2_region"] == REGION and compat["ec2_region_name"] == "美东"
+
+        # the token worked once: a second enrollment and the package download are refused
+        assert _enroll(boot.config.enroll_addr, boot.config.ca_cert_pem, boot.config.enrollment_token) \
+            == grpc.StatusCode.PERMISSION_DENIED
+        assert httpx.get(boot.package_url, timeout=10).status_code == 401
+        assert "already used" in controller.log()
+
+        # stop/start go through EC2 too
+        assert api.post(f"/api/v1/nodes/{uuid}/stop").status_code == 202
+        wait_for(lambda: controller.node(uuid)["status"] == "stopped", 20, message="stopped")
+        state = ec2.describe_instances(InstanceIds=[node["instance_id"]])["Reservations"][0]["Instances"][0]["State"]
+        assert state["Name"] == "stopped"
+        assert api.post(f"/api/v1/nodes/{uuid}/start").status_code == 202
+        controller.wait_running(uuid)
+
+        r = api.delete(f"/api/v2ray/instances/{uuid}")
+        assert r.status_code == 200 and r.json() == {"status": "deleting"}
+        wait_for(lambda: controller.node(uuid)["status"] == "deleted", 20, message="deleted")
+        state = ec2.describe_instances(InstanceIds=[node["instance_id"]])["Reservations"][0]["Instances"][0]["State"]
+        assert state["Name"] == "terminated"
+        # a deleted node's agent is refused from then on
+        wait_for(lambda: boot.proc.poll() is not None or "deleted" in controller.log(), 20, message="refused")
+    finally:
+        boot.stop()
+
+    # every EC2 call is logged, and no secret is
+    log = controller.log()
+    assert "run_instances" in log and "terminate_instances" in log
+    assert boot.config.enrollment_token not in log and FAKE_SECRET not in log
+
+
+def test_instance_terminated_outside_vpnfleet_is_marked(ec2_controller, tmp_path: Path) -> None:
+    controller, endpoint = ec2_controller
+    uuid = controller.create_node(REGION)["id"]
+    node = wait_for(lambda: (n := controller.node(uuid))["instance_id"] and n, 20, message="launched")
+    boot = CloudInit(endpoint, node["instance_id"], tmp_path / "node")
+    try:
+        boot.start_agent()
+        controller.wait_running(uuid)
+        ec2_client(endpoint, REGION).terminate_instances(InstanceIds=[node["instance_id"]])
+        node = wait_for(lambda: (n := controller.node(uuid))["status"] == "error" and n, 20,
+                        message="sync loop notices")
+        assert "terminated outside vpnfleet" in node["status_reason"]
+        # the region is free again for seed 000's one-active-instance rule
+        r = controller.api.post("/api/v2ray/instances", json={"region": REGION})
+        assert r.json()["uuid"] != uuid
+    finally:
+        boot.stop()
+
+
+def test_stuck_create_times_out_and_expired_token_is_refused(tmp_path: Path, moto_endpoint: str) -> None:
+    template = create_launch_template(moto_endpoint, REGION)
+    config = tmp_path / "conf.yaml"
+    config.write_text(yaml.safe_dump({
+        "aws": {"access_key": FAKE_KEY, "secret_key": FAKE_SECRET, "endpoint_url": moto_endpoint,
+                "regions": {REGION: {"name": "east", "template_id": template}}},
+        "scheduler": {"instance_sync_interval": 1, "instance_wait_timeout": 3},
+        "enrollment": {"token_ttl": 1},
+    }))
+    controller = ControllerProcess(tmp_path / "data", config=config, env={"AWS_EC2_METADATA_DISABLED": "true"})
+    boot = None
+    try:
+        controller.start()
+        uuid = controller.create_node(REGION)["id"]
+        node = wait_for(lambda: (n := controller.node(uuid))["status"] == "error" and n, 20, message="timeout")
+        assert "did not connect within 3s" in node["status_reason"]
+
+        # cloud-init runs too late: the token expired, the agent is refused for good (exit 3)
+        boot = CloudInit(moto_endpoint, node["instance_id"], tmp_path / "node")
+        assert boot.start_agent().wait(30) == 3
+        assert "expired" in controller.log()
+        assert not controller.node(uuid)["agent"]["enrolled"]
+    finally:
+        if boot:
+            boot.stop()
+        controller.cleanup()
