@@ -1,0 +1,179 @@
+"""The REST surface: seed 000 conformance, auth, bad input (never a 500), OpenAPI coverage."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import re
+import sqlite3
+
+import httpx
+import pytest
+
+from tests.controller_process import ControllerProcess, wait_for
+
+UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+SEED000_KEYS = {"id", "uuid", "ec2_id", "ec2_region", "ec2_region_name", "ec2_public_ip", "status",
+                "created_at", "updated_at"}
+
+
+@pytest.fixture(scope="module")
+def ctl(shared_controller: ControllerProcess) -> ControllerProcess:
+    return shared_controller
+
+
+def test_admin_key_is_stored_hashed_and_file_is_private(ctl: ControllerProcess) -> None:
+    key_file = ctl.data_dir / "admin.key"
+    assert oct(key_file.stat().st_mode & 0o777) == "0o600"
+    key = key_file.read_text().strip()
+    with sqlite3.connect(ctl.data_dir / "vpnfleet.db") as db:
+        hashes = [h for (h,) in db.execute("select key_hash from api_keys")]
+    assert hashes and key not in hashes and all(len(h) == 64 for h in hashes)
+    assert ctl.log().count(key) == 1  # printed once in the start banner, never logged
+
+
+@pytest.mark.parametrize("headers", [{}, {"X-API-Key": "wrong"}, {"Authorization": "Bearer wrong"},
+                                     {"Authorization": "Basic abc"}])
+def test_every_endpoint_needs_a_key(ctl: ControllerProcess, headers: dict) -> None:
+    for method, path in [("GET", "/api/v1/nodes"), ("POST", "/api/v1/nodes"), ("GET", "/api/v2ray/instances"),
+                         ("GET", "/api/v1/events"), ("GET", "/api/v1/operations"), ("GET", "/api/v1/regions")]:
+        r = httpx.request(method, ctl.url + path, headers=headers, timeout=10)
+        assert r.status_code == 401, (method, path)
+        assert r.json()["error"] if path.startswith("/api/v2ray") else r.json()["error"]["code"] == "INVALID_CREDENTIALS"
+
+
+def test_public_endpoints_and_bearer(ctl: ControllerProcess) -> None:
+    assert httpx.get(ctl.url + "/api/v1/health").json()["status"] == "ok"
+    assert httpx.get(ctl.url + "/openapi.json").status_code == 200
+    docs = httpx.get(ctl.url + "/docs")
+    assert docs.status_code == 200 and "swagger-ui" in docs.text
+    assert httpx.get(ctl.url + "/docs/static/swagger-ui-bundle.js").status_code == 200
+    key = (ctl.data_dir / "admin.key").read_text().strip()
+    assert httpx.get(ctl.url + "/api/v1/version", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+
+
+def test_openapi_covers_every_route(ctl: ControllerProcess) -> None:
+    spec = ctl.api.get("/openapi.json").json()
+    from controller.app import ROUTE_MODULES
+
+    for module in ROUTE_MODULES:
+        for route in module.routes:
+            for method in route.methods - {"HEAD"}:
+                assert method.lower() in spec["paths"].get(route.path, {}), f"{method} {route.path} missing"
+    assert "NodeCreate" in spec["components"]["schemas"]
+
+
+def test_seed000_regions_and_instance_shapes(ctl: ControllerProcess) -> None:
+    api = ctl.api
+    assert api.get("/api/v2ray/regions").json() == [{"region": "local", "name": "Local"}]
+    r = api.post("/api/v2ray/instances", json={"region": "local"})
+    assert r.status_code == 200 and set(r.json()) == {"uuid", "status"} and UUID_RE.match(r.json()["uuid"])
+    uuid = r.json()["uuid"]
+    # the region now has an active instance: the same uuid comes back
+    again = api.post("/api/v2ray/instances", json={"region": "local"})
+    assert again.status_code == 200 and again.json()["uuid"] == uuid
+    listed = api.get("/api/v2ray/instances").json()
+    assert isinstance(listed, list) and set(listed[0]) == SEED000_KEYS
+    one = api.get(f"/api/v2ray/instances/{uuid}").json()
+    assert set(one) == SEED000_KEYS and isinstance(one["id"], int)
+    assert re.match(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$", one["created_at"])
+    ctl.wait_running(uuid)
+    assert api.get(f"/api/v2ray/instances/{uuid}").json()["status"] == "running"
+    r = api.delete(f"/api/v2ray/instances/{uuid}")
+    assert r.status_code == 200 and r.json() == {"status": "deleting"}
+    wait_for(lambda: ctl.node(uuid)["status"] == "deleted", 20, message="deleted")
+    assert api.get(f"/api/v2ray/instances/{uuid}").status_code == 404
+    assert uuid not in [i["uuid"] for i in api.get("/api/v2ray/instances").json()]
+
+
+def test_seed000_errors(ctl: ControllerProcess) -> None:
+    api = ctl.api
+    r = api.get("/api/v2ray/instances/00000000-0000-0000-0000-000000000000")
+    assert r.status_code == 404 and r.json()["error"].startswith("instance not found: ")
+    assert api.get("/api/v2ray/instances/not-a-uuid").status_code == 404
+    assert api.delete("/api/v2ray/instances/00000000-0000-0000-0000-000000000000").json()["error"].startswith(
+        "instance not found")
+    for body in ({}, {"region": ""}, {"region": 5}, {"region": "mars-1"}):
+        r = api.post("/api/v2ray/instances", json=body)
+        assert r.status_code == 400 and isinstance(r.json()["error"], str), body
+    r = api.post("/api/v2ray/instances", content=b"{not json", headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and isinstance(r.json()["error"], str)
+
+
+def test_concurrent_seed000_creates_make_one_node(ctl: ControllerProcess) -> None:
+    api = ctl.api
+    # free the region first (an earlier test may have left an active instance)
+    for inst in api.get("/api/v2ray/instances").json():
+        if inst["status"] in ("pending", "creating", "running"):
+            api.delete(f"/api/v2ray/instances/{inst['uuid']}")
+    key = (ctl.data_dir / "admin.key").read_text().strip()
+
+    def post(_: int) -> str:
+        return httpx.post(ctl.url + "/api/v2ray/instances", json={"region": "local"},
+                          headers={"X-API-Key": key}, timeout=30).json()["uuid"]
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        uuids = set(pool.map(post, range(8)))
+    assert len(uuids) == 1
+    active = [i for i in api.get("/api/v2ray/instances").json() if i["status"] in ("pending", "creating", "running")]
+    assert [i["uuid"] for i in active] == list(uuids)
+
+
+@pytest.mark.parametrize("method,path,body,status,code,field", [
+    ("POST", "/api/v1/nodes", {"region": "mars-1"}, 422, "VALIDATION_ERROR", "region"),
+    ("POST", "/api/v1/nodes", {}, 422, "VALIDATION_ERROR", "region"),
+    ("POST", "/api/v1/nodes", {"region": "local", "name": "bad name!"}, 422, "VALIDATION_ERROR", "name"),
+    ("POST", "/api/v1/nodes", {"region": "local", "color": "red"}, 422, "VALIDATION_ERROR", "color"),
+    ("POST", "/api/v1/nodes", [1, 2], 400, "BAD_REQUEST", None),
+    ("GET", "/api/v1/nodes?status=sleeping", None, 422, "VALIDATION_ERROR", "status"),
+    ("GET", "/api/v1/nodes?page=0", None, 422, "VALIDATION_ERROR", "page"),
+    ("GET", "/api/v1/nodes?size=abc", None, 422, "VALIDATION_ERROR", "size"),
+    ("GET", "/api/v1/nodes?online=maybe", None, 422, "VALIDATION_ERROR", "online"),
+    ("GET", "/api/v1/nodes/not-a-uuid", None, 404, "RESOURCE_NOT_FOUND", None),
+    ("GET", "/api/v1/nodes/00000000-0000-0000-0000-000000000000", None, 404, "RESOURCE_NOT_FOUND", None),
+    ("DELETE", "/api/v1/nodes/00000000-0000-0000-0000-000000000000", None, 404, "RESOURCE_NOT_FOUND", None),
+    ("POST", "/api/v1/nodes/00000000-0000-0000-0000-000000000000/start", None, 404, "RESOURCE_NOT_FOUND", None),
+    ("GET", "/api/v1/nodes/00000000-0000-0000-0000-000000000000/logs", None, 404, "RESOURCE_NOT_FOUND", None),
+    ("PUT", "/api/v1/fleet/agent-settings", {"metrics_interval_seconds": 0}, 422, "VALIDATION_ERROR",
+     "agent_settings.metrics_interval_seconds"),
+    ("PUT", "/api/v1/fleet/agent-settings", {"log_level": "loud"}, 422, "VALIDATION_ERROR", "agent_settings.log_level"),
+    ("GET", "/api/v1/nowhere", None, 404, "RESOURCE_NOT_FOUND", None),
+    ("PUT", "/api/v1/nodes", {}, 405, "METHOD_NOT_ALLOWED", None),
+])
+def test_bad_requests_get_clear_errors(ctl: ControllerProcess, method, path, body, status, code, field) -> None:  # noqa: ANN001
+    r = ctl.api.request(method, path, json=body)
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert err["code"] == code and err["message"] and err["request_id"] == r.headers["x-request-id"]
+    if field:
+        assert field in err.get("details", {}), err
+
+
+def test_node_queries_validate_and_filter(ctl: ControllerProcess) -> None:
+    api = ctl.api
+    nid = ctl.create_node(name="query-me")["id"]
+    ctl.wait_running(nid)
+    assert api.get(f"/api/v1/nodes/{nid}/tcping").status_code == 422
+    assert api.get(f"/api/v1/nodes/{nid}/tcping", params={"target": "host:99999"}).status_code == 422
+    assert api.get(f"/api/v1/nodes/{nid}/tcping", params={"target": "a b:80"}).status_code == 422
+    assert api.get(f"/api/v1/nodes/{nid}/metrics", params={"interval": 61}).status_code == 422
+    assert api.get(f"/api/v1/nodes/{nid}/metrics", params={"start_time": "yesterday"}).status_code == 422
+    r = api.get(f"/api/v1/nodes/{nid}/metrics", params={"start_time": "2026-01-02T00:00:00Z",
+                                                       "end_time": "2026-01-01T00:00:00Z"})
+    assert r.status_code == 422 and "end_time" in r.json()["error"]["details"]
+    assert api.get(f"/api/v1/nodes/{nid}/logs", params={"level": "loud"}).status_code == 422
+    found = api.get("/api/v1/nodes", params={"search": "query-me"}).json()
+    assert [n["id"] for n in found["items"]] == [nid] and found["total"] == 1
+    assert api.get("/api/v1/nodes", params={"region": "elsewhere"}).json()["total"] == 0
+    page = api.get("/api/v1/nodes", params={"size": 1}).json()
+    assert len(page["items"]) == 1 and page["size"] == 1 and page["pages"] == page["total"]
+
+
+def test_tcping_to_an_offline_node_is_503(ctl: ControllerProcess) -> None:
+    api = ctl.api
+    nid = ctl.create_node()["id"]
+    ctl.wait_running(nid)
+    api.post(f"/api/v1/nodes/{nid}/stop")
+    wait_for(lambda: ctl.node(nid)["status"] == "stopped", 20, message="stopped")
+    r = api.get(f"/api/v1/nodes/{nid}/tcping", params={"target": "127.0.0.1:1"})
+    assert r.status_code == 503 and r.json()["error"]["code"] == "SERVICE_UNAVAILABLE"
