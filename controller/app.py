@@ -15,7 +15,6 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
-from controller import __version__
 from controller.agent_bundle import AgentBundle, build_agent_wheel
 from controller.auth import ApiKeyStore
 from controller.db import make_engine, make_sessionmaker, prepare_database

@@ -8,7 +8,7 @@ gives a working controller on SQLite with the ``local`` provider.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 

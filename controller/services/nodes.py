@@ -9,7 +9,6 @@ every node left in such a status, so work cut short by a crash or kill -9 is res
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 from typing import Any, Callable
 
@@ -78,9 +77,9 @@ class NodeService:
         if online is not None:
             query = query.where(Node.online.is_(online))
         if search:
-            like = f"%{search}%"
-            query = query.where(or_(Node.name.ilike(like), Node.uuid.ilike(like), Node.public_ip.ilike(like),
-                                    Node.instance_id.ilike(like)))
+            # autoescape: "_" and "%" in the search text are literal characters, not wildcards
+            query = query.where(or_(*(col.icontains(search, autoescape=True)
+                                      for col in (Node.name, Node.uuid, Node.public_ip, Node.instance_id))))
         async with self._sessions() as s:
             total = await s.scalar(select(func.count()).select_from(query.subquery()))
             rows = (await s.scalars(query.order_by(Node.created_at.desc(), Node.id.desc())

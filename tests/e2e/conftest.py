@@ -16,13 +16,3 @@ def controller(tmp_path: Path) -> Iterator[ControllerProcess]:
         yield ctl.start()
     finally:
         ctl.cleanup()
-
-
-@pytest.fixture(scope="module")
-def shared_controller(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControllerProcess]:
-    """One controller for a whole module of tests that do not disturb each other."""
-    ctl = ControllerProcess(tmp_path_factory.mktemp("ctl") / "data")
-    try:
-        yield ctl.start()
-    finally:
-        ctl.cleanup()

@@ -6,7 +6,6 @@ import json
 import os
 import socket
 import threading
-import time
 
 import httpx
 from httpx_sse import connect_sse

@@ -1,0 +1,676 @@
+"""``vpnfleet``: the operator's command line for a vpnfleet controller (REST API and live SSE streams).
+
+Settings: ``--url`` / $VPNFLEET_URL (default http://127.0.0.1:8080); the API key from ``--api-key``,
+$VPNFLEET_API_KEY, or the admin key file the controller wrote ($VPNFLEET_DATA_DIR, default ./data, + admin.key).
+Every command takes ``--json`` to print the API's JSON instead of tables. Exit codes: 0 ok, 1 error, 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import re
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import httpx
+from httpx_sse import SSEError, connect_sse
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from controller import __version__
+from controller.auth import ADMIN_KEY_FILE
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+WAIT_TIMEOUT = 300.0
+POLL_SECONDS = 0.5
+#: the controller pings streams every 15 s; a silent minute means the connection is dead
+STREAM_READ_TIMEOUT = 60.0
+MAX_BACKOFF = 10.0
+STATUS_STYLE = {"running": "green", "error": "bold red", "stopped": "dim", "deleted": "dim"}
+LEVEL_STYLE = {"debug": "dim", "info": "", "warning": "yellow", "error": "red", "critical": "bold red"}
+
+
+# -- the API ------------------------------------------------------------------------------------------------
+
+class ApiError(Exception):
+    """Anything that went wrong talking to the controller. ``network`` is true when it was not reached."""
+
+    def __init__(self, message: str, code: str | None = None, request_id: str | None = None,
+                 network: bool = False) -> None:
+        super().__init__(message)
+        self.message, self.code, self.request_id, self.network = message, code, request_id, network
+
+    def __str__(self) -> str:
+        if self.code:
+            return f"{self.message} ({self.code}, request {self.request_id or '-'})"
+        return self.message
+
+
+def missing_key_message() -> str:
+    data_dir = os.environ.get("VPNFLEET_DATA_DIR") or "data"
+    return (f"no API key: set VPNFLEET_API_KEY (or pass --api-key), or run where the controller's admin key "
+            f"file {Path(data_dir) / ADMIN_KEY_FILE} is readable (set VPNFLEET_DATA_DIR to its data directory)")
+
+
+class ApiClient:
+    """A thin wrapper over httpx: adds the API key, decodes JSON, and turns every failure into ApiError."""
+
+    PUBLIC = ("/api/v1/health",)
+
+    def __init__(self, url: str, api_key: str | None, timeout: float = 30.0) -> None:
+        self.url = url
+        self._key = api_key
+        self._http = httpx.Client(base_url=url, timeout=httpx.Timeout(timeout, connect=5.0),
+                                  headers={"User-Agent": f"vpnfleet-cli/{__version__}"})
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _headers(self, path: str) -> dict[str, str]:
+        if path in self.PUBLIC:
+            return {}
+        if not self._key:
+            raise ApiError(missing_key_message())
+        return {"X-API-Key": self._key}
+
+    def request(self, method: str, path: str, params: dict[str, Any] | None = None,
+                body: dict[str, Any] | None = None) -> Any:
+        headers = self._headers(path)
+        try:
+            response = self._http.request(method, path, params=_clean(params), json=body, headers=headers)
+        except httpx.TransportError as exc:
+            raise self._network_error(exc) from None
+        if response.status_code >= 400:
+            raise self._api_error(response)
+        try:
+            return response.json()
+        except ValueError:
+            raise ApiError(f"the controller sent a non-JSON answer (HTTP {response.status_code})") from None
+
+    def stream(self, path: str, params: dict[str, Any] | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Yield (event name, data) from a Server-Sent Events endpoint until the server ends the stream."""
+        headers = self._headers(path)
+        timeout = httpx.Timeout(STREAM_READ_TIMEOUT, connect=5.0)
+        try:
+            with connect_sse(self._http, "GET", path, params=_clean(params), headers=headers,
+                             timeout=timeout) as source:
+                if source.response.status_code >= 400:
+                    source.response.read()
+                    raise self._api_error(source.response)
+                for sse in source.iter_sse():
+                    try:
+                        data = json.loads(sse.data)
+                    except ValueError:
+                        continue
+                    if isinstance(data, dict):
+                        yield sse.event, data
+        except httpx.TransportError as exc:
+            raise self._network_error(exc) from None
+        except SSEError as exc:
+            raise ApiError(f"the controller did not answer with an event stream: {exc}") from None
+
+    def _network_error(self, exc: httpx.TransportError) -> ApiError:
+        if isinstance(exc, httpx.ConnectError):
+            return ApiError(f"cannot reach the controller at {self.url}", network=True)
+        if isinstance(exc, httpx.TimeoutException):
+            return ApiError(f"the controller at {self.url} did not answer in time", network=True)
+        return ApiError(f"lost the connection to the controller at {self.url} ({type(exc).__name__})", network=True)
+
+    @staticmethod
+    def _api_error(response: httpx.Response) -> ApiError:
+        try:
+            err = response.json()["error"]
+            return ApiError(err["message"], err.get("code") or str(response.status_code), err.get("request_id"))
+        except (ValueError, KeyError, TypeError):
+            return ApiError(f"HTTP {response.status_code} from the controller", str(response.status_code),
+                            response.headers.get("x-request-id"))
+
+
+def _clean(params: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Drop unset query parameters; booleans as the API spells them."""
+    if params is None:
+        return None
+    return {k: (str(v).lower() if isinstance(v, bool) else v) for k, v in params.items() if v is not None}
+
+
+def find_api_key(explicit: str | None) -> str | None:
+    if explicit:
+        return explicit.strip()
+    if os.environ.get("VPNFLEET_API_KEY"):
+        return os.environ["VPNFLEET_API_KEY"].strip()
+    path = Path(os.environ.get("VPNFLEET_DATA_DIR") or "data") / ADMIN_KEY_FILE
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
+# -- output -------------------------------------------------------------------------------------------------
+
+@dataclass
+class Ctx:
+    api: ApiClient
+    out: Console
+    err: Console
+    as_json: bool
+
+    def emit_json(self, data: Any) -> None:
+        print(json.dumps(data, indent=2), flush=True)
+
+    def show(self, renderable: Any) -> None:
+        """Print a table or grid without the trailing blanks rich pads cells with (friendlier to grep/awk)."""
+        with self.out.capture() as captured:
+            self.out.print(renderable)
+        self.out.file.write("\n".join(line.rstrip() for line in captured.get().splitlines()) + "\n")
+        self.out.file.flush()
+
+    def progress(self, message: str) -> None:
+        """Human progress notes: on stdout, or stderr when stdout carries JSON."""
+        (self.err if self.as_json else self.out).print(Text(message))
+
+
+def fmt_time(value: str | None, ms: bool = False) -> str:
+    if not value:
+        return "-"
+    try:
+        t = dt.datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(dt.timezone.utc)
+    except ValueError:
+        return value
+    return t.strftime("%Y-%m-%dT%H:%M:%S") + (f".{t.microsecond // 1000:03d}" if ms else "") + "Z"
+
+
+def fmt_bytes(n: int | float | None) -> str:
+    value = float(n or 0)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return ""  # unreachable
+
+
+def fmt_duration(seconds: int | float | None) -> str:
+    s = int(seconds or 0)
+    d, h, m = s // 86400, s % 86400 // 3600, s % 3600 // 60
+    return f"{d}d {h}h {m}m" if d else f"{h}h {m}m {s % 60}s" if h else f"{m}m {s % 60}s"
+
+
+def status_text(status: str) -> Text:
+    return Text(status, style=STATUS_STYLE.get(status, "yellow"))
+
+
+def table(*columns: str) -> Table:
+    t = Table(box=None, header_style="bold", pad_edge=False)
+    for c in columns:
+        t.add_column(c, no_wrap=c in ("ID", "TIME", "CREATED"))
+    return t
+
+
+def key_values(rows: list[tuple[str, Any]]) -> Table:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    for key, value in rows:
+        grid.add_row(key, value if isinstance(value, Text) else Text("-" if value in (None, "") else str(value)))
+    return grid
+
+
+# -- node references --------------------------------------------------------------------------------------
+
+def match_nodes(ref: str, nodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Nodes ``ref`` names: an exact name wins over an id prefix (pure, so it is tested without a server)."""
+    by_name = [n for n in nodes if n["name"] == ref]
+    return by_name or [n for n in nodes if n["id"].startswith(ref.lower())]
+
+
+def resolve_node(api: ApiClient, ref: str) -> str:
+    """A full uuid as is; otherwise the one live node whose name is ``ref`` or whose id starts with it."""
+    try:
+        return str(uuid.UUID(ref))
+    except ValueError:
+        pass
+    nodes: list[dict[str, Any]] = []
+    page = 1
+    while True:  # the search is a substring match; matching is finished here
+        res = api.request("GET", "/api/v1/nodes", params={"search": ref, "page": page, "size": 500})
+        nodes += res["items"]
+        if page >= res["pages"]:
+            break
+        page += 1
+    found = match_nodes(ref, nodes)
+    if not found:
+        raise ApiError(f"no node matches '{ref}' (give a node id, a unique id prefix or a node name)")
+    if len(found) > 1:
+        names = ", ".join(f"{n['id']} ({n['name']})" for n in found[:5])
+        raise ApiError(f"'{ref}' is ambiguous: it matches {len(found)} nodes: {names}"
+                       f"{', ...' if len(found) > 5 else ''}")
+    return found[0]["id"]
+
+
+def get_node(api: ApiClient, node_id: str) -> dict[str, Any]:
+    return api.request("GET", f"/api/v1/nodes/{node_id}")
+
+
+def wait_for_status(ctx: Ctx, node: dict[str, Any], target: str, timeout: float) -> dict[str, Any]:
+    """Poll the node until it reaches ``target``; report each status change; fail on error or timeout."""
+    started = time.monotonic()
+    last = node["status"]
+    while node["status"] != target:
+        if node["status"] == "error":
+            raise ApiError(f"node {node['id']} failed: {node.get('status_reason') or 'unknown reason'}")
+        if time.monotonic() - started > timeout:
+            raise ApiError(f"timed out after {timeout:g}s waiting for node {node['id']} to be {target} "
+                           f"(it is {node['status']})")
+        time.sleep(POLL_SECONDS)
+        node = get_node(ctx.api, node["id"])
+        if node["status"] != last:
+            last = node["status"]
+            reason = f" ({node['status_reason']})" if node.get("status_reason") else ""
+            ctx.progress(f"  {last}{reason}  [{time.monotonic() - started:.1f}s]")
+    return node
+
+
+# -- node commands ------------------------------------------------------------------------------------------
+
+def cmd_nodes_ls(ctx: Ctx, args: argparse.Namespace) -> int:
+    res = ctx.api.request("GET", "/api/v1/nodes", params={
+        "status": args.status, "region": args.region, "online": args.online, "search": args.search,
+        "include_deleted": True if args.all else None, "page": args.page, "size": args.size})
+    if ctx.as_json:
+        ctx.emit_json(res)
+        return 0
+    t = table("ID", "NAME", "REGION", "STATUS", "AGENT", "IP", "REV", "CREATED")
+    for n in res["items"]:
+        a = n["agent"]
+        t.add_row(n["id"], Text(n["name"]), n["region"], status_text(n["status"]),
+                  Text(a["connectivity"], style="green" if a["online"] else "dim"), n["public_ip"] or "-",
+                  f"{a['applied_revision']}/{a['desired_revision']}", fmt_time(n["created_at"]))
+    if not res["items"]:
+        ctx.out.print("no nodes")
+    else:
+        ctx.show(t)
+    if res["total"] > len(res["items"]):
+        ctx.out.print(f"{len(res['items'])} of {res['total']} nodes (page {res['page']} of {res['pages']})",
+                      style="dim")
+    return 0
+
+
+def show_node(ctx: Ctx, n: dict[str, Any]) -> None:
+    if ctx.as_json:
+        ctx.emit_json(n)
+        return
+    a = n["agent"]
+    status = status_text(n["status"])
+    if n.get("status_reason"):
+        status.append(f" ({n['status_reason']})")
+    ctx.show(key_values([
+        ("ID", n["id"]), ("Name", n["name"]), ("Region", f"{n['region']} ({n['region_name']})"),
+        ("Provider", n["provider"]), ("Instance", n["instance_id"]), ("Public IP", n["public_ip"]),
+        ("Private IP", n["private_ip"]), ("Status", status), ("Status since", fmt_time(n["status_changed_at"])),
+        ("Created", fmt_time(n["created_at"])), ("Deleted", fmt_time(n["deleted_at"]) if n["deleted_at"] else None),
+    ]))
+    ctx.out.print(Text("\nAgent", style="bold underline"))
+    ctx.show(key_values([
+        ("Connectivity", Text(a["connectivity"], style="green" if a["online"] else "dim")),
+        ("Last seen", fmt_time(a["last_seen_at"])),
+        ("Enrolled", fmt_time(a["enrolled_at"]) if a["enrolled"] else "no"),
+        ("Version", a["version"]), ("Hostname", a["hostname"]),
+        ("Capabilities", ", ".join(a["capabilities"])),
+        ("Revision", f"{a['applied_revision']} applied / {a['desired_revision']} desired"
+                     f"{'' if a['in_sync'] else '  (not in sync)'}"),
+        ("Settings", json.dumps(a["settings"]) if a["settings"] else None),
+        ("Telemetry dropped", a["telemetry_dropped"]),
+    ]))
+    if a["components"]:
+        t = table("COMPONENT", "STATE", "CONFIG", "ERROR")
+        for c in a["components"]:
+            t.add_row(c.get("name", "?"), Text(str(c.get("state")), style="green" if c.get("state") == "ok" else "red"),
+                      (c.get("config_hash") or "-")[:12], Text(c.get("error") or ""))
+        ctx.out.print()
+        ctx.show(t)
+
+
+def cmd_nodes_create(ctx: Ctx, args: argparse.Namespace) -> int:
+    node = ctx.api.request("POST", "/api/v1/nodes", body={"region": args.region, "name": args.name})
+    ctx.progress(f"node {node['id']} ({node['name']}) created in region {node['region']}: {node['status']}")
+    if args.wait:
+        node = wait_for_status(ctx, node, "running", args.timeout)
+    show_node(ctx, node)
+    return 0
+
+
+def cmd_nodes_show(ctx: Ctx, args: argparse.Namespace) -> int:
+    show_node(ctx, get_node(ctx.api, resolve_node(ctx.api, args.node)))
+    return 0
+
+
+def cmd_nodes_rm(ctx: Ctx, args: argparse.Namespace) -> int:
+    node = ctx.api.request("DELETE", f"/api/v1/nodes/{resolve_node(ctx.api, args.node)}")
+    ctx.progress(f"node {node['id']} ({node['name']}): {node['status']}")
+    if args.wait:
+        node = wait_for_status(ctx, node, "deleted", args.timeout)
+    if ctx.as_json:
+        ctx.emit_json(node)
+    return 0
+
+
+def node_action(action: str, target: str | None) -> Callable[[Ctx, argparse.Namespace], int]:
+    def run(ctx: Ctx, args: argparse.Namespace) -> int:
+        node = ctx.api.request("POST", f"/api/v1/nodes/{resolve_node(ctx.api, args.node)}/{action}")
+        ctx.progress(f"node {node['id']} ({node['name']}): {action} requested, status {node['status']}")
+        if target and args.wait:
+            node = wait_for_status(ctx, node, target, args.timeout)
+        if ctx.as_json:
+            ctx.emit_json(node)
+        return 0
+    return run
+
+
+def cmd_nodes_metrics(ctx: Ctx, args: argparse.Namespace) -> int:
+    res = ctx.api.request("GET", f"/api/v1/nodes/{resolve_node(ctx.api, args.node)}/metrics")
+    if ctx.as_json:
+        ctx.emit_json(res)
+        return 0
+    m = res["current"]
+    if m is None:
+        ctx.out.print("no metrics yet: the agent has not reported since the controller started")
+        return 0
+    ctx.show(key_values([
+        ("Time", fmt_time(m["time"])), ("CPU", f"{m['cpu_percent']:.1f} %"),
+        ("Memory", f"{fmt_bytes(m['memory']['used'])} / {fmt_bytes(m['memory']['total'])} "
+                   f"({m['memory']['usage_percent']:.1f} %)"),
+        ("Swap", f"{fmt_bytes(m['swap']['used'])} / {fmt_bytes(m['swap']['total'])}"),
+        ("Disk", f"{fmt_bytes(m['disk']['used'])} / {fmt_bytes(m['disk']['total'])} "
+                 f"({m['disk']['usage_percent']:.1f} %)"),
+        ("Network", f"rx {fmt_bytes(m['network']['rx_bytes'])}, tx {fmt_bytes(m['network']['tx_bytes'])} "
+                    "(since the previous sample)"),
+        ("Load", " ".join(f"{x:.2f}" for x in m["load_average"])), ("Uptime", fmt_duration(m["uptime_seconds"])),
+    ]))
+    return 0
+
+
+def cmd_nodes_info(ctx: Ctx, args: argparse.Namespace) -> int:
+    i = ctx.api.request("GET", f"/api/v1/nodes/{resolve_node(ctx.api, args.node)}/info")
+    if ctx.as_json:
+        ctx.emit_json(i)
+        return 0
+    ctx.show(key_values([
+        ("Alias", i["alias"]), ("Hostname", i["name"]), ("OS / arch", f"{i['os']} / {i['arch']}"),
+        ("CPU", f"{i['cpu']} %"), ("Memory", f"{fmt_bytes(i['mem_used'])} / {fmt_bytes(i['mem_total'])}"),
+        ("Swap", f"{fmt_bytes(i['swap_used'])} / {fmt_bytes(i['swap_total'])}"),
+        ("Network", f"rx {fmt_bytes(i['netrx'])}, tx {fmt_bytes(i['nettx'])}"),
+        ("Disk I/O", f"read {fmt_bytes(i['diskr'])}, written {fmt_bytes(i['diskw'])}"),
+        ("System up", fmt_duration(i["sysup"])), ("Agent", f"{i['ver']}, up {fmt_duration(i['uptime'])}, "
+                                                          f"log level {i['log']}"),
+        ("TLS", i["tls"]), ("Certificate", i["crt"]),
+    ]))
+    return 0
+
+
+def cmd_nodes_tcping(ctx: Ctx, args: argparse.Namespace) -> int:
+    node_id = resolve_node(ctx.api, args.node)
+    res = ctx.api.request("GET", f"/api/v1/nodes/{node_id}/tcping", params={"target": args.target})
+    if ctx.as_json:
+        ctx.emit_json(res)
+    elif res["connected"]:
+        ctx.out.print(Text(f"{res['target']}: connected from node {node_id} in {res['latency']} ms", style="green"))
+    else:
+        ctx.out.print(Text(f"{res['target']}: not connected from node {node_id}: {res['error']}", style="red"))
+    return 0 if res["connected"] else 1
+
+
+# -- logs and events ----------------------------------------------------------------------------------------
+
+def log_line(line: dict[str, Any]) -> Text:
+    level = line["level"]
+    text = Text(f"{fmt_time(line['time'], ms=True)} ")
+    text.append(f"{level.upper():<8}", style=LEVEL_STYLE.get(level, ""))
+    text.append(f" {line['source']:<8} ")
+    text.append(line["message"], style=LEVEL_STYLE.get(level, "") if level != "info" else "")
+    return text
+
+
+def parse_since(value: str | None) -> str | None:
+    """'10m', '2h', '1d' ago as unix seconds; anything else (ISO 8601, unix seconds) goes to the API as is."""
+    m = re.fullmatch(r"(\d+)([smhd])", value or "")
+    if not m:
+        return value
+    seconds = int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+    return f"{time.time() - seconds:.3f}"
+
+
+def follow(ctx: Ctx, path: str, params: Callable[[], dict[str, Any]],
+           on_data: Callable[[dict[str, Any]], None]) -> int:
+    """Print a live stream until a shutdown event or Ctrl-C; reconnect (with backoff) when the network fails."""
+    delay, connected = 1.0, False
+    try:
+        while True:
+            try:
+                for _, data in ctx.api.stream(path, params()):
+                    connected, delay = True, 1.0
+                    if data.get("dropped"):
+                        ctx.err.print(f"({data['dropped']} events dropped: this reader was too slow)", style="dim")
+                    if data.get("type") == "shutdown":
+                        ctx.err.print(f"stream ended: {data.get('reason') or 'the controller is shutting down'}")
+                        return 0
+                    on_data(data)
+                problem = "the controller closed the stream"
+            except ApiError as exc:
+                if not (exc.network and connected):
+                    raise
+                problem = str(exc)
+            ctx.err.print(f"{problem}; reconnecting in {delay:g}s", style="yellow")
+            time.sleep(delay)
+            delay = min(delay * 2, MAX_BACKOFF)
+    except KeyboardInterrupt:
+        return 0
+
+
+def cmd_logs(ctx: Ctx, args: argparse.Namespace) -> int:
+    node_id = resolve_node(ctx.api, args.node)
+    path = f"/api/v1/nodes/{node_id}/logs"
+    query = {"level": args.level, "search": args.search, "since": parse_since(args.since), "limit": args.limit}
+    if not args.follow:
+        res = ctx.api.request("GET", path, params=query)
+        if ctx.as_json:
+            ctx.emit_json(res)
+            return 0
+        for line in res["lines"]:
+            ctx.out.print(log_line(line), soft_wrap=True)
+        if res.get("dropped_by_agent"):
+            ctx.err.print(f"({res['dropped_by_agent']} lines were dropped by the agent)", style="dim")
+        return 0
+    last: dict[str, str] = {}
+
+    def params() -> dict[str, Any]:  # after a reconnect, continue after the last line printed
+        return {**query, "follow": True, **({"since": last["time"]} if last else {})}
+
+    def on_data(data: dict[str, Any]) -> None:
+        line = data.get("log")
+        if not line:
+            return
+        last["time"] = line["time"]
+        if ctx.as_json:
+            print(json.dumps(line), flush=True)
+        else:
+            ctx.out.print(log_line(line), soft_wrap=True)
+
+    return follow(ctx, path, params, on_data)
+
+
+def event_line(data: dict[str, Any]) -> Text:
+    kind = data.get("type", "?")
+    text = Text(f"{fmt_time(data.get('time'))} {kind:<8} ", style="bold" if kind != "log" else "")
+    if kind == "initial":
+        text.append(f"{len(data.get('nodes', []))} nodes")
+    elif "node" in data:
+        n = data["node"]
+        a = n["agent"]
+        text.append(f"{n['id']} {n['name']} ")
+        text.append_text(status_text(n["status"]))
+        text.append(f" agent={a['connectivity']} rev={a['applied_revision']}/{a['desired_revision']}"
+                    f"{' ip=' + n['public_ip'] if n.get('public_ip') else ''}")
+    elif "log" in data:
+        line = data["log"]
+        text.append(f"{line['node_id']} ")
+        text.append_text(log_line(line))
+    return text
+
+
+def cmd_events(ctx: Ctx, args: argparse.Namespace) -> int:
+    query = {"node_id": resolve_node(ctx.api, args.node) if args.node else None, "logs": True if args.logs else None}
+
+    def on_data(data: dict[str, Any]) -> None:
+        if ctx.as_json:
+            print(json.dumps(data), flush=True)
+        else:
+            ctx.out.print(event_line(data), soft_wrap=True)
+
+    return follow(ctx, "/api/v1/events", lambda: query, on_data)
+
+
+# -- other commands -----------------------------------------------------------------------------------------
+
+def cmd_regions(ctx: Ctx, args: argparse.Namespace) -> int:
+    regions = ctx.api.request("GET", "/api/v1/regions")
+    if ctx.as_json:
+        ctx.emit_json(regions)
+        return 0
+    t = table("REGION", "NAME", "PROVIDER")
+    for r in regions:
+        t.add_row(r["region"], r["name"], r["provider"])
+    ctx.show(t)
+    return 0
+
+
+def cmd_ops(ctx: Ctx, args: argparse.Namespace) -> int:
+    res = ctx.api.request("GET", "/api/v1/operations", params={"target_id": args.target, "size": args.limit})
+    if ctx.as_json:
+        ctx.emit_json(res)
+        return 0
+    t = table("TIME", "ACTOR", "ACTION", "TARGET", "STATUS", "ERROR")
+    for op in res["items"]:
+        ok = op["result"] == "success"
+        t.add_row(fmt_time(op["created_at"]), op["actor"], Text(op["action"]), op["target_id"] or "-",
+                  Text(str(op["status_code"]), style="green" if ok else "red"), Text(op["error"] or ""))
+    ctx.show(t if res["items"] else "no operations")
+    return 0
+
+
+def cmd_version(ctx: Ctx, args: argparse.Namespace) -> int:
+    health = ctx.api.request("GET", "/api/v1/health")
+    if ctx.as_json:
+        ctx.emit_json({"cli_version": __version__, "controller": health})
+        return 0
+    ctx.out.print(f"vpnfleet CLI {__version__}\ncontroller {health['version']} at {ctx.api.url} "
+                  f"(database {health['database']}, {health['agents_connected']} agents connected)")
+    return 0
+
+
+# -- argument parsing ---------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: the options work before or after the command without the later parser resetting them
+    common.add_argument("--url", default=argparse.SUPPRESS,
+                        help=f"controller URL ($VPNFLEET_URL, default {DEFAULT_URL})")
+    common.add_argument("--api-key", default=argparse.SUPPRESS,
+                        help="API key (prefer $VPNFLEET_API_KEY: other users can read command lines; "
+                             "else $VPNFLEET_DATA_DIR/admin.key)")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print the API's JSON")
+
+    parser = argparse.ArgumentParser(prog="vpnfleet", parents=[common], description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(group: argparse._SubParsersAction, name: str, func: Callable, text: str) -> argparse.ArgumentParser:
+        p = group.add_parser(name, parents=[common], help=text, description=text)
+        p.set_defaults(func=func)
+        return p
+
+    def waits(p: argparse.ArgumentParser, what: str) -> None:
+        p.add_argument("--wait", action="store_true", help=f"wait until the node is {what}")
+        p.add_argument("--timeout", type=float, default=WAIT_TIMEOUT, help="seconds to wait (default 300)")
+
+    nodes = commands.add_parser("nodes", help="manage nodes").add_subparsers(dest="action", required=True,
+                                                                             metavar="ACTION")
+    p = command(nodes, "ls", cmd_nodes_ls, "list nodes, newest first")
+    p.add_argument("--status", help="only nodes in this status")
+    p.add_argument("--region", help="only nodes of this region")
+    online = p.add_mutually_exclusive_group()
+    online.add_argument("--online", dest="online", action="store_const", const=True, help="only connected agents")
+    online.add_argument("--offline", dest="online", action="store_const", const=False, help="only disconnected")
+    p.add_argument("--search", help="name, id, IP or instance id contains")
+    p.add_argument("--all", action="store_true", help="include deleted nodes")
+    p.add_argument("--page", type=int, default=1)
+    p.add_argument("--size", type=int, default=50)
+    p = command(nodes, "create", cmd_nodes_create, "create a node")
+    p.add_argument("--region", required=True, help="region code (see `vpnfleet regions`)")
+    p.add_argument("--name", help="node name (default REGION-IDPREFIX)")
+    waits(p, "running")
+    for name, func, text in [("show", cmd_nodes_show, "show a node, its agent and components"),
+                             ("metrics", cmd_nodes_metrics, "a node's current machine metrics"),
+                             ("info", cmd_nodes_info, "system information measured on the node now")]:
+        command(nodes, name, func, text).add_argument("node", help="node id, unique id prefix or name")
+    p = command(nodes, "rm", cmd_nodes_rm, "delete a node (terminates its machine)")
+    p.add_argument("node")
+    waits(p, "deleted")
+    for action, target in (("start", "running"), ("stop", "stopped"), ("reboot", None)):
+        p = command(nodes, action, node_action(action, target), f"{action} a node's machine")
+        p.add_argument("node")
+        if target:
+            waits(p, target)
+    p = command(nodes, "tcping", cmd_nodes_tcping, "open a TCP connection from the node (exit 1 if it fails)")
+    p.add_argument("node")
+    p.add_argument("target", metavar="HOST:PORT")
+
+    p = command(commands, "logs", cmd_logs, "a node's recent log lines, or follow them live")
+    p.add_argument("node")
+    p.add_argument("-f", "--follow", action="store_true", help="stream new lines (Ctrl-C to stop)")
+    p.add_argument("--level", help="minimum level: debug, info, warning, error, critical")
+    p.add_argument("--search", help="case-insensitive substring")
+    p.add_argument("--since", help="ISO 8601 time, unix seconds, or an age like 10m, 2h, 1d")
+    p.add_argument("-n", "--limit", type=int, help="at most this many recent lines (default 200)")
+    p = command(commands, "events", cmd_events, "follow fleet events live (Ctrl-C to stop)")
+    p.add_argument("--node", help="only this node's events")
+    p.add_argument("--logs", action="store_true", help="include log lines")
+    command(commands, "regions", cmd_regions, "regions nodes can be created in")
+    p = command(commands, "ops", cmd_ops, "the operations (audit) log, newest first")
+    p.add_argument("--target", help="only operations on this target id (e.g. a node id)")
+    p.add_argument("-n", "--limit", type=int, default=20, help="number of entries (default 20)")
+    command(commands, "version", cmd_version, "CLI and controller versions")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    url = (getattr(args, "url", None) or os.environ.get("VPNFLEET_URL") or DEFAULT_URL).rstrip("/")
+    if "://" not in url:
+        url = "http://" + url
+    out = Console(highlight=False, width=None if sys.stdout.isatty() else 1000)
+    err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 1000)
+    api = ApiClient(url, find_api_key(getattr(args, "api_key", None)))
+    ctx = Ctx(api=api, out=out, err=err, as_json=getattr(args, "json", False))
+    try:
+        return args.func(ctx, args)
+    except ApiError as exc:
+        err.print(Text(f"error: {exc}"))
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # e.g. `vpnfleet logs -f | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    finally:
+        api.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
