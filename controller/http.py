@@ -11,6 +11,7 @@ import json as jsonlib
 import logging
 import re
 import secrets
+import uuid
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -20,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from controller.auth import ApiKeyStore
-from controller.errors import BadRequest, DomainError, Unauthorized, ValidationFailed, error_body
+from controller.errors import BadRequest, DomainError, NotFound, Unauthorized, ValidationFailed, error_body
 from controller.services.operations import OperationLog
 
 log = logging.getLogger("vpnfleet.http")
@@ -216,6 +217,15 @@ async def read_body(request: Request, model: type[M], allow_empty: bool = False)
         details = {".".join(str(p) for p in e["loc"]) or "body": e["msg"] for e in exc.errors()}
         first = next(iter(details.items()))
         raise ValidationFailed(f"invalid field '{first[0]}': {first[1]}", details) from None
+
+
+def path_uuid(request: Request, name: str, not_found: str) -> str:
+    """A UUID path parameter, normalised; anything else is a 404 with ``not_found`` + the raw value."""
+    raw = request.path_params[name]
+    try:
+        return str(uuid.UUID(raw))
+    except ValueError:
+        raise NotFound(f"{not_found}{raw}") from None
 
 
 def query_int(request: Request, name: str, default: int, lo: int, hi: int) -> int:

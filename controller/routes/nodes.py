@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import uuid
 
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.routing import Route
 
-from controller.errors import BadRequest, NotFound, ValidationFailed
-from controller.http import json, page_params, paginated, query_bool, query_int, query_time, read_body
+from controller.errors import BadRequest, ValidationFailed
+from controller.http import json, page_params, paginated, path_uuid, query_bool, query_int, query_time, read_body
 from controller.models import utcnow
 from controller.serializers import node_to_dict
 from controller.services.nodes import STATUSES
@@ -34,11 +33,7 @@ class NodeUpdate(BaseModel):
 
 
 def node_id(request: Request) -> str:
-    raw = request.path_params["id"]
-    try:
-        return str(uuid.UUID(raw))
-    except ValueError:
-        raise NotFound(f"node {raw} not found (node ids are UUIDs)") from None
+    return path_uuid(request, "id", "node not found (node ids are UUIDs): ")
 
 
 async def list_nodes(request: Request):

@@ -7,13 +7,12 @@ returns that instance's uuid instead of creating another.
 from __future__ import annotations
 
 import json as jsonlib
-import uuid
 
 from starlette.requests import Request
 from starlette.routing import Route
 
 from controller.errors import BadRequest, NotFound, ValidationFailed
-from controller.http import json
+from controller.http import json, path_uuid
 from controller.serializers import node_to_v2ray_instance
 
 
@@ -68,11 +67,7 @@ async def list_instances(request: Request):
 
 
 def _uuid(request: Request) -> str:
-    raw = request.path_params["uuid"]
-    try:
-        return str(uuid.UUID(raw))
-    except ValueError:
-        raise NotFound(f"instance not found: {raw}") from None
+    return path_uuid(request, "uuid", "instance not found: ")
 
 
 async def get_instance(request: Request):

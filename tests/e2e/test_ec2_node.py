@@ -29,17 +29,22 @@ from protos import agent_pb2, agent_pb2_grpc
 REGION = "us-east-1"
 
 
-@pytest.fixture
-def ec2_controller(tmp_path: Path, moto_endpoint: str) -> Iterator[tuple[ControllerProcess, str]]:
-    template = create_launch_template(moto_endpoint, REGION)
+def ec2_config(tmp_path: Path, endpoint: str, wait_timeout: float = 60, token_ttl: float = 60) -> Path:
+    """A controller config with one EC2 region on moto (fresh launch template), fast sync."""
     config = tmp_path / "conf.yaml"
     config.write_text(yaml.safe_dump({
-        "aws": {"access_key": FAKE_KEY, "secret_key": FAKE_SECRET, "endpoint_url": moto_endpoint,
-                "regions": {REGION: {"name": "美东", "template_id": template}}},
-        "scheduler": {"instance_sync_interval": 1, "instance_wait_timeout": 60},
+        "aws": {"access_key": FAKE_KEY, "secret_key": FAKE_SECRET, "endpoint_url": endpoint,
+                "regions": {REGION: {"name": "美东", "template_id": create_launch_template(endpoint, REGION)}}},
+        "scheduler": {"instance_sync_interval": 1, "instance_wait_timeout": wait_timeout},
+        "enrollment": {"token_ttl": token_ttl},
     }))
-    ctl = ControllerProcess(tmp_path / "data", config=config,
-                            env={"AWS_EC2_METADATA_DISABLED": "true", "VPNFLEET_ENROLLMENT_TOKEN_TTL": "60"})
+    return config
+
+
+@pytest.fixture
+def ec2_controller(tmp_path: Path, moto_endpoint: str) -> Iterator[tuple[ControllerProcess, str]]:
+    ctl = ControllerProcess(tmp_path / "data", config=ec2_config(tmp_path, moto_endpoint),
+                            env={"AWS_EC2_METADATA_DISABLED": "true"})
     try:
         yield ctl.start(), moto_endpoint
     finally:
@@ -170,15 +175,8 @@ def test_instance_terminated_outside_vpnfleet_is_marked(ec2_controller, tmp_path
 
 
 def test_stuck_create_times_out_and_expired_token_is_refused(tmp_path: Path, moto_endpoint: str) -> None:
-    template = create_launch_template(moto_endpoint, REGION)
-    config = tmp_path / "conf.yaml"
-    config.write_text(yaml.safe_dump({
-        "aws": {"access_key": FAKE_KEY, "secret_key": FAKE_SECRET, "endpoint_url": moto_endpoint,
-                "regions": {REGION: {"name": "east", "template_id": template}}},
-        "scheduler": {"instance_sync_interval": 1, "instance_wait_timeout": 3},
-        "enrollment": {"token_ttl": 1},
-    }))
-    controller = ControllerProcess(tmp_path / "data", config=config, env={"AWS_EC2_METADATA_DISABLED": "true"})
+    controller = ControllerProcess(tmp_path / "data", config=ec2_config(tmp_path, moto_endpoint, 3, 1),
+                                   env={"AWS_EC2_METADATA_DISABLED": "true"})
     boot = None
     try:
         controller.start()
