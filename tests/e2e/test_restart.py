@@ -43,7 +43,9 @@ def test_restart_keeps_nodes_and_agents_reconnect(controller: ControllerProcess)
     t.join(10)
     assert events[-1]["type"] == "shutdown"
 
-    # the agent (the data plane) did not stop with the controller
+    # the agent was told, and it (the data plane) did not stop with the controller
+    agent_out = controller.data_dir / "local-nodes" / nid / "agent.out"
+    wait_for(lambda: "controller is shutting down" in agent_out.read_text(), 10, message="agent told of shutdown")
     assert controller.agent_pid(nid) == pid
     seq_before = _db(controller, "select telemetry_seq from nodes where uuid=?", nid)[0][0]
 
