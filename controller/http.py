@@ -261,7 +261,7 @@ def query_time(request: Request, name: str) -> dt.datetime | None:
         if re.fullmatch(r"\d+(\.\d+)?", raw):
             return dt.datetime.fromtimestamp(float(raw), dt.timezone.utc)
         value = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except (ValueError, OverflowError):
+    except (ValueError, OverflowError, OSError):
         raise ValidationFailed(f"query parameter '{name}' must be an ISO 8601 time or unix seconds",
                                {name: "bad time"}) from None
     return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
