@@ -96,12 +96,14 @@ class Heartbeat(_message.Message):
     def __init__(self, sent_at_ms: _Optional[int] = ..., applied_revision: _Optional[int] = ...) -> None: ...
 
 class DesiredState(_message.Message):
-    __slots__ = ("revision", "agent")
+    __slots__ = ("revision", "agent", "wireguard")
     REVISION_FIELD_NUMBER: _ClassVar[int]
     AGENT_FIELD_NUMBER: _ClassVar[int]
+    WIREGUARD_FIELD_NUMBER: _ClassVar[int]
     revision: int
     agent: AgentSettings
-    def __init__(self, revision: _Optional[int] = ..., agent: _Optional[_Union[AgentSettings, _Mapping]] = ...) -> None: ...
+    wireguard: WireGuardConfig
+    def __init__(self, revision: _Optional[int] = ..., agent: _Optional[_Union[AgentSettings, _Mapping]] = ..., wireguard: _Optional[_Union[WireGuardConfig, _Mapping]] = ...) -> None: ...
 
 class AgentSettings(_message.Message):
     __slots__ = ("metrics_interval_seconds", "log_level")
@@ -110,6 +112,44 @@ class AgentSettings(_message.Message):
     metrics_interval_seconds: int
     log_level: str
     def __init__(self, metrics_interval_seconds: _Optional[int] = ..., log_level: _Optional[str] = ...) -> None: ...
+
+class WireGuardConfig(_message.Message):
+    __slots__ = ("interfaces",)
+    INTERFACES_FIELD_NUMBER: _ClassVar[int]
+    interfaces: _containers.RepeatedCompositeFieldContainer[WireGuardInterface]
+    def __init__(self, interfaces: _Optional[_Iterable[_Union[WireGuardInterface, _Mapping]]] = ...) -> None: ...
+
+class WireGuardInterface(_message.Message):
+    __slots__ = ("name", "private_key", "listen_port", "addresses", "mtu", "nat", "peers")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PRIVATE_KEY_FIELD_NUMBER: _ClassVar[int]
+    LISTEN_PORT_FIELD_NUMBER: _ClassVar[int]
+    ADDRESSES_FIELD_NUMBER: _ClassVar[int]
+    MTU_FIELD_NUMBER: _ClassVar[int]
+    NAT_FIELD_NUMBER: _ClassVar[int]
+    PEERS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    private_key: str
+    listen_port: int
+    addresses: _containers.RepeatedScalarFieldContainer[str]
+    mtu: int
+    nat: bool
+    peers: _containers.RepeatedCompositeFieldContainer[WireGuardPeer]
+    def __init__(self, name: _Optional[str] = ..., private_key: _Optional[str] = ..., listen_port: _Optional[int] = ..., addresses: _Optional[_Iterable[str]] = ..., mtu: _Optional[int] = ..., nat: _Optional[bool] = ..., peers: _Optional[_Iterable[_Union[WireGuardPeer, _Mapping]]] = ...) -> None: ...
+
+class WireGuardPeer(_message.Message):
+    __slots__ = ("public_key", "preshared_key", "allowed_ips", "persistent_keepalive", "peer_id")
+    PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    PRESHARED_KEY_FIELD_NUMBER: _ClassVar[int]
+    ALLOWED_IPS_FIELD_NUMBER: _ClassVar[int]
+    PERSISTENT_KEEPALIVE_FIELD_NUMBER: _ClassVar[int]
+    PEER_ID_FIELD_NUMBER: _ClassVar[int]
+    public_key: str
+    preshared_key: str
+    allowed_ips: _containers.RepeatedScalarFieldContainer[str]
+    persistent_keepalive: int
+    peer_id: str
+    def __init__(self, public_key: _Optional[str] = ..., preshared_key: _Optional[str] = ..., allowed_ips: _Optional[_Iterable[str]] = ..., persistent_keepalive: _Optional[int] = ..., peer_id: _Optional[str] = ...) -> None: ...
 
 class AppliedReport(_message.Message):
     __slots__ = ("revision", "attempted_revision", "components")
@@ -144,14 +184,32 @@ class ComponentStatus(_message.Message):
     def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[ComponentStatus.State, str]] = ..., error: _Optional[str] = ..., config_hash: _Optional[str] = ...) -> None: ...
 
 class TelemetryBatch(_message.Message):
-    __slots__ = ("seq", "metrics", "dropped_samples")
+    __slots__ = ("seq", "metrics", "dropped_samples", "wireguard_peers")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
     DROPPED_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    WIREGUARD_PEERS_FIELD_NUMBER: _ClassVar[int]
     seq: int
     metrics: _containers.RepeatedCompositeFieldContainer[MetricSample]
     dropped_samples: int
-    def __init__(self, seq: _Optional[int] = ..., metrics: _Optional[_Iterable[_Union[MetricSample, _Mapping]]] = ..., dropped_samples: _Optional[int] = ...) -> None: ...
+    wireguard_peers: _containers.RepeatedCompositeFieldContainer[PeerTraffic]
+    def __init__(self, seq: _Optional[int] = ..., metrics: _Optional[_Iterable[_Union[MetricSample, _Mapping]]] = ..., dropped_samples: _Optional[int] = ..., wireguard_peers: _Optional[_Iterable[_Union[PeerTraffic, _Mapping]]] = ...) -> None: ...
+
+class PeerTraffic(_message.Message):
+    __slots__ = ("interface", "public_key", "peer_id", "rx_bytes", "tx_bytes", "last_handshake_ms")
+    INTERFACE_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    PEER_ID_FIELD_NUMBER: _ClassVar[int]
+    RX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    LAST_HANDSHAKE_MS_FIELD_NUMBER: _ClassVar[int]
+    interface: str
+    public_key: str
+    peer_id: str
+    rx_bytes: int
+    tx_bytes: int
+    last_handshake_ms: int
+    def __init__(self, interface: _Optional[str] = ..., public_key: _Optional[str] = ..., peer_id: _Optional[str] = ..., rx_bytes: _Optional[int] = ..., tx_bytes: _Optional[int] = ..., last_handshake_ms: _Optional[int] = ...) -> None: ...
 
 class MetricSample(_message.Message):
     __slots__ = ("ts_ms", "cpu_percent", "mem_total", "mem_used", "swap_total", "swap_used", "disk_total", "disk_used", "net_rx_bytes", "net_tx_bytes", "load1", "load5", "load15", "uptime_seconds")
