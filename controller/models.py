@@ -168,3 +168,112 @@ class FleetSetting(Base):
     value: Mapped[Any] = mapped_column(JSON)
     #: bumped on every change; part of every node's desired revision
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class WireguardServer(Base):
+    """A WireGuard interface on a node (seed 001's "server")."""
+
+    __tablename__ = "wireguard_servers"
+    __table_args__ = (
+        Index("uq_wireguard_servers_node_interface", "node_uuid", "interface", unique=True),
+        Index("uq_wireguard_servers_node_port", "node_uuid", "listen_port", unique=True),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    node_uuid: Mapped[str] = mapped_column(ForeignKey("nodes.uuid", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    interface: Mapped[str] = mapped_column(String(15))
+    listen_port: Mapped[int] = mapped_column(Integer)
+    #: the interface's own address with the subnet, e.g. "10.8.0.1/24"
+    ipv4_address: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    ipv6_address: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    private_key: Mapped[str] = mapped_column(String(64))
+    public_key: Mapped[str] = mapped_column(String(64))
+    dns_servers: Mapped[list[str]] = mapped_column(JSON, default=list)
+    mtu: Mapped[int] = mapped_column(Integer, default=1420)
+    persistent_keepalive: Mapped[int] = mapped_column(Integer, default=25)
+    #: AllowedIPs written into client configs (what clients route through the tunnel)
+    allowed_ips: Mapped[list[str]] = mapped_column(JSON, default=list)
+    #: forward and masquerade client traffic out of the node (internet egress)
+    nat: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: host clients dial; default: the node's public IP
+    endpoint_host: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    auto_start: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: desired: "running" (on the node) or "stopped" (removed from the node)
+    status: Mapped[str] = mapped_column(String(16), default="stopped")
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class WireguardClient(Base):
+    """A peer of a WireGuard server (seed 001's "client")."""
+
+    __tablename__ = "wireguard_clients"
+    __table_args__ = (
+        Index("uq_wireguard_clients_server_key", "server_id", "public_key", unique=True),
+        Index("uq_wireguard_clients_server_v4", "server_id", "ipv4_address", unique=True),
+        Index("uq_wireguard_clients_server_v6", "server_id", "ipv6_address", unique=True),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    server_id: Mapped[int] = mapped_column(ForeignKey("wireguard_servers.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    ipv4_address: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    ipv6_address: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    public_key: Mapped[str] = mapped_column(String(64))
+    #: None when the peer brought its own key pair (only its public key is known)
+    private_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    preshared_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    allowed_ips: Mapped[list[str]] = mapped_column(JSON, default=list)
+    dns_servers: Mapped[list[str]] = mapped_column(JSON, default=list)
+    persistent_keepalive: Mapped[int] = mapped_column(Integer, default=25)
+    #: "active" or "disabled"
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    last_handshake_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    bytes_received: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_sent: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class WireguardUsage(Base):
+    """One hour of one WireGuard peer's transfer (bytes the node received from / sent to it)."""
+
+    __tablename__ = "wireguard_usage"
+
+    client_id: Mapped[int] = mapped_column(ForeignKey("wireguard_clients.id", ondelete="CASCADE"), primary_key=True)
+    hour_start: Mapped[dt.datetime] = mapped_column(UTCDateTime, primary_key=True)
+    rx_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    tx_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class Ipv6Pool(Base):
+    """A pool of IPv6 prefixes to hand out (seed 001)."""
+
+    __tablename__ = "ipv6_pools"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(64))
+    #: default length of the prefixes allocated from this pool
+    prefix_length: Mapped[int] = mapped_column(Integer)
+    reserved: Mapped[list[str]] = mapped_column(JSON, default=list)
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Ipv6Allocation(Base):
+    """A prefix allocated from a pool."""
+
+    __tablename__ = "ipv6_allocations"
+    __table_args__ = (Index("uq_ipv6_allocations_pool_prefix", "pool_id", "prefix", unique=True),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    pool_id: Mapped[int] = mapped_column(ForeignKey("ipv6_pools.id", ondelete="CASCADE"), index=True)
+    prefix: Mapped[str] = mapped_column(String(64))
+    assigned_to: Mapped[str] = mapped_column(String(128), default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
