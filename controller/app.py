@@ -27,19 +27,21 @@ from controller.hub.servicer import AgentServicer, EnrollmentServicer
 from controller.pki import CertificateAuthority
 from controller.providers.base import Provider
 from controller.providers.local import LocalProvider
-from controller.routes import agent_package, docs, nodes, operations, regions, streams, system, v2ray_compat
+from controller.routes import (agent_package, docs, nodes, operations, regions, streams, system, v2ray_compat,
+                               wireguard)
 from controller.services.enrollment import EnrollmentService
 from controller.services.logs import LogStore
 from controller.services.node_state import NodeStateWriter
 from controller.services.nodes import NodeService
 from controller.services.operations import OperationLog
 from controller.services.telemetry import TelemetryIngest, prune_metrics
+from controller.services.wireguard import WireguardService
 from controller.settings import Settings, split_hostport
 from protos import agent_pb2_grpc
 
 log = logging.getLogger("vpnfleet")
 
-ROUTE_MODULES = (system, regions, nodes, streams, operations, v2ray_compat, agent_package)
+ROUTE_MODULES = (system, regions, nodes, streams, operations, v2ray_compat, agent_package, wireguard)
 GRPC_OPTIONS = [
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 10_000),
@@ -66,6 +68,7 @@ class Controller:
         self.providers = self._make_providers()
         self.nodes = NodeService(settings, self.sessions, self.providers, self.enrollment, self.hub, self.bus,
                                  self.ca.cert_pem, self.bundle)
+        self.wireguard = WireguardService(self.sessions, self.hub)
         self.admin_key: str | None = None
         self._bundle: AgentBundle | None = None
         self._servers: list[grpc.aio.Server] = []
@@ -92,7 +95,7 @@ class Controller:
         await self._start_grpc()
         await self.hub.prime()
         for loop in (self.state.run(), self.ingest.run(), self.hub.run_pusher(), self.hub.run_liveness(),
-                     self.nodes.run_sync_loop(), self._prune_loop()):
+                     self.nodes.run_sync_loop(), self._prune_loop(), self._expiry_loop()):
             self._tasks.append(asyncio.create_task(loop))
         await self.nodes.resume()
 
@@ -118,6 +121,15 @@ class Controller:
                     await prune_metrics(s, self.settings.metrics_retention_days)
             except Exception:
                 log.exception("pruning old metrics failed")
+
+    async def _expiry_loop(self, period: float = 15.0) -> None:
+        """Expired WireGuard clients leave their nodes within ``period`` seconds."""
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await self.wireguard.expire_clients()
+            except Exception:
+                log.exception("expiring WireGuard clients failed")
 
     def announce_shutdown(self) -> None:
         """Tell live streams the controller is going away (called as soon as the signal arrives)."""

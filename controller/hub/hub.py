@@ -21,7 +21,8 @@ from controller import __version__
 from controller.errors import GatewayTimeout, Unavailable
 from controller.hub.session import AgentSession
 from controller.models import FleetSetting, Node, utcnow
-from controller.services.desired_state import FLEET_AGENT_SETTINGS_KEY, effective_agent_settings, render_desired_state
+from controller.services.desired_state import (FLEET_AGENT_SETTINGS_KEY, effective_agent_settings,
+                                               render_desired_state, wireguard_desired)
 from controller.services.logs import LogStore
 from controller.services.node_state import NodeStateWriter
 from controller.services.telemetry import TelemetryIngest
@@ -170,13 +171,16 @@ class Hub:
         async with self._sessions() as s:
             fleet = await self.fleet_agent_settings(s)
             for i in range(0, len(connected), 500):
-                rows = (await s.scalars(select(Node).where(Node.uuid.in_(connected[i:i + 500])))).all()
+                chunk = connected[i:i + 500]
+                rows = (await s.scalars(select(Node).where(Node.uuid.in_(chunk)))).all()
+                wireguard = await wireguard_desired(s, chunk)
                 for node in rows:
                     session = self.sessions.get(node.uuid)
                     if session is None or node.is_deleted:
                         continue
                     settings = effective_agent_settings(self.default_agent_settings(), fleet, node.agent_settings or {})
-                    session.send(agent_pb2.ControllerMessage(desired_state=render_desired_state(node, settings)))
+                    state = render_desired_state(node, settings, wireguard.get(node.uuid))
+                    session.send(agent_pb2.ControllerMessage(desired_state=state))
 
     def default_agent_settings(self) -> dict[str, Any]:
         return {"metrics_interval_seconds": self.settings.metrics_interval, "log_level": "info"}

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from controller.errors import ValidationFailed
-from controller.models import Node
+from controller.models import Node, WireguardClient, WireguardServer, utcnow
 from protos import agent_pb2
 
 FLEET_AGENT_SETTINGS_KEY = "agent_settings"
@@ -40,12 +44,45 @@ def effective_agent_settings(defaults: dict[str, Any], fleet: dict[str, Any], no
     return {**defaults, **fleet, **node}
 
 
-def render_desired_state(node: Node, settings: dict[str, Any]) -> agent_pb2.DesiredState:
+def render_desired_state(node: Node, settings: dict[str, Any],
+                         wireguard: agent_pb2.WireGuardConfig | None = None) -> agent_pb2.DesiredState:
     """The node's complete desired state at its current revision (pure: no I/O)."""
-    return agent_pb2.DesiredState(
+    state = agent_pb2.DesiredState(
         revision=node.desired_revision,
         agent=agent_pb2.AgentSettings(
             metrics_interval_seconds=int(settings["metrics_interval_seconds"]),
             log_level=str(settings["log_level"]),
         ),
     )
+    if wireguard is not None and wireguard.interfaces:
+        state.wireguard.CopyFrom(wireguard)
+    return state
+
+
+def client_is_live(client: WireguardClient, now: dt.datetime) -> bool:
+    return client.status == "active" and (client.expires_at is None or client.expires_at > now)
+
+
+async def wireguard_desired(s: AsyncSession, node_uuids: list[str]) -> dict[str, agent_pb2.WireGuardConfig]:
+    """The WireGuard part of each node's desired state: running servers with their live clients."""
+    now = utcnow()
+    servers = (await s.scalars(select(WireguardServer).where(WireguardServer.node_uuid.in_(node_uuids),
+                                                             WireguardServer.status == "running")
+                               .order_by(WireguardServer.id))).all()
+    clients = (await s.scalars(select(WireguardClient).where(WireguardClient.server_id.in_([x.id for x in servers]))
+                               .order_by(WireguardClient.id))).all() if servers else []
+    by_server: dict[int, list[WireguardClient]] = {}
+    for c in clients:
+        if client_is_live(c, now):
+            by_server.setdefault(c.server_id, []).append(c)
+    out: dict[str, agent_pb2.WireGuardConfig] = {}
+    for srv in servers:
+        iface = agent_pb2.WireGuardInterface(
+            name=srv.interface, private_key=srv.private_key, listen_port=srv.listen_port,
+            addresses=[a for a in (srv.ipv4_address, srv.ipv6_address) if a], mtu=srv.mtu, nat=srv.nat,
+            peers=[agent_pb2.WireGuardPeer(public_key=c.public_key, preshared_key=c.preshared_key or "",
+                                           allowed_ips=[a for a in (c.ipv4_address, c.ipv6_address) if a],
+                                           peer_id=str(c.id))
+                   for c in by_server.get(srv.id, [])])
+        out.setdefault(srv.node_uuid, agent_pb2.WireGuardConfig()).interfaces.append(iface)
+    return out

@@ -20,13 +20,19 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from controller.errors import ValidationFailed
-from controller.models import MetricBucket, Node, utcnow
+from controller.models import MetricBucket, Node, WireguardClient, WireguardUsage, utcnow
 from protos import agent_pb2
 
 log = logging.getLogger("vpnfleet.telemetry")
 
 BUCKET = dt.timedelta(minutes=1)
 MAX_HISTORY_POINTS = 2000
+
+
+def hour_start(ts_ms: int) -> dt.datetime:
+    """The hour a batch's usage is counted in (now, for a batch without a timestamp)."""
+    seconds = ts_ms // 1000 if ts_ms else int(utcnow().timestamp())
+    return dt.datetime.fromtimestamp(seconds - seconds % 3600, dt.timezone.utc)
 
 
 def bucket_start(ts_ms: int) -> dt.datetime:
@@ -97,6 +103,7 @@ class TelemetryIngest:
                 rows = await s.execute(select(Node.uuid, Node.telemetry_seq).where(Node.uuid.in_(missing)))
                 self.stored_seq.update({u: seq for u, seq in rows})
             buckets: dict[tuple[str, dt.datetime], dict[str, Any]] = defaultdict(_empty_bucket)
+            peers: dict[int, dict[str, Any]] = defaultdict(lambda: {"hours": {}, "handshake_ms": 0})
             new_seq: dict[str, int] = {}
             dropped: dict[str, int] = defaultdict(int)
             for item in items:
@@ -108,12 +115,20 @@ class TelemetryIngest:
                     continue
                 new_seq[item.node_uuid] = item.batch.seq
                 dropped[item.node_uuid] += item.batch.dropped_samples
+                for peer in item.batch.wireguard_peers:
+                    if peer.peer_id.isdigit():
+                        acc = peers[int(peer.peer_id)]
+                        hour = hour_start(item.batch.metrics[0].ts_ms if item.batch.metrics else 0)
+                        acc["hours"][hour] = [a + b for a, b in zip(acc["hours"].get(hour, [0, 0]),
+                                                                    (peer.rx_bytes, peer.tx_bytes))]
+                        acc["handshake_ms"] = max(acc["handshake_ms"], peer.last_handshake_ms)
                 for sample in item.batch.metrics:
                     _add_sample(buckets[(item.node_uuid, bucket_start(sample.ts_ms))], sample)
                     latest = self.latest.get(item.node_uuid)
                     if latest is None or sample.ts_ms >= latest.ts_ms:
                         self.latest[item.node_uuid] = sample
             await self._upsert_buckets(s, buckets)
+            await self._store_peer_usage(s, peers)
             for node_uuid, seq in new_seq.items():
                 await s.execute(update(Node).where(Node.uuid == node_uuid).values(
                     telemetry_seq=seq, telemetry_dropped=Node.telemetry_dropped + dropped[node_uuid]))
@@ -149,6 +164,31 @@ class TelemetryIngest:
                 },
             )
             await s.execute(stmt)
+
+    @staticmethod
+    async def _store_peer_usage(s: AsyncSession, peers: dict[int, dict[str, Any]]) -> None:
+        """WireGuard peers' transfer: hourly usage rows and the clients' totals and latest handshake."""
+        if not peers:
+            return
+        known = set((await s.scalars(select(WireguardClient.id).where(WireguardClient.id.in_(list(peers))))).all())
+        insert = postgresql.insert if s.bind.dialect.name == "postgresql" else sqlite.insert
+        for client_id, acc in peers.items():
+            if client_id not in known:
+                continue  # deleted meanwhile
+            rx_total = tx_total = 0
+            for hour, (rx, tx) in acc["hours"].items():
+                rx_total, tx_total = rx_total + rx, tx_total + tx
+                stmt = insert(WireguardUsage).values(client_id=client_id, hour_start=hour, rx_bytes=rx, tx_bytes=tx)
+                await s.execute(stmt.on_conflict_do_update(
+                    index_elements=[WireguardUsage.client_id, WireguardUsage.hour_start],
+                    set_={"rx_bytes": WireguardUsage.rx_bytes + stmt.excluded.rx_bytes,
+                          "tx_bytes": WireguardUsage.tx_bytes + stmt.excluded.tx_bytes}))
+            values: dict[str, Any] = {"bytes_received": WireguardClient.bytes_received + rx_total,
+                                      "bytes_sent": WireguardClient.bytes_sent + tx_total}
+            if acc["handshake_ms"]:
+                handshake = dt.datetime.fromtimestamp(acc["handshake_ms"] / 1000, dt.timezone.utc)
+                values["last_handshake_at"] = handshake
+            await s.execute(update(WireguardClient).where(WireguardClient.id == client_id).values(**values))
 
     def forget(self, node_uuid: str) -> None:
         self.stored_seq.pop(node_uuid, None)

@@ -75,3 +75,36 @@ async def test_history_merges_buckets_by_interval(db) -> None:
     assert [p["cpu_avg"] for p in per_minute] == [10, 20, 30, 40, 50, 60]
     assert [(p["cpu_avg"], p["cpu_max"], p["samples"], p["net_rx_bytes"]) for p in per_3min] == [
         (20, 30, 3, 300), (50, 60, 3, 300)]
+
+
+async def test_wireguard_peer_usage_is_counted_once_per_batch(db) -> None:
+    from controller.models import WireguardClient, WireguardServer, WireguardUsage
+
+    async with db() as s:
+        server = WireguardServer(node_uuid="n1", name="wg0", interface="wg0", listen_port=51820,
+                                 ipv4_address="10.8.0.1/24", private_key="k", public_key="p")
+        s.add(server)
+        await s.flush()
+        client = WireguardClient(server_id=server.id, name="c", public_key="pk", ipv4_address="10.8.0.2/32")
+        s.add(client)
+        await s.commit()
+    ingest = TelemetryIngest(db)
+    acks: list[int] = []
+
+    def traffic_batch(seq: int, rx: int) -> agent_pb2.TelemetryBatch:
+        b = batch(seq, T0 + seq * 10_000)
+        b.wireguard_peers.add(interface="wg0", public_key="pk", peer_id=str(client.id), rx_bytes=rx, tx_bytes=2 * rx,
+                              last_handshake_ms=T0 + seq)
+        b.wireguard_peers.add(interface="wg0", public_key="gone", peer_id="999", rx_bytes=5)  # deleted peer
+        return b
+
+    items = [type("P", (), {"node_uuid": "n1", "batch": traffic_batch(seq, rx), "ack": acks.append})()
+             for seq, rx in ((1, 1000), (2, 500), (2, 500), (1, 1000))]  # re-sends after a reconnect
+    await ingest._store(items[:2])
+    await ingest._store(items[2:])
+    async with db() as s:
+        row = await s.get(WireguardClient, client.id)
+        usage = (await s.scalars(select(WireguardUsage))).all()
+    assert (row.bytes_received, row.bytes_sent) == (1500, 3000)
+    assert [(u.rx_bytes, u.tx_bytes) for u in usage] == [(1500, 3000)]
+    assert row.last_handshake_at is not None and acks == [2, 2, 2, 2]
