@@ -27,21 +27,22 @@ from controller.hub.servicer import AgentServicer, EnrollmentServicer
 from controller.pki import CertificateAuthority
 from controller.providers.base import Provider
 from controller.providers.local import LocalProvider
-from controller.routes import (agent_package, docs, nodes, operations, regions, streams, system, v2ray_compat,
-                               wireguard)
+from controller.routes import (agent_package, docs, ipv6, nodes, operations, regions, streams, system,
+                               v2ray_compat, wireguard)
 from controller.services.enrollment import EnrollmentService
 from controller.services.logs import LogStore
 from controller.services.node_state import NodeStateWriter
 from controller.services.nodes import NodeService
 from controller.services.operations import OperationLog
 from controller.services.telemetry import TelemetryIngest, prune_metrics
+from controller.services.ipv6_pools import Ipv6PoolService
 from controller.services.wireguard import WireguardService
 from controller.settings import Settings, split_hostport
 from protos import agent_pb2_grpc
 
 log = logging.getLogger("vpnfleet")
 
-ROUTE_MODULES = (system, regions, nodes, streams, operations, v2ray_compat, agent_package, wireguard)
+ROUTE_MODULES = (system, regions, nodes, streams, operations, v2ray_compat, agent_package, wireguard, ipv6)
 GRPC_OPTIONS = [
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 10_000),
@@ -69,6 +70,7 @@ class Controller:
         self.nodes = NodeService(settings, self.sessions, self.providers, self.enrollment, self.hub, self.bus,
                                  self.ca.cert_pem, self.bundle)
         self.wireguard = WireguardService(self.sessions, self.hub)
+        self.ipv6 = Ipv6PoolService(self.sessions)
         self.admin_key: str | None = None
         self._bundle: AgentBundle | None = None
         self._servers: list[grpc.aio.Server] = []

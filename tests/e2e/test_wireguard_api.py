@@ -126,3 +126,33 @@ def test_disable_enable_and_status(ctl: ControllerProcess, node_id: str) -> None
     assert api.delete(f"/api/v1/wireguard/servers/{srv['id']}").status_code == 204
     assert api.get(f"/api/v1/wireguard/clients/{c['id']}").status_code == 404
     assert api.get("/api/v1/wireguard/servers/abc").status_code == 404
+
+
+def test_ipv6_pools_and_allocations(ctl: ControllerProcess) -> None:
+    api = ctl.api
+    r = api.post("/api/v1/ipv6/pools", json={"name": "main", "prefix": "2001:db8::/60", "prefix_length": 62,
+                                              "reserved_prefixes": 1, "description": "test"})
+    assert r.status_code == 201, r.text
+    pool = r.json()
+    assert (pool["total_prefixes"], pool["allocated_prefixes"], pool["available_prefixes"]) == (4, 0, 3)
+    assert api.post("/api/v1/ipv6/pools", json={"name": "main", "prefix": "2001:db9::/48"}).status_code == 409
+    for body, field in [({"name": "x", "prefix": "10.0.0.0/8"}, "prefix"),
+                        ({"name": "x", "prefix": "2001:db8::/48", "prefix_length": 40}, "prefix_length"),
+                        ({"name": "x", "prefix": "2001:db8::1/48"}, "prefix")]:
+        r = api.post("/api/v1/ipv6/pools", json=body)
+        assert r.status_code == 422 and field in r.json()["error"]["details"], r.text
+
+    got = [api.post("/api/v1/ipv6/allocations", json={"pool_id": pool["id"], "client_name": f"c{i}"}).json()
+           for i in range(3)]
+    assert [g["allocated_prefix"] for g in got] == ["2001:db8:0:4::/62", "2001:db8:0:8::/62", "2001:db8:0:c::/62"]
+    full = api.post("/api/v1/ipv6/allocations", json={"pool_id": pool["id"]})
+    assert full.status_code == 422
+    assert api.delete(f"/api/v1/ipv6/allocations/{got[1]['id']}").status_code == 204
+    custom = api.post("/api/v1/ipv6/allocations", json={"pool_id": pool["id"], "custom_prefix": "2001:db8:0:c::/62"})
+    assert custom.status_code == 409
+    again = api.post("/api/v1/ipv6/allocations", json={"pool_id": pool["id"]}).json()
+    assert again["allocated_prefix"] == "2001:db8:0:8::/62"
+    assert api.delete(f"/api/v1/ipv6/pools/{pool['id']}").status_code == 409
+    listed = api.get("/api/v1/ipv6/pools").json()["items"][0]
+    assert listed["allocated_prefixes"] == 3 and len(listed["allocations"]) == 3
+    assert api.get("/api/v1/ipv6/allocations", params={"pool_id": pool["id"]}).json()["total"] == 3
