@@ -5,9 +5,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
-# Debian packages the tests drive for real: cloud-init (schema check of our user data), PostgreSQL.
-# Later features add v2ray, wireguard-tools, wireguard-go here.
-DEB_PACKAGES := cloud-init iproute2 postgresql
+# Debian packages the tests drive for real: cloud-init (schema check of our user data), PostgreSQL,
+# WireGuard (wireguard-go in network namespaces).
+DEB_PACKAGES := cloud-init iproute2 postgresql wireguard-tools wireguard-go
 
 .PHONY: run test setup system-deps protos check-protos bench clean
 

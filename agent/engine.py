@@ -100,7 +100,13 @@ class Engine:
         self.metrics = MetricsLoop(
             Sampler(), self.spool, config.metrics_interval_seconds, on_batch=lambda b: self._spool_tail.set(b.seq)
         )
-        components = build_components(config, self.metrics.set_interval, logs.set_level)
+        components = build_components(
+            config,
+            self.metrics.set_interval,
+            logs.set_level,
+            log_push=logs.buffer.push,
+            add_traffic_source=self.metrics.add_traffic_source,
+        )
         self.applier = StateApplier(components, AppliedStateStore(state_dir))
         self.commands = CommandRunner(
             alias=config.node_name,

@@ -79,8 +79,12 @@ class Spool:
 
     # -- writing ----------------------------------------------------------------------------------------
 
-    def append(self, samples: Iterable[agent_pb2.MetricSample]) -> agent_pb2.TelemetryBatch:
-        """Store a new batch with the next sequence number.
+    def append(
+        self,
+        samples: Iterable[agent_pb2.MetricSample],
+        wireguard_peers: Iterable[agent_pb2.PeerTraffic] = (),
+    ) -> agent_pb2.TelemetryBatch:
+        """Store a new batch with the next sequence number (samples, plus per-peer traffic if any).
 
         If the spool is full the oldest batches go first; the new batch carries how many samples they held,
         so the loss reaches the controller with the very batch that caused it.
@@ -89,7 +93,12 @@ class Spool:
             dropped = 0
             while len(self._seqs) >= self.max_batches:
                 dropped += self._drop_oldest()
-            batch = agent_pb2.TelemetryBatch(seq=self._next_seq, metrics=list(samples), dropped_samples=dropped)
+            batch = agent_pb2.TelemetryBatch(
+                seq=self._next_seq,
+                metrics=list(samples),
+                dropped_samples=dropped,
+                wireguard_peers=list(wireguard_peers),
+            )
             write_atomic(self.directory / batch_file_name(batch.seq), batch.SerializeToString(), 0o600)
             self._seqs.append(batch.seq)
             self._next_seq += 1

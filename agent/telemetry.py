@@ -1,11 +1,15 @@
-"""Machine metrics with psutil, turned into MetricSample and spooled at the configured interval."""
+"""Machine metrics with psutil, turned into MetricSample and spooled at the configured interval.
+
+Traffic sources (data-plane drivers, e.g. WireGuard peers) add their per-period deltas to the same batch,
+so they are spooled, sent and acknowledged exactly like the samples.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from typing import Callable, Mapping, NamedTuple
+from typing import Callable, Mapping, NamedTuple, Protocol, Sequence
 
 import psutil
 
@@ -102,8 +106,24 @@ class Sampler:
         )
 
 
+class TrafficSource(Protocol):
+    """Something that counts transfer per period (WireGuard peers today) for the telemetry batches.
+
+    take_traffic() hands over what moved since the previous take and forgets it; if the batch carrying it
+    cannot be spooled, give_back() returns it so it goes out with the next batch (never lost, never twice).
+    """
+
+    async def take_traffic(self) -> list[agent_pb2.PeerTraffic]: ...
+
+    def give_back(self, peers: list[agent_pb2.PeerTraffic]) -> None: ...
+
+
 class MetricsLoop:
-    """Every `interval` seconds: one sample, spooled as one batch. The interval can change at run time."""
+    """Every `interval` seconds: one sample, spooled as one batch. The interval can change at run time.
+
+    The batch also carries whatever the traffic sources took since the previous one; without sources (or
+    with nothing to report) the batch is exactly the one sample.
+    """
 
     def __init__(
         self,
@@ -111,12 +131,17 @@ class MetricsLoop:
         spool: Spool,
         interval_seconds: int,
         on_batch: Callable[[agent_pb2.TelemetryBatch], None] = lambda batch: None,
+        traffic_sources: Sequence[TrafficSource] = (),
     ) -> None:
         self.sampler = sampler
         self.spool = spool
         self.interval_seconds = interval_seconds
         self.on_batch = on_batch
+        self.traffic_sources: list[TrafficSource] = list(traffic_sources)
         self._wake = asyncio.Event()
+
+    def add_traffic_source(self, source: TrafficSource) -> None:
+        self.traffic_sources.append(source)
 
     def set_interval(self, seconds: int) -> None:
         """Takes effect at once: the current wait is cut short and restarted with the new interval."""
@@ -130,13 +155,41 @@ class MetricsLoop:
                 await self._wait(self.interval_seconds)
                 # psutil reads /proc and the spool fsyncs: both off the event loop.
                 sample = await asyncio.to_thread(self.sampler.sample)
-                batch = await asyncio.to_thread(self.spool.append, [sample])
+                taken = await self._take_traffic()
+                try:
+                    batch = await asyncio.to_thread(self._append, sample, taken)
+                except Exception:
+                    for source, peers in taken:
+                        source.give_back(peers)
+                    raise
                 self.on_batch(batch)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 # A full disk or an odd /proc must not end telemetry for good; try again next interval.
                 log.exception("taking a metrics sample failed")
+
+    async def _take_traffic(self) -> list[tuple[TrafficSource, list[agent_pb2.PeerTraffic]]]:
+        taken = []
+        for source in self.traffic_sources:
+            try:
+                peers = await source.take_traffic()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # one broken source must not cost the sample
+                log.exception("reading traffic from %s failed", type(source).__name__)
+                continue
+            if peers:
+                taken.append((source, peers))
+        return taken
+
+    def _append(
+        self, sample: agent_pb2.MetricSample, taken: list[tuple[TrafficSource, list[agent_pb2.PeerTraffic]]]
+    ) -> agent_pb2.TelemetryBatch:
+        peers = [peer for _, entries in taken for peer in entries]
+        if not peers:
+            return self.spool.append([sample])
+        return self.spool.append([sample], wireguard_peers=peers)
 
     async def _wait(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds

@@ -10,15 +10,29 @@ from typing import Callable
 
 from agent.config import AgentConfig
 from agent.drivers.agent_settings import AgentSettingsComponent
+from agent.drivers.wireguard import WireGuardComponent
 from agent.state import Component
+from agent.telemetry import TrafficSource
+
+#: push(level, source, message): a line for the live logs (agent.logbuffer.LogBuffer.push).
+LogPush = Callable[[str, str, str], None]
 
 
 def build_components(
     config: AgentConfig,
     set_metrics_interval: Callable[[int], None],
     set_log_level: Callable[[str], None],
+    log_push: LogPush | None = None,
+    add_traffic_source: Callable[[TrafficSource], None] | None = None,
 ) -> list[Component]:
-    """Every component of this agent, in the order they are applied."""
+    """Every component of this agent, in the order they are applied.
+
+    log_push lets drivers stream their own lines (source "wireguard", ...); without it they go to the
+    agent's logger. add_traffic_source registers a driver's per-peer traffic with the telemetry loop.
+    """
+    wireguard = WireGuardComponent(state_dir=config.state_dir, log_push=log_push)
+    if add_traffic_source is not None:
+        add_traffic_source(wireguard)
     return [
         AgentSettingsComponent(
             default_metrics_interval=config.metrics_interval_seconds,
@@ -26,4 +40,5 @@ def build_components(
             set_metrics_interval=set_metrics_interval,
             set_log_level=set_log_level,
         ),
+        wireguard,
     ]

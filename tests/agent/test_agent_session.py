@@ -214,7 +214,7 @@ async def test_node_life_enroll_stream_apply_command_and_controller_restart(thro
             lambda: next((r for r in controller.of_kind("applied") if r.attempted_revision == 3), None), "report 3"
         )
         assert report.revision == 3
-        [component] = report.components
+        component = next(c for c in report.components if c.name == "agent")
         assert (component.name, component.state) == ("agent", agent_pb2.ComponentStatus.OK)
         assert component.config_hash == hashlib.sha256(settings.SerializeToString(deterministic=True)).hexdigest()
         controller.send(desired_state=agent_pb2.DesiredState(
