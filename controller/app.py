@@ -37,7 +37,7 @@ from controller.services.operations import OperationLog
 from controller.services.telemetry import TelemetryIngest, prune_metrics
 from controller.services.ipv6_pools import Ipv6PoolService
 from controller.services.wireguard import WireguardService
-from controller.settings import Settings, split_hostport
+from controller.settings import Settings, is_unix, split_hostport
 from protos import agent_pb2_grpc
 
 log = logging.getLogger("vpnfleet")
@@ -102,8 +102,8 @@ class Controller:
         await self.nodes.resume()
 
     async def _start_grpc(self) -> None:
-        adv_host = split_hostport(self.settings.advertised_grpc)[0]
-        pair = self.ca.server_keypair([adv_host])
+        adv = self.settings.advertised_grpc
+        pair = self.ca.server_keypair([] if is_unix(adv) else [split_hostport(adv)[0]])
         mtls = grpc.aio.server(options=GRPC_OPTIONS)
         agent_pb2_grpc.add_AgentServicer_to_server(AgentServicer(self.hub, self.sessions), mtls)
         mtls.add_secure_port(self.settings.grpc_addr, grpc.ssl_server_credentials(

@@ -83,6 +83,8 @@ class Settings:
     @property
     def advertised_grpc(self) -> str:
         """The mutual-TLS address agents dial: advertise_addr ("host" or "host:port") or grpc_addr."""
+        if is_unix(self.grpc_addr):
+            return self.grpc_addr
         host, port = split_hostport(self.grpc_addr)
         adv_host, adv_port = split_hostport(self.advertise_addr, default_port=port) if self.advertise_addr else (host, port)
         return join_hostport(_dialable(adv_host), adv_port)
@@ -90,6 +92,8 @@ class Settings:
     @property
     def advertised_enroll(self) -> str:
         """The enrollment address agents dial: the advertised host with enroll_addr's port."""
+        if is_unix(self.enroll_addr):
+            return self.enroll_addr
         host, port = split_hostport(self.enroll_addr)
         adv_host = split_hostport(self.advertise_addr)[0] if self.advertise_addr else host
         return join_hostport(_dialable(adv_host), port)
@@ -100,6 +104,11 @@ class Settings:
     def all_regions(self) -> tuple[RegionSettings, ...]:
         local = (RegionSettings(code="local", name="Local", provider="local"),) if self.local_enabled else ()
         return local + self.regions
+
+
+def is_unix(addr: str) -> bool:
+    """gRPC addresses may be unix sockets ("unix:/run/vpnfleet/grpc.sock"), e.g. behind a local proxy."""
+    return addr.startswith("unix:")
 
 
 def split_hostport(addr: str, default_port: int = 0) -> tuple[str, int]:
@@ -263,7 +272,7 @@ def _build(values: dict[str, Any]) -> Settings:
     if "data_dir" in values:
         values["data_dir"] = Path(values["data_dir"])
     for name in ("http_addr", "grpc_addr", "enroll_addr"):
-        if name in values:
+        if name in values and not (name != "http_addr" and is_unix(str(values[name]))):
             host, port = split_hostport(str(values[name]))
             if not host or port == 0 and name != "http_addr":
                 raise SettingsError(f"setting '{name}' must be host:port, got {values[name]!r}")

@@ -62,12 +62,14 @@ class CloudInit:
         self.root = root
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start_agent(self) -> subprocess.Popen[bytes]:
+    def start_agent(self, netns: str | None = None) -> subprocess.Popen[bytes]:
+        """Start the agent as the systemd unit would (inside network namespace ``netns`` when given)."""
         self.config.state_dir = str(self.root / "state")
         self.root.mkdir(parents=True, exist_ok=True)
         path = self.root / "agent.yaml"
         path.write_text(self.config.to_yaml())
-        self.proc = subprocess.Popen([sys.executable, "-m", "agent", "--config", str(path)], cwd=REPO,
+        prefix = ["ip", "netns", "exec", netns] if netns else []
+        self.proc = subprocess.Popen([*prefix, sys.executable, "-m", "agent", "--config", str(path)], cwd=REPO,
                                      stdout=open(self.root / "agent.out", "wb"), stderr=subprocess.STDOUT)
         return self.proc
 
