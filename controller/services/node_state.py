@@ -8,10 +8,12 @@ publishes one ``update`` event per changed node.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from controller.events import Event, EventBus
@@ -22,6 +24,13 @@ log = logging.getLogger("vpnfleet.nodes")
 
 #: fields whose change is worth an SSE "update" event (last_seen_at alone is not)
 _NOTEWORTHY = {"online", "applied_revision", "component_status", "agent_version", "status"}
+
+
+@functools.cache
+def _update_statement(keys: tuple[str, ...]) -> Any:
+    table = Node.__table__
+    return (update(table).where(table.c.uuid == bindparam("_uuid"))
+            .values({k: bindparam(f"_{k}", type_=table.c[k].type) for k in keys}))
 
 
 class NodeStateWriter:
@@ -53,8 +62,13 @@ class NodeStateWriter:
         batch, self._pending = self._pending, {}
         try:
             async with self._sessions() as s:
+                # one executemany per set of changed fields, not one UPDATE per node
+                groups: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
                 for node_uuid, fields in batch.items():
-                    await s.execute(update(Node).where(Node.uuid == node_uuid).values(**fields))
+                    groups[tuple(sorted(fields))].append({"_uuid": node_uuid, **{f"_{k}": v for k, v in fields.items()}})
+                conn = await s.connection()
+                for keys, params in groups.items():
+                    await conn.execute(_update_statement(keys), params)
                 await s.commit()
                 noteworthy = [u for u, f in batch.items() if _NOTEWORTHY & f.keys()]
                 rows = (await s.scalars(select(Node).where(Node.uuid.in_(noteworthy)))).all() if noteworthy else []

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import BigInteger, bindparam, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -69,10 +70,12 @@ def _empty_bucket() -> dict[str, Any]:
 
 class TelemetryIngest:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], queue_size: int = 20_000,
-                 max_batches_per_write: int = 1000) -> None:
+                 max_batches_per_write: int = 2000, linger: float = 0.25) -> None:
         self._sessions = sessions
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(queue_size)
         self._max = max_batches_per_write
+        #: after the first waiting batch, gather for this long: one transaction for many agents' batches
+        self._linger = linger
         #: highest stored seq per node (primed from the database when a session opens)
         self.stored_seq: dict[str, int] = {}
         #: newest sample per node, for "current" metrics
@@ -87,6 +90,7 @@ class TelemetryIngest:
     async def run(self) -> None:
         while True:
             items = [await self._queue.get()]
+            await asyncio.sleep(self._linger)
             while len(items) < self._max and not self._queue.empty():
                 items.append(self._queue.get_nowait())
             try:
@@ -127,43 +131,19 @@ class TelemetryIngest:
                     latest = self.latest.get(item.node_uuid)
                     if latest is None or sample.ts_ms >= latest.ts_ms:
                         self.latest[item.node_uuid] = sample
-            await self._upsert_buckets(s, buckets)
+            conn = await s.connection()
+            if buckets:  # one executemany for every bucket touched
+                await conn.execute(_bucket_upsert(conn.dialect.name),
+                                   [dict(node_uuid=u, bucket_start=b, **acc) for (u, b), acc in buckets.items()])
             await self._store_peer_usage(s, peers)
-            for node_uuid, seq in new_seq.items():
-                await s.execute(update(Node).where(Node.uuid == node_uuid).values(
-                    telemetry_seq=seq, telemetry_dropped=Node.telemetry_dropped + dropped[node_uuid]))
+            if new_seq:
+                await conn.execute(_SEQ_UPDATE, [dict(u=u, seq=q, dropped=dropped[u]) for u, q in new_seq.items()])
             await s.commit()
         self.stored_seq.update(new_seq)
         self.batches_stored += len(new_seq)
         for item in items:
             if item.node_uuid in self.stored_seq:
                 item.ack(self.stored_seq[item.node_uuid])
-
-    @staticmethod
-    async def _upsert_buckets(s: AsyncSession, buckets: dict[tuple[str, dt.datetime], dict[str, Any]]) -> None:
-        if not buckets:
-            return
-        dialect = s.bind.dialect.name
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        for (node_uuid, start), acc in buckets.items():
-            stmt = insert(MetricBucket).values(node_uuid=node_uuid, bucket_start=start, **acc)
-            ex = stmt.excluded
-            stmt = stmt.on_conflict_do_update(
-                index_elements=[MetricBucket.node_uuid, MetricBucket.bucket_start],
-                set_={
-                    "samples": MetricBucket.samples + ex.samples,
-                    "cpu_sum": MetricBucket.cpu_sum + ex.cpu_sum,
-                    "cpu_max": _greatest(dialect, MetricBucket.cpu_max, ex.cpu_max),
-                    "mem_used_sum": MetricBucket.mem_used_sum + ex.mem_used_sum,
-                    "swap_used_sum": MetricBucket.swap_used_sum + ex.swap_used_sum,
-                    "net_rx": MetricBucket.net_rx + ex.net_rx,
-                    "net_tx": MetricBucket.net_tx + ex.net_tx,
-                    "load1_sum": MetricBucket.load1_sum + ex.load1_sum,
-                    "mem_total": ex.mem_total, "swap_total": ex.swap_total, "disk_used": ex.disk_used,
-                    "disk_total": ex.disk_total, "uptime": ex.uptime,
-                },
-            )
-            await s.execute(stmt)
 
     @staticmethod
     async def _store_peer_usage(s: AsyncSession, peers: dict[int, dict[str, Any]]) -> None:
@@ -195,10 +175,28 @@ class TelemetryIngest:
         self.latest.pop(node_uuid, None)
 
 
-def _greatest(dialect: str, a: Any, b: Any) -> Any:
-    from sqlalchemy import func
+_NODES = Node.__table__
+_SEQ_UPDATE = (update(_NODES).where(_NODES.c.uuid == bindparam("u"))
+               .values(telemetry_seq=bindparam("seq", type_=_NODES.c.telemetry_seq.type),
+                       telemetry_dropped=_NODES.c.telemetry_dropped + bindparam("dropped", type_=BigInteger())))
 
-    return func.greatest(a, b) if dialect == "postgresql" else func.max(a, b)
+
+@functools.cache
+def _bucket_upsert(dialect: str) -> Any:
+    """INSERT ... ON CONFLICT DO UPDATE adding a batch's rollups to a minute bucket. Built once per dialect:
+    constructing it per batch cost more CPU than the database work itself (bench/agents.py)."""
+    table = MetricBucket.__table__
+    stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+    ex, c = stmt.excluded, table.c
+    greatest = func.greatest if dialect == "postgresql" else func.max
+    return stmt.on_conflict_do_update(index_elements=[c.node_uuid, c.bucket_start], set_={
+        "samples": c.samples + ex.samples, "cpu_sum": c.cpu_sum + ex.cpu_sum,
+        "cpu_max": greatest(c.cpu_max, ex.cpu_max), "mem_used_sum": c.mem_used_sum + ex.mem_used_sum,
+        "swap_used_sum": c.swap_used_sum + ex.swap_used_sum, "net_rx": c.net_rx + ex.net_rx,
+        "net_tx": c.net_tx + ex.net_tx, "load1_sum": c.load1_sum + ex.load1_sum,
+        "mem_total": ex.mem_total, "swap_total": ex.swap_total, "disk_used": ex.disk_used,
+        "disk_total": ex.disk_total, "uptime": ex.uptime,
+    })
 
 
 # -- reading --------------------------------------------------------------------------------------------------
