@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import event
+from typing import Any
+
+from sqlalchemy import Select, event, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from controller.migrations import upgrade_to_head
@@ -39,3 +41,11 @@ async def prepare_database(engine: AsyncEngine) -> None:
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def fetch_page(s: AsyncSession, query: Select[Any], order_by: tuple[Any, ...], page: int,
+                     size: int) -> tuple[list[Any], int]:
+    """One page of ``query`` in ``order_by`` order, and the total count of rows the query matches."""
+    total = await s.scalar(select(func.count()).select_from(query.subquery()))
+    rows = (await s.scalars(query.order_by(*order_by).offset((page - 1) * size).limit(size))).all()
+    return list(rows), int(total or 0)

@@ -228,6 +228,14 @@ def path_uuid(request: Request, name: str, not_found: str) -> str:
         raise NotFound(f"{not_found}{raw}") from None
 
 
+def path_int(request: Request, name: str, not_found: str) -> int:
+    """A numeric id path parameter; anything else is a 404 with ``not_found`` + the raw value."""
+    raw = request.path_params[name]
+    if not raw.isdigit() or len(raw) > 18:
+        raise NotFound(f"{not_found}{raw}")
+    return int(raw)
+
+
 def query_int(request: Request, name: str, default: int, lo: int, hi: int) -> int:
     raw = request.query_params.get(name)
     if raw is None or raw == "":

@@ -9,8 +9,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from controller.errors import NotFound
-from controller.http import json, page_params, paginated, query_int, read_body
+from controller.http import json, path_int, page_params, paginated, query_int, read_body
 from controller.ipam import json_safe_int
 from controller.models import Ipv6Allocation, Ipv6Pool
 from controller.serializers import iso
@@ -51,10 +50,7 @@ def pool_to_dict(p: Ipv6Pool, allocations: list[Ipv6Allocation]) -> dict[str, An
 
 
 def _id(request: Request, what: str) -> int:
-    raw = request.path_params["id"]
-    if not raw.isdigit():
-        raise NotFound(f"IPv6 {what} {raw} not found")
-    return int(raw)
+    return path_int(request, "id", f"IPv6 {what} not found: ")
 
 
 async def list_pools(request: Request):

@@ -10,8 +10,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from controller.errors import NotFound, ValidationFailed
-from controller.http import json, page_params, paginated, query_int
+from controller.errors import ValidationFailed
+from controller.http import json, path_int, page_params, paginated, query_int
 from controller.models import WireguardClient, WireguardServer
 from controller.serializers import iso
 from controller.services.wireguard import CLIENT_STATUSES, SERVER_STATUSES
@@ -173,10 +173,7 @@ def client_to_dict(c: WireguardClient) -> dict[str, Any]:
 
 
 def _id(request: Request, what: str) -> int:
-    raw = request.path_params["id"]
-    if not raw.isdigit():
-        raise NotFound(f"WireGuard {what} {raw} not found")
-    return int(raw)
+    return path_int(request, "id", f"WireGuard {what} not found: ")
 
 
 async def _body(request: Request, model: type[BaseModel]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from controller.db import fetch_page
 from controller.errors import AlreadyExists, Conflict, NotFound
 from controller.ipam import allocate_prefix, check_prefix, parse_pool, pool_totals, reserve_first
 from controller.models import Ipv6Allocation, Ipv6Pool
@@ -24,14 +25,13 @@ class Ipv6PoolService:
         if search:
             query = query.where(Ipv6Pool.name.icontains(search, autoescape=True))
         async with self._sessions() as s:
-            total = await s.scalar(select(func.count()).select_from(query.subquery()))
-            pools = (await s.scalars(query.order_by(Ipv6Pool.id).offset((page - 1) * size).limit(size))).all()
+            pools, total = await fetch_page(s, query, (Ipv6Pool.id,), page, size)
             allocs = (await s.scalars(select(Ipv6Allocation).where(Ipv6Allocation.pool_id.in_([p.id for p in pools]))
                                       .order_by(Ipv6Allocation.id))).all()
         by_pool: dict[int, list[Ipv6Allocation]] = {}
         for a in allocs:
             by_pool.setdefault(a.pool_id, []).append(a)
-        return [(p, by_pool.get(p.id, [])) for p in pools], int(total or 0)
+        return [(p, by_pool.get(p.id, [])) for p in pools], total
 
     async def get_pool(self, pool_id: int) -> tuple[Ipv6Pool, list[Ipv6Allocation]]:
         async with self._sessions() as s:
@@ -74,9 +74,7 @@ class Ipv6PoolService:
         if pool_id is not None:
             query = query.where(Ipv6Allocation.pool_id == pool_id)
         async with self._sessions() as s:
-            total = await s.scalar(select(func.count()).select_from(query.subquery()))
-            rows = (await s.scalars(query.order_by(Ipv6Allocation.id).offset((page - 1) * size).limit(size))).all()
-        return list(rows), int(total or 0)
+            return await fetch_page(s, query, (Ipv6Allocation.id,), page, size)
 
     async def allocate(self, values: dict[str, Any]) -> Ipv6Allocation:
         """The next free prefix of the pool (or the caller's ``custom_prefix``, checked)."""

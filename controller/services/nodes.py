@@ -12,12 +12,13 @@ import asyncio
 import logging
 from typing import Any, Callable
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from agent.config import AgentConfig
 from controller.agent_bundle import AgentBundle
 from controller.cloudinit import render_user_data
+from controller.db import fetch_page
 from controller.errors import Conflict, NotFound, ValidationFailed
 from controller.events import Event, EventBus
 from controller.hub.hub import Hub
@@ -81,10 +82,7 @@ class NodeService:
             query = query.where(or_(*(col.icontains(search, autoescape=True)
                                       for col in (Node.name, Node.uuid, Node.public_ip, Node.instance_id))))
         async with self._sessions() as s:
-            total = await s.scalar(select(func.count()).select_from(query.subquery()))
-            rows = (await s.scalars(query.order_by(Node.created_at.desc(), Node.id.desc())
-                                    .offset((page - 1) * size).limit(size))).all()
-        return list(rows), int(total or 0)
+            return await fetch_page(s, query, (Node.created_at.desc(), Node.id.desc()), page, size)
 
     # -- create -------------------------------------------------------------------------------------------------
     async def create(self, region: str, name: str | None = None, *, reuse_active: bool = False) -> tuple[Node, bool]:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from controller.db import fetch_page
 from controller.models import Operation
 
 #: body fields never written to the audit log
@@ -46,7 +47,4 @@ class OperationLog:
         if action:
             query = query.where(Operation.action.ilike(f"%{action}%"))
         async with self._sessions() as s:
-            total = await s.scalar(select(func.count()).select_from(query.subquery()))
-            rows = (await s.scalars(query.order_by(Operation.created_at.desc())
-                                    .offset((page - 1) * size).limit(size))).all()
-        return list(rows), int(total or 0)
+            return await fetch_page(s, query, (Operation.created_at.desc(),), page, size)

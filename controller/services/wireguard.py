@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from controller.db import fetch_page
 from controller.errors import Conflict, NotFound, ValidationFailed
 from controller.hub.hub import Hub
 from controller.ipam import allocate_address, check_address, check_no_overlap, host_cidr
@@ -49,12 +50,11 @@ class WireguardService:
                                     WireguardServer.interface.icontains(search, autoescape=True),
                                     WireguardServer.description.icontains(search, autoescape=True)))
         async with self._sessions() as s:
-            total = await s.scalar(select(func.count()).select_from(query.subquery()))
-            rows = (await s.scalars(query.order_by(WireguardServer.id).offset((page - 1) * size).limit(size))).all()
+            rows, total = await fetch_page(s, query, (WireguardServer.id,), page, size)
             counts = dict((await s.execute(
                 select(WireguardClient.server_id, func.count()).where(
                     WireguardClient.server_id.in_([r.id for r in rows])).group_by(WireguardClient.server_id))).all())
-        return [(r, counts.get(r.id, 0)) for r in rows], int(total or 0)
+        return [(r, counts.get(r.id, 0)) for r in rows], total
 
     async def get_server(self, server_id: int) -> WireguardServer:
         async with self._sessions() as s:
@@ -151,9 +151,7 @@ class WireguardService:
                                     WireguardClient.ipv4_address.icontains(search, autoescape=True),
                                     WireguardClient.public_key.icontains(search, autoescape=True)))
         async with self._sessions() as s:
-            total = await s.scalar(select(func.count()).select_from(query.subquery()))
-            rows = (await s.scalars(query.order_by(WireguardClient.id).offset((page - 1) * size).limit(size))).all()
-        return list(rows), int(total or 0)
+            return await fetch_page(s, query, (WireguardClient.id,), page, size)
 
     async def get_client(self, client_id: int) -> tuple[WireguardClient, WireguardServer, Node]:
         async with self._sessions() as s:
