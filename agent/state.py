@@ -168,6 +168,18 @@ class StateApplier:
             )
         return report
 
+    def _replace_part(self, field: str, part: Message | None) -> None:
+        """Swap one part of the running state by building a new message: with protobuf's C backend, copying
+        into a long-lived message keeps every earlier copy's memory until that message is freed (about 1 MiB
+        per apply of a 5,000-peer WireGuard interface, found by bench/wireguard.py)."""
+        running = agent_pb2.DesiredState()
+        running.CopyFrom(self._running)
+        if part is None:
+            running.ClearField(field)
+        else:
+            getattr(running, field).CopyFrom(part)
+        self._running = running
+
     async def _apply_component(self, component: Component, desired: agent_pb2.DesiredState) -> Status:
         part = component_part(desired, component.field)
         new_hash = part_hash(part)
@@ -187,9 +199,8 @@ class StateApplier:
                 config_hash=self._hashes[component.name] or "",
             )
         self._hashes[component.name] = new_hash
+        self._replace_part(component.field, part)
         if part is None:
-            self._running.ClearField(component.field)
             return Status(name=component.name, state=Status.ABSENT)
-        getattr(self._running, component.field).CopyFrom(part)
         log.info("component %s: applied config %s", component.name, new_hash[:12])
         return Status(name=component.name, state=Status.OK, config_hash=new_hash)
