@@ -140,6 +140,7 @@ class AuditMiddleware:
         body = bytearray()
         status = 500
         error_body_bytes = bytearray()
+        recorded = False
 
         async def receive_and_keep() -> Message:
             message = await receive()
@@ -148,17 +149,24 @@ class AuditMiddleware:
             return message
 
         async def send_and_note(message: Message) -> None:
-            nonlocal status
+            nonlocal status, recorded
             if message["type"] == "http.response.start":
                 status = message["status"]
-            elif message["type"] == "http.response.body" and status >= 400 and len(error_body_bytes) < 4096:
-                error_body_bytes.extend(message.get("body", b"")[:4096])
+            elif message["type"] == "http.response.body":
+                if status >= 400 and len(error_body_bytes) < 4096:
+                    error_body_bytes.extend(message.get("body", b"")[:4096])
+                if not message.get("more_body", False):
+                    # the entry is written before the caller sees the end of the response, so a client that
+                    # reads the operations log right after its call always finds the call there
+                    recorded = True
+                    await self._record(scope, bytes(body), status, bytes(error_body_bytes))
             await send(message)
 
         try:
             await self.app(scope, receive_and_keep, send_and_note)
         finally:
-            await self._record(scope, bytes(body), status, bytes(error_body_bytes))
+            if not recorded:  # the handler failed before answering, or the client went away
+                await self._record(scope, bytes(body), status, bytes(error_body_bytes))
 
     async def _record(self, scope: Scope, body: bytes, status: int, err: bytes) -> None:
         route = scope.get("route")

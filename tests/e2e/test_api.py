@@ -28,6 +28,7 @@ def test_admin_key_is_stored_hashed_and_file_is_private(ctl: ControllerProcess) 
     with sqlite3.connect(ctl.data_dir / "vpnfleet.db") as db:
         hashes = [h for (h,) in db.execute("select key_hash from api_keys")]
     assert hashes and key not in hashes and all(len(h) == 64 for h in hashes)
+    wait_for(lambda: "Admin key:" in ctl.log(), 10, message="start banner")
     assert ctl.log().count(key) == 1  # printed once in the start banner, never logged
 
 
