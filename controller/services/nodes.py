@@ -287,6 +287,9 @@ class NodeService:
             node = await self.get(node.uuid)
             if node.status not in ("creating", "starting"):
                 return
+            if node.uuid in self._hub.sessions:  # connected before we started waiting (a Hello is not repeated)
+                await self._set_status(node.uuid, "running", None)
+                return
             waited = (utcnow() - node.status_changed_at).total_seconds()
             if waited > self.settings.instance_wait_timeout:
                 await self._set_status(node.uuid, "error", f"agent did not connect within "
