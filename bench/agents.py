@@ -62,6 +62,8 @@ from controller.models import EnrollmentToken, Node, utcnow  # noqa: E402
 from controller.services.enrollment import hash_token  # noqa: E402
 from protos import agent_pb2, agent_pb2_grpc  # noqa: E402
 
+from figures import log, mib, pct  # noqa: E402 - bench/ is on sys.path when run as a script
+
 TLS_NAME = "vpnfleet-controller"
 INTERVAL = 10.0  # heartbeat and telemetry interval (the controller is started with the same heartbeat)
 AGENT_VERSION = "bench-0"
@@ -71,24 +73,7 @@ CAPABILITIES = ["agent-settings", "tcping", "info"]
 API_POLL_PAUSE = 0.2
 
 
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
 # -- statistics helpers ---------------------------------------------------------------------------------------
-
-def pct(values: list[float], p: float) -> float:
-    """Nearest-rank percentile (p in 0..100); nan for an empty list."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    k = max(0, min(len(ordered) - 1, math.ceil(p / 100 * len(ordered)) - 1))
-    return ordered[k]
-
-
-def mib(n: float) -> float:
-    return n / (1024 * 1024)
-
 
 # -- shared counters ------------------------------------------------------------------------------------------
 

@@ -55,6 +55,8 @@ from agent.wireguard.model import key_to_hex  # noqa: E402
 from protos import agent_pb2  # noqa: E402
 from tests.agent.netns import AgentHarness, Lab, _report, missing_prerequisite  # noqa: E402
 
+from figures import log, mib, pct  # noqa: E402 - bench/ is on sys.path when run as a script
+
 IFACE_PREFIX = "wgb"  # + the lab's 6 hex characters: unique on the machine (the UAPI socket dir is shared)
 LISTEN_PORT = 51820
 #: the interface's own address; peer i gets the (i + 2)-th address of this network as a /32
@@ -71,29 +73,12 @@ class BenchAbort(Exception):
     """--timeout reached, or SIGTERM."""
 
 
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def pct(values: list[float], p: float) -> float:
-    """Nearest-rank percentile (p in 0..100); nan for an empty list."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    k = max(0, min(len(ordered) - 1, math.ceil(p / 100 * len(ordered)) - 1))
-    return ordered[k]
-
-
 def ms(seconds: float) -> str:
     if seconds < 0.001:
         return f"{1000 * seconds:.2f} ms"
     if seconds < 0.01:
         return f"{1000 * seconds:.1f} ms"
     return f"{1000 * seconds:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"
-
-
-def mib(n: float) -> float:
-    return n / (1024 * 1024)
 
 
 # -- test data ----------------------------------------------------------------------------------------------
