@@ -151,24 +151,22 @@ class TelemetryIngest:
         if not peers:
             return
         known = set((await s.scalars(select(WireguardClient.id).where(WireguardClient.id.in_(list(peers))))).all())
-        insert = postgresql.insert if s.bind.dialect.name == "postgresql" else sqlite.insert
+        usage, totals = [], []
         for client_id, acc in peers.items():
             if client_id not in known:
                 continue  # deleted meanwhile
-            rx_total = tx_total = 0
-            for hour, (rx, tx) in acc["hours"].items():
-                rx_total, tx_total = rx_total + rx, tx_total + tx
-                stmt = insert(WireguardUsage).values(client_id=client_id, hour_start=hour, rx_bytes=rx, tx_bytes=tx)
-                await s.execute(stmt.on_conflict_do_update(
-                    index_elements=[WireguardUsage.client_id, WireguardUsage.hour_start],
-                    set_={"rx_bytes": WireguardUsage.rx_bytes + stmt.excluded.rx_bytes,
-                          "tx_bytes": WireguardUsage.tx_bytes + stmt.excluded.tx_bytes}))
-            values: dict[str, Any] = {"bytes_received": WireguardClient.bytes_received + rx_total,
-                                      "bytes_sent": WireguardClient.bytes_sent + tx_total}
-            if acc["handshake_ms"]:
-                handshake = dt.datetime.fromtimestamp(acc["handshake_ms"] / 1000, dt.timezone.utc)
-                values["last_handshake_at"] = handshake
-            await s.execute(update(WireguardClient).where(WireguardClient.id == client_id).values(**values))
+            usage += [dict(client_id=client_id, hour_start=hour, rx_bytes=rx, tx_bytes=tx)
+                      for hour, (rx, tx) in acc["hours"].items()]
+            handshake = (dt.datetime.fromtimestamp(acc["handshake_ms"] / 1000, dt.timezone.utc)
+                         if acc["handshake_ms"] else None)
+            totals.append(dict(cid=client_id, rx=sum(rx for rx, _ in acc["hours"].values()),
+                               tx=sum(tx for _, tx in acc["hours"].values()), handshake=handshake))
+        if not totals:
+            return
+        conn = await s.connection()
+        if usage:  # as with the metric buckets: one executemany, statement built once
+            await conn.execute(_usage_upsert(conn.dialect.name), usage)
+        await conn.execute(_CLIENT_TOTALS_UPDATE, totals)
 
     def forget(self, node_uuid: str) -> None:
         self.stored_seq.pop(node_uuid, None)
@@ -179,6 +177,26 @@ _NODES = Node.__table__
 _SEQ_UPDATE = (update(_NODES).where(_NODES.c.uuid == bindparam("u"))
                .values(telemetry_seq=bindparam("seq", type_=_NODES.c.telemetry_seq.type),
                        telemetry_dropped=_NODES.c.telemetry_dropped + bindparam("dropped", type_=BigInteger())))
+
+
+_CLIENTS = WireguardClient.__table__
+_CLIENT_TOTALS_UPDATE = (
+    update(_CLIENTS).where(_CLIENTS.c.id == bindparam("cid"))
+    .values(bytes_received=_CLIENTS.c.bytes_received + bindparam("rx", type_=BigInteger()),
+            bytes_sent=_CLIENTS.c.bytes_sent + bindparam("tx", type_=BigInteger()),
+            # a batch without a handshake keeps the one stored
+            last_handshake_at=func.coalesce(bindparam("handshake", type_=_CLIENTS.c.last_handshake_at.type),
+                                            _CLIENTS.c.last_handshake_at))
+)
+
+
+@functools.cache
+def _usage_upsert(dialect: str) -> Any:
+    """INSERT ... ON CONFLICT DO UPDATE adding a batch's transfer to a peer's hour."""
+    table = WireguardUsage.__table__
+    stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+    return stmt.on_conflict_do_update(index_elements=[table.c.client_id, table.c.hour_start], set_={
+        "rx_bytes": table.c.rx_bytes + stmt.excluded.rx_bytes, "tx_bytes": table.c.tx_bytes + stmt.excluded.tx_bytes})
 
 
 @functools.cache
