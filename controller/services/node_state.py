@@ -77,4 +77,5 @@ class NodeStateWriter:
                 self._pending[node_uuid] = {**fields, **self._pending.get(node_uuid, {})}
             raise
         for node in rows:
-            self._bus.publish(Event("update", {"node": node_to_dict(node)}, node_id=node.uuid))
+            if not node.is_deleted:  # a deleted node's last word was its "delete" event
+                self._bus.publish(Event("update", {"node": node_to_dict(node)}, node_id=node.uuid))
