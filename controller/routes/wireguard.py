@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -11,7 +12,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from controller.errors import ValidationFailed
-from controller.http import json, path_int, page_params, paginated, query_int
+from controller.http import json, page_params, paginated, path_int, query_int, read_body
 from controller.models import WireguardClient, WireguardServer
 from controller.serializers import iso
 from controller.services.wireguard import CLIENT_STATUSES, SERVER_STATUSES
@@ -22,8 +23,6 @@ NAME = r"^[A-Za-z0-9][A-Za-z0-9 ._@-]{0,63}$"
 
 
 def _cidr_list(values: list[str] | None) -> list[str] | None:
-    import ipaddress
-
     if values is None:
         return None
     out = []
@@ -36,8 +35,6 @@ def _cidr_list(values: list[str] | None) -> list[str] | None:
 
 
 def _ip_list(values: list[str] | None) -> list[str] | None:
-    import ipaddress
-
     if values is None:
         return None
     try:
@@ -47,8 +44,6 @@ def _ip_list(values: list[str] | None) -> list[str] | None:
 
 
 def _interface(value: str | None, version: int) -> str | None:
-    import ipaddress
-
     if value is None:
         return None
     try:
@@ -177,8 +172,6 @@ def _id(request: Request, what: str) -> int:
 
 
 async def _body(request: Request, model: type[BaseModel]) -> dict[str, Any]:
-    from controller.http import read_body
-
     return (await read_body(request, model)).model_dump(exclude_unset=True)
 
 
