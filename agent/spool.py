@@ -83,8 +83,9 @@ class Spool:
         self,
         samples: Iterable[agent_pb2.MetricSample],
         wireguard_peers: Iterable[agent_pb2.PeerTraffic] = (),
+        v2ray_users: Iterable[agent_pb2.UserTraffic] = (),
     ) -> agent_pb2.TelemetryBatch:
-        """Store a new batch with the next sequence number (samples, plus per-peer traffic if any).
+        """Store a new batch with the next sequence number (samples, plus per-peer/per-user traffic if any).
 
         If the spool is full the oldest batches go first; the new batch carries how many samples they held,
         so the loss reaches the controller with the very batch that caused it.
@@ -98,6 +99,7 @@ class Spool:
                 metrics=list(samples),
                 dropped_samples=dropped,
                 wireguard_peers=list(wireguard_peers),
+                v2ray_users=list(v2ray_users),
             )
             write_atomic(self.directory / batch_file_name(batch.seq), batch.SerializeToString(), 0o600)
             self._seqs.append(batch.seq)

@@ -1,7 +1,7 @@
 """Machine metrics with psutil, turned into MetricSample and spooled at the configured interval.
 
-Traffic sources (data-plane drivers, e.g. WireGuard peers) add their per-period deltas to the same batch,
-so they are spooled, sent and acknowledged exactly like the samples.
+Traffic sources (data-plane drivers: WireGuard peers, V2Ray users) add their per-period deltas to the same
+batch, so they are spooled, sent and acknowledged exactly like the samples.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Callable, Mapping, NamedTuple, Protocol, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Protocol, Sequence
 
 import psutil
 
@@ -107,15 +107,22 @@ class Sampler:
 
 
 class TrafficSource(Protocol):
-    """Something that counts transfer per period (WireGuard peers today) for the telemetry batches.
+    """Something that counts transfer per period (WireGuard peers, V2Ray users) for the telemetry batches.
 
-    take_traffic() hands over what moved since the previous take and forgets it; if the batch carrying it
-    cannot be spooled, give_back() returns it so it goes out with the next batch (never lost, never twice).
+    take_traffic(seq) hands over what moved since the previous take, for the batch numbered `seq`, and
+    forgets it; if that batch cannot be spooled, give_back() returns the entries so they go out with the next
+    batch (never lost, never twice). spooled(seq) says the batch `seq` is safely on disk: a source that keeps
+    taken entries on disk until then (to survive an agent crash between taking and spooling) drops them.
     """
 
-    async def take_traffic(self) -> list[agent_pb2.PeerTraffic]: ...
+    #: The TelemetryBatch field the entries go in, e.g. "wireguard_peers" or "v2ray_users".
+    traffic_field: str
 
-    def give_back(self, peers: list[agent_pb2.PeerTraffic]) -> None: ...
+    async def take_traffic(self, seq: int) -> list[Any]: ...
+
+    def give_back(self, entries: list[Any]) -> None: ...
+
+    def spooled(self, seq: int) -> None: ...
 
 
 class MetricsLoop:
@@ -155,13 +162,16 @@ class MetricsLoop:
                 await self._wait(self.interval_seconds)
                 # psutil reads /proc and the spool fsyncs: both off the event loop.
                 sample = await asyncio.to_thread(self.sampler.sample)
-                taken = await self._take_traffic()
+                seq = self.spool.last_seq + 1  # this loop is the spool's only writer
+                taken = await self._take_traffic(seq)
                 try:
                     batch = await asyncio.to_thread(self._append, sample, taken)
                 except Exception:
-                    for source, peers in taken:
-                        source.give_back(peers)
+                    for source, entries in taken:
+                        source.give_back(entries)
                     raise
+                for source in self.traffic_sources:
+                    source.spooled(batch.seq)
                 self.on_batch(batch)
             except asyncio.CancelledError:
                 raise
@@ -169,27 +179,26 @@ class MetricsLoop:
                 # A full disk or an odd /proc must not end telemetry for good; try again next interval.
                 log.exception("taking a metrics sample failed")
 
-    async def _take_traffic(self) -> list[tuple[TrafficSource, list[agent_pb2.PeerTraffic]]]:
+    async def _take_traffic(self, seq: int) -> list[tuple[TrafficSource, list[Any]]]:
         taken = []
         for source in self.traffic_sources:
             try:
-                peers = await source.take_traffic()
+                entries = await source.take_traffic(seq)
             except asyncio.CancelledError:
                 raise
             except Exception:  # one broken source must not cost the sample
                 log.exception("reading traffic from %s failed", type(source).__name__)
                 continue
-            if peers:
-                taken.append((source, peers))
+            if entries:
+                taken.append((source, entries))
         return taken
 
-    def _append(
-        self, sample: agent_pb2.MetricSample, taken: list[tuple[TrafficSource, list[agent_pb2.PeerTraffic]]]
-    ) -> agent_pb2.TelemetryBatch:
-        peers = [peer for _, entries in taken for peer in entries]
-        if not peers:
-            return self.spool.append([sample])
-        return self.spool.append([sample], wireguard_peers=peers)
+    def _append(self, sample: agent_pb2.MetricSample, taken: list[tuple[TrafficSource, list[Any]]]
+                ) -> agent_pb2.TelemetryBatch:
+        traffic: dict[str, list[Any]] = {}
+        for source, entries in taken:
+            traffic.setdefault(source.traffic_field, []).extend(entries)
+        return self.spool.append([sample], **traffic)
 
     async def _wait(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds

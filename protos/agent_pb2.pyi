@@ -96,14 +96,16 @@ class Heartbeat(_message.Message):
     def __init__(self, sent_at_ms: _Optional[int] = ..., applied_revision: _Optional[int] = ...) -> None: ...
 
 class DesiredState(_message.Message):
-    __slots__ = ("revision", "agent", "wireguard")
+    __slots__ = ("revision", "agent", "v2ray", "wireguard")
     REVISION_FIELD_NUMBER: _ClassVar[int]
     AGENT_FIELD_NUMBER: _ClassVar[int]
+    V2RAY_FIELD_NUMBER: _ClassVar[int]
     WIREGUARD_FIELD_NUMBER: _ClassVar[int]
     revision: int
     agent: AgentSettings
+    v2ray: V2RayConfig
     wireguard: WireGuardConfig
-    def __init__(self, revision: _Optional[int] = ..., agent: _Optional[_Union[AgentSettings, _Mapping]] = ..., wireguard: _Optional[_Union[WireGuardConfig, _Mapping]] = ...) -> None: ...
+    def __init__(self, revision: _Optional[int] = ..., agent: _Optional[_Union[AgentSettings, _Mapping]] = ..., v2ray: _Optional[_Union[V2RayConfig, _Mapping]] = ..., wireguard: _Optional[_Union[WireGuardConfig, _Mapping]] = ...) -> None: ...
 
 class AgentSettings(_message.Message):
     __slots__ = ("metrics_interval_seconds", "log_level")
@@ -112,6 +114,36 @@ class AgentSettings(_message.Message):
     metrics_interval_seconds: int
     log_level: str
     def __init__(self, metrics_interval_seconds: _Optional[int] = ..., log_level: _Optional[str] = ...) -> None: ...
+
+class V2RayConfig(_message.Message):
+    __slots__ = ("inbounds", "users", "log_level")
+    INBOUNDS_FIELD_NUMBER: _ClassVar[int]
+    USERS_FIELD_NUMBER: _ClassVar[int]
+    LOG_LEVEL_FIELD_NUMBER: _ClassVar[int]
+    inbounds: _containers.RepeatedCompositeFieldContainer[V2RayInbound]
+    users: _containers.RepeatedCompositeFieldContainer[V2RayUser]
+    log_level: str
+    def __init__(self, inbounds: _Optional[_Iterable[_Union[V2RayInbound, _Mapping]]] = ..., users: _Optional[_Iterable[_Union[V2RayUser, _Mapping]]] = ..., log_level: _Optional[str] = ...) -> None: ...
+
+class V2RayInbound(_message.Message):
+    __slots__ = ("tag", "protocol", "port", "listen")
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    LISTEN_FIELD_NUMBER: _ClassVar[int]
+    tag: str
+    protocol: str
+    port: int
+    listen: str
+    def __init__(self, tag: _Optional[str] = ..., protocol: _Optional[str] = ..., port: _Optional[int] = ..., listen: _Optional[str] = ...) -> None: ...
+
+class V2RayUser(_message.Message):
+    __slots__ = ("email", "uuid")
+    EMAIL_FIELD_NUMBER: _ClassVar[int]
+    UUID_FIELD_NUMBER: _ClassVar[int]
+    email: str
+    uuid: str
+    def __init__(self, email: _Optional[str] = ..., uuid: _Optional[str] = ...) -> None: ...
 
 class WireGuardConfig(_message.Message):
     __slots__ = ("interfaces",)
@@ -184,16 +216,28 @@ class ComponentStatus(_message.Message):
     def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[ComponentStatus.State, str]] = ..., error: _Optional[str] = ..., config_hash: _Optional[str] = ...) -> None: ...
 
 class TelemetryBatch(_message.Message):
-    __slots__ = ("seq", "metrics", "dropped_samples", "wireguard_peers")
+    __slots__ = ("seq", "metrics", "dropped_samples", "wireguard_peers", "v2ray_users")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
     DROPPED_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     WIREGUARD_PEERS_FIELD_NUMBER: _ClassVar[int]
+    V2RAY_USERS_FIELD_NUMBER: _ClassVar[int]
     seq: int
     metrics: _containers.RepeatedCompositeFieldContainer[MetricSample]
     dropped_samples: int
     wireguard_peers: _containers.RepeatedCompositeFieldContainer[PeerTraffic]
-    def __init__(self, seq: _Optional[int] = ..., metrics: _Optional[_Iterable[_Union[MetricSample, _Mapping]]] = ..., dropped_samples: _Optional[int] = ..., wireguard_peers: _Optional[_Iterable[_Union[PeerTraffic, _Mapping]]] = ...) -> None: ...
+    v2ray_users: _containers.RepeatedCompositeFieldContainer[UserTraffic]
+    def __init__(self, seq: _Optional[int] = ..., metrics: _Optional[_Iterable[_Union[MetricSample, _Mapping]]] = ..., dropped_samples: _Optional[int] = ..., wireguard_peers: _Optional[_Iterable[_Union[PeerTraffic, _Mapping]]] = ..., v2ray_users: _Optional[_Iterable[_Union[UserTraffic, _Mapping]]] = ...) -> None: ...
+
+class UserTraffic(_message.Message):
+    __slots__ = ("email", "uplink_bytes", "downlink_bytes")
+    EMAIL_FIELD_NUMBER: _ClassVar[int]
+    UPLINK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DOWNLINK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    email: str
+    uplink_bytes: int
+    downlink_bytes: int
+    def __init__(self, email: _Optional[str] = ..., uplink_bytes: _Optional[int] = ..., downlink_bytes: _Optional[int] = ...) -> None: ...
 
 class PeerTraffic(_message.Message):
     __slots__ = ("interface", "public_key", "peer_id", "rx_bytes", "tx_bytes", "last_handshake_ms")

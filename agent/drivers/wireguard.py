@@ -421,8 +421,14 @@ class WireGuardComponent(Component):
 
     # -- telemetry (MetricsLoop traffic source) ----------------------------------------------------------
 
-    async def take_traffic(self) -> list[agent_pb2.PeerTraffic]:
-        """Per-peer transfer since the previous take (only peers that moved bytes or shook hands)."""
+    traffic_field = "wireguard_peers"
+
+    async def take_traffic(self, seq: int = 0) -> list[agent_pb2.PeerTraffic]:
+        """Per-peer transfer since the previous take (only peers that moved bytes or shook hands).
+
+        The baseline moves on disk at once, so an agent crash before the batch is spooled loses these
+        deltas (a few seconds of counting), never counts them twice.
+        """
         if not self._records:
             return []
         entries, events = await asyncio.to_thread(self._take_sync)
@@ -433,6 +439,9 @@ class WireGuardComponent(Component):
     def give_back(self, peers: list[agent_pb2.PeerTraffic]) -> None:
         """The batch with these entries was not spooled: report them with the next one."""
         self._meter.give_back(peers)
+
+    def spooled(self, seq: int) -> None:
+        """Nothing to do: taken deltas are not kept once handed over."""
 
     def _take_sync(self):
         with self._lock:  # an apply retiring peers meanwhile would count their bytes twice

@@ -309,6 +309,10 @@ class FakeSpool:
         self.calls = []
         self.fail = fail
 
+    @property
+    def last_seq(self):
+        return len(self.calls)
+
     def append(self, samples, **extra):
         if self.fail:
             raise OSError("disk full")
@@ -317,16 +321,24 @@ class FakeSpool:
 
 
 class FakeSource:
+    traffic_field = "wireguard_peers"
+
     def __init__(self, entries):
         self.entries = entries
         self.given_back = []
+        self.taken_for: list[int] = []
+        self.spooled_seqs: list[int] = []
 
-    async def take_traffic(self):
+    async def take_traffic(self, seq):
+        self.taken_for.append(seq)
         entries, self.entries = self.entries, []
         return entries
 
     def give_back(self, peers):
         self.given_back.extend(peers)
+
+    def spooled(self, seq):
+        self.spooled_seqs.append(seq)
 
 
 async def _one_batch(loop: MetricsLoop):
@@ -347,6 +359,8 @@ async def test_metrics_loop_adds_traffic_to_the_batch():
     assert list(batches[0].wireguard_peers) == [entry]
     assert spool.calls[0][1] == {"wireguard_peers": [entry]}
     assert all(extra == {} for _, extra in spool.calls[1:])  # nothing moved: a plain sample batch
+    # each take names the batch it rides in, and the source hears when that batch is on disk
+    assert source.taken_for[0] == 1 and source.spooled_seqs[:2] == [1, 2]
 
 
 async def test_metrics_loop_gives_traffic_back_when_the_spool_fails():
