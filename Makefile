@@ -6,8 +6,8 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 # Debian packages the tests drive for real: cloud-init (schema check of our user data), PostgreSQL,
-# WireGuard (wireguard-go in network namespaces).
-DEB_PACKAGES := cloud-init iproute2 iptables iputils-ping postgresql wireguard-tools wireguard-go
+# V2Ray (real traffic), WireGuard (wireguard-go in network namespaces).
+DEB_PACKAGES := cloud-init iproute2 iptables iputils-ping postgresql v2ray wireguard-tools wireguard-go
 
 .PHONY: run test setup system-deps protos check-protos bench clean
 

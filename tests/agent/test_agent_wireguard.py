@@ -360,7 +360,7 @@ async def test_metrics_loop_adds_traffic_to_the_batch():
     assert spool.calls[0][1] == {"wireguard_peers": [entry]}
     assert all(extra == {} for _, extra in spool.calls[1:])  # nothing moved: a plain sample batch
     # each take names the batch it rides in, and the source hears when that batch is on disk
-    assert source.taken_for[0] == 1 and source.spooled_seqs[:2] == [1, 2]
+    assert source.taken_for[0] == 1 and source.spooled_seqs[:3] == [0, 1, 2]
 
 
 async def test_metrics_loop_gives_traffic_back_when_the_spool_fails():
