@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import AsyncIterator
+from pathlib import Path
+from typing import Any, AsyncIterator
 
 import grpc
 from starlette.applications import Starlette
@@ -27,13 +28,16 @@ from controller.hub.servicer import AgentServicer, EnrollmentServicer
 from controller.pki import CertificateAuthority
 from controller.providers.base import Provider
 from controller.providers.local import LocalProvider
-from controller.routes import (agent_package, docs, ipv6, nodes, operations, regions, streams, system,
-                               v2ray_compat, wireguard)
+from controller.local_relay import LocalRelay
+from controller.routes import (agent_package, clients, docs, ipv6, nodes, operations, regions, streams,
+                               subscription, system, v2ray_compat, wireguard)
 from controller.services.enrollment import EnrollmentService
 from controller.services.logs import LogStore
 from controller.services.node_state import NodeStateWriter
 from controller.services.nodes import NodeService
 from controller.services.operations import OperationLog
+from controller.services.relay import RelaySync
+from controller.services.subscribers import SubscriberService
 from controller.services.telemetry import TelemetryIngest, prune_metrics
 from controller.services.ipv6_pools import Ipv6PoolService
 from controller.services.wireguard import WireguardService
@@ -42,7 +46,8 @@ from protos import agent_pb2_grpc
 
 log = logging.getLogger("vpnfleet")
 
-ROUTE_MODULES = (system, regions, nodes, streams, operations, v2ray_compat, agent_package, wireguard, ipv6)
+ROUTE_MODULES = (system, regions, nodes, streams, operations, v2ray_compat, agent_package, wireguard, ipv6, clients,
+                 subscription)
 GRPC_OPTIONS = [
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 10_000),
@@ -71,6 +76,13 @@ class Controller:
                                  self.ca.cert_pem, self.bundle)
         self.wireguard = WireguardService(self.sessions, self.hub)
         self.ipv6 = Ipv6PoolService(self.sessions)
+        self.subscribers = SubscriberService(settings, self.sessions, self.hub)
+        self.ingest.on_subscriber_usage = self.subscribers.usage_grew.set
+        self.relay: RelaySync | None = None
+        if settings.v2ray_local_config_path:
+            self.relay = RelaySync(settings, self.sessions, self.bus, LocalRelay(
+                Path(settings.v2ray_local_config_path), v2ray_binary=settings.v2ray_binary,
+                reload_command=settings.v2ray_reload_command))
         self.admin_key: str | None = None
         self._bundle: AgentBundle | None = None
         self._servers: list[grpc.aio.Server] = []
@@ -86,6 +98,13 @@ class Controller:
             providers["ec2"] = Ec2Provider(self.settings)
         return providers
 
+    def render_fingerprint(self) -> dict[str, Any]:
+        """Settings that shape every node's desired state: when they change between two starts, every node's
+        revision is bumped once so agents get the new state (otherwise a reconnecting agent is "in sync")."""
+        s = self.settings
+        return {"v2ray_enabled": s.v2ray_enabled, "v2ray_port": s.v2ray_port, "v2ray_vless_port": s.v2ray_vless_port,
+                "relay_users": [u.email for u in self.hub.extra_v2ray_users], "metrics_interval": s.metrics_interval}
+
     def bundle(self) -> AgentBundle:
         assert self._bundle is not None, "controller not started"
         return self._bundle
@@ -94,10 +113,16 @@ class Controller:
         await prepare_database(self.engine)
         self.admin_key = await self.keys.ensure_admin_key(self.settings.data_dir)
         self._bundle = await asyncio.to_thread(build_agent_wheel, self.settings.data_dir / "agent-package")
+        if self.relay is not None:
+            self.hub.extra_v2ray_users = [await self.relay.prepare()]
+        await self.nodes.refresh_desired_states(self.render_fingerprint())
         await self._start_grpc()
         await self.hub.prime()
-        for loop in (self.state.run(), self.ingest.run(), self.hub.run_pusher(), self.hub.run_liveness(),
-                     self.nodes.run_sync_loop(), self._prune_loop(), self._expiry_loop()):
+        loops = [self.state.run(), self.ingest.run(), self.hub.run_pusher(), self.hub.run_liveness(),
+                 self.nodes.run_sync_loop(), self._prune_loop(), self._expiry_loop(), self.subscribers.run_schedule()]
+        if self.relay is not None:
+            loops.append(self.relay.run())
+        for loop in loops:
             self._tasks.append(asyncio.create_task(loop))
         await self.nodes.resume()
 

@@ -190,11 +190,13 @@ class AuditMiddleware:
                 message = err[:500].decode("utf-8", "replace") or None
         if target_id is None and status < 400 and isinstance(scope["state"].get("created_id"), str):
             target_id = scope["state"]["created_id"]
+        # seed 004: a subscriber's operations are found by client_id
+        client_id = params.get("client_id") or (target_id if resource == "clients" else None)
         try:
             await self.operations.record(
                 actor=scope["state"]["principal"].name, action=f"{scope['method']} {template}",
                 target_type=target_type, target_id=target_id, payload=payload, status_code=status,
-                error=message, request_id=request_id(scope), client_id=params.get("client_id"),
+                error=message, request_id=request_id(scope), client_id=client_id,
             )
         except Exception:  # the audit log must never turn a finished call into a failure
             log.exception("could not write the operations log")

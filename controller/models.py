@@ -89,6 +89,11 @@ class Node(Base):
     #: telemetry samples the agent reported as dropped (spool overflow)
     telemetry_dropped: Mapped[int] = mapped_column(BigInteger, default=0)
 
+    # -- data plane ----------------------------------------------------------------------------------------
+    #: V2Ray inbounds subscribers connect to: [{tag, protocol, port, listen}], fixed when the node is created
+    #: (None: the settings' ports, for nodes from before V2Ray)
+    v2ray_inbounds: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
+
 
 class EnrollmentToken(Base):
     """A one-time, expiring token that lets an agent enroll as its node. Only the hash is stored."""
@@ -277,3 +282,43 @@ class Ipv6Allocation(Base):
     assigned_to: Mapped[str] = mapped_column(String(128), default="")
     description: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Subscriber(Base):
+    """A VPN subscriber (seed 004's "client"): one set of V2Ray credentials valid on every node they may use."""
+
+    __tablename__ = "clients"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_uuid)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    #: the VMess/VLESS id on every node; replaced by a rotation
+    credential_uuid: Mapped[str] = mapped_column(String(36))
+    #: the secret in the subscription URL (/sub/<short_uuid>); replaced by a rotation
+    short_uuid: Mapped[str] = mapped_column(String(32), unique=True)
+    #: "active", "blocked" (by an operator), "expired" or "limited" (by the schedule)
+    status: Mapped[str] = mapped_column(String(16), index=True, default="active")
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+    #: None: no data limit
+    data_limit_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    #: transfer since the last usage reset (drives the data limit)
+    used_upload_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    used_download_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    usage_reset_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: where the subscriber may connect; both None: every node
+    node_ids: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    regions: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    note: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class SubscriberUsage(Base):
+    """One hour of one subscriber's V2Ray transfer on one node."""
+
+    __tablename__ = "client_usage"
+
+    client_id: Mapped[str] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"), primary_key=True)
+    node_uuid: Mapped[str] = mapped_column(String(36), primary_key=True)
+    hour_start: Mapped[dt.datetime] = mapped_column(UTCDateTime, primary_key=True)
+    upload_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    download_bytes: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -45,6 +45,8 @@ def node_to_dict(node: Node) -> dict[str, Any]:
             "settings": node.agent_settings or {},
             "telemetry_dropped": node.telemetry_dropped,
         },
+        # where subscribers connect (None for nodes created before V2Ray: the settings' ports)
+        "v2ray_inbounds": node.v2ray_inbounds,
     }
 
 

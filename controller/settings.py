@@ -54,8 +54,19 @@ class Settings:
     aws_endpoint_url: str = ""
     regions: tuple[RegionSettings, ...] = ()
     local_enabled: bool = True
+    #: run V2Ray on the nodes (VMess on v2ray_port, VLESS on v2ray_vless_port)
+    v2ray_enabled: bool = True
     v2ray_port: int = 11994
+    v2ray_vless_port: int = 11995
+    #: a V2Ray config on this machine whose outbounds follow the running nodes (seed 000's local relay)
     v2ray_local_config_path: str = ""
+    #: run after the local relay config changed (no shell), e.g. "systemctl restart v2ray"
+    v2ray_reload_command: str = ""
+    v2ray_binary: str = "v2ray"
+    #: seconds between checks for expired and over-limit subscribers (seed 004's deactivate_expired)
+    client_check_interval: float = 5.0
+    #: hours a subscriber's app waits between subscription refreshes (profile-update-interval header)
+    subscription_update_hours: int = 12
     log_level: str = "info"
     log_file: str = ""
     instance_sync_interval: float = 60.0
@@ -156,6 +167,10 @@ _ENV_OVERRIDES = {
     "VPNFLEET_ENROLLMENT_TOKEN_TTL": "enrollment_token_ttl",
     "VPNFLEET_METRICS_INTERVAL": "metrics_interval",
     "VPNFLEET_LOCAL_ENABLED": "local_enabled",
+    "VPNFLEET_V2RAY_ENABLED": "v2ray_enabled",
+    "VPNFLEET_V2RAY_LOCAL_CONFIG_PATH": "v2ray_local_config_path",
+    "VPNFLEET_V2RAY_RELOAD_COMMAND": "v2ray_reload_command",
+    "VPNFLEET_CLIENT_CHECK_INTERVAL": "client_check_interval",
     "AWS_ACCESS_KEY_ID": "aws_access_key",
     "AWS_SECRET_ACCESS_KEY": "aws_secret_key",
 }
@@ -208,8 +223,14 @@ def _from_sections(raw: dict[str, Any]) -> dict[str, Any]:
     put("aws_access_key", aws, "access_key")
     put("aws_secret_key", aws, "secret_key")
     put("aws_endpoint_url", aws, "endpoint_url")
+    put("v2ray_enabled", v2ray, "enabled")
     put("v2ray_port", v2ray, "port")
+    put("v2ray_vless_port", v2ray, "vless_port")
     put("v2ray_local_config_path", v2ray, "local_config_path")
+    put("v2ray_reload_command", v2ray, "reload_command")
+    put("v2ray_binary", v2ray, "binary")
+    put("client_check_interval", scheduler, "client_check_interval")
+    put("subscription_update_hours", v2ray, "subscription_update_hours")
     put("log_level", logging_, "level")
     put("log_file", logging_, "file")
     put("instance_sync_interval", scheduler, "instance_sync_interval")
@@ -249,8 +270,9 @@ def _from_sections(raw: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-_FLOATS = {"instance_sync_interval", "instance_wait_timeout", "enrollment_token_ttl", "offline_grace"}
-_INTS = {"v2ray_port", "heartbeat_interval", "metrics_interval", "metrics_retention_days", "logs_per_node",
+_FLOATS = {"instance_sync_interval", "instance_wait_timeout", "enrollment_token_ttl", "offline_grace",
+           "client_check_interval"}
+_INTS = {"v2ray_port", "v2ray_vless_port", "subscription_update_hours", "heartbeat_interval", "metrics_interval", "metrics_retention_days", "logs_per_node",
          "max_concurrent_handshakes", "offline_after_missed"}
 
 
@@ -267,8 +289,14 @@ def _build(values: dict[str, Any]) -> Settings:
                     raise ValueError
         except (TypeError, ValueError):
             raise SettingsError(f"setting '{name}' must be a positive number, got {values[name]!r}") from None
-    if "local_enabled" in values:
-        values["local_enabled"] = str(values["local_enabled"]).lower() not in ("0", "false", "no", "off")
+    for name in ("local_enabled", "v2ray_enabled"):
+        if name in values:
+            values[name] = str(values[name]).lower() not in ("0", "false", "no", "off")
+    for name in ("v2ray_port", "v2ray_vless_port"):
+        if name in values and not 1 <= values[name] <= 65535:
+            raise SettingsError(f"setting '{name}' must be a port (1-65535), got {values[name]}")
+    if values.get("v2ray_port", 11994) == values.get("v2ray_vless_port", 11995):
+        raise SettingsError("v2ray.port (VMess) and v2ray.vless_port must differ")
     if "data_dir" in values:
         values["data_dir"] = Path(values["data_dir"])
     for name in ("http_addr", "grpc_addr", "enroll_addr"):

@@ -17,6 +17,8 @@ from typing import Any
 
 import httpx
 
+from controller.providers.local import kill_processes_of
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -39,11 +41,14 @@ def wait_for(predicate, timeout: float, interval: float = 0.1, message: str = "c
 
 
 def kill_agents(data_dir: Path) -> None:
+    """Kill every local node's agent and what it runs (V2Ray outlives its agent on purpose)."""
     for pid_file in data_dir.glob("local-nodes/*/agent.pid"):
         try:
             os.kill(int(pid_file.read_text().strip()), signal.SIGKILL)
         except (ValueError, ProcessLookupError, OSError):
             pass
+    for node_dir in data_dir.glob("local-nodes/*"):
+        kill_processes_of(node_dir)
 
 
 class ControllerProcess:
@@ -62,6 +67,8 @@ class ControllerProcess:
             "VPNFLEET_HEARTBEAT_INTERVAL": "2",
             "VPNFLEET_OFFLINE_GRACE": "2",
             "VPNFLEET_METRICS_INTERVAL": "1",
+            # nodes run V2Ray only in the tests about it (they pass VPNFLEET_V2RAY_ENABLED=1)
+            "VPNFLEET_V2RAY_ENABLED": "0",
             **(env or {}),
         }
         self.config = config

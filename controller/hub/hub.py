@@ -22,7 +22,7 @@ from controller.errors import GatewayTimeout, Unavailable
 from controller.hub.session import AgentSession
 from controller.models import FleetSetting, Node, utcnow
 from controller.services.desired_state import (FLEET_AGENT_SETTINGS_KEY, effective_agent_settings,
-                                               render_desired_state, wireguard_desired)
+                                               render_desired_state, v2ray_desired, wireguard_desired)
 from controller.services.logs import LogStore
 from controller.services.node_state import NodeStateWriter
 from controller.services.telemetry import TelemetryIngest
@@ -50,6 +50,8 @@ class Hub:
         #: called with the node uuid after an agent's Hello was accepted (the node service moves
         #: creating/starting nodes to running)
         self.on_connected: Callable[[str], Awaitable[None]] | None = None
+        #: V2Ray users every node carries besides the subscribers (the local relay's own credential)
+        self.extra_v2ray_users: list[agent_pb2.V2RayUser] = []
         self.messages_received = 0
         self.shutting_down = False
 
@@ -174,12 +176,15 @@ class Hub:
                 chunk = connected[i:i + 500]
                 rows = (await s.scalars(select(Node).where(Node.uuid.in_(chunk)))).all()
                 wireguard = await wireguard_desired(s, chunk)
+                v2ray = (await v2ray_desired(s, list(rows), self.settings.v2ray_port, self.settings.v2ray_vless_port,
+                                             self.extra_v2ray_users)
+                         if self.settings.v2ray_enabled else {})
                 for node in rows:
                     session = self.sessions.get(node.uuid)
                     if session is None or node.is_deleted:
                         continue
                     settings = effective_agent_settings(self.default_agent_settings(), fleet, node.agent_settings or {})
-                    state = render_desired_state(node, settings, wireguard.get(node.uuid))
+                    state = render_desired_state(node, settings, wireguard.get(node.uuid), v2ray.get(node.uuid))
                     session.send(agent_pb2.ControllerMessage(desired_state=state))
 
     def default_agent_settings(self) -> dict[str, Any]:

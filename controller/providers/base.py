@@ -58,6 +58,10 @@ class Provider(Protocol):
     async def launch(self, request: LaunchRequest) -> Instance:
         """Start a machine for request.node_id; if one already exists for that node, return it instead."""
 
+    def service_ports(self, defaults: dict[str, int]) -> tuple[str, dict[str, int]]:
+        """Where a new node's services (e.g. V2Ray's inbounds, {"vmess": 11994, ...}) listen on its machine:
+        (listen address, "" for all; {service: port})."""
+
     async def find(self, region: str, node_id: str) -> Instance | None:
         """The live (not terminated) machine tagged with node_id, if any."""
 

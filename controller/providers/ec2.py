@@ -57,6 +57,10 @@ class Ec2Provider:
 
     name = "ec2"
 
+    def service_ports(self, defaults: dict[str, int]) -> tuple[str, dict[str, int]]:
+        """Every machine is its own: the configured ports on all addresses."""
+        return "", dict(defaults)
+
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._clients: dict[str, Any] = {}

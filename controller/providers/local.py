@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +26,34 @@ log = logging.getLogger("vpnfleet.local")
 
 INSTANCE_PREFIX = "local-"
 STOP_TIMEOUT = 10.0
+
+
+def free_tcp_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def kill_processes_of(node_dir: Path) -> list[int]:
+    """SIGKILL every process whose command line names a file in node_dir (a node's data-plane processes run
+    detached from its agent, like on a real machine, so stopping the "machine" must find them)."""
+    markers = {f"{node_dir}/".encode(), f"{node_dir.resolve()}/".encode()}
+    killed = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if any(marker in cmdline for marker in markers):
+            try:
+                os.kill(int(proc.name), signal.SIGKILL)
+                killed.append(int(proc.name))
+            except OSError:
+                pass
+    return killed
 
 
 class LocalProvider:
@@ -78,6 +107,11 @@ class LocalProvider:
         log.info("started agent for node %s (pid %d)", node_dir.name, proc.pid)
 
     async def _kill(self, node_dir: Path) -> None:
+        """Stop the "machine": its agent, then what the agent left running for the data plane (V2Ray)."""
+        await self._kill_agent(node_dir)
+        kill_processes_of(node_dir)
+
+    async def _kill_agent(self, node_dir: Path) -> None:
         pid = self._pid(node_dir)
         if pid is None:
             return
@@ -91,6 +125,10 @@ class LocalProvider:
         log.info("stopped agent for node %s (pid %d)", node_dir.name, pid)
 
     # -- Provider -----------------------------------------------------------------------------------------
+    def service_ports(self, defaults: dict[str, int]) -> tuple[str, dict[str, int]]:
+        """All local nodes share this machine: each gets its own free loopback ports."""
+        return "127.0.0.1", {name: free_tcp_port() for name in defaults}
+
     async def launch(self, request: LaunchRequest) -> Instance:
         node_dir = self.node_dir(request.node_id)
         if (node_dir / "agent.yaml").exists():

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from controller.errors import ValidationFailed
-from controller.models import Node, WireguardClient, WireguardServer, utcnow
+from controller.models import Node, Subscriber, WireguardClient, WireguardServer, utcnow
 from protos import agent_pb2
 
 FLEET_AGENT_SETTINGS_KEY = "agent_settings"
@@ -45,7 +45,8 @@ def effective_agent_settings(defaults: dict[str, Any], fleet: dict[str, Any], no
 
 
 def render_desired_state(node: Node, settings: dict[str, Any],
-                         wireguard: agent_pb2.WireGuardConfig | None = None) -> agent_pb2.DesiredState:
+                         wireguard: agent_pb2.WireGuardConfig | None = None,
+                         v2ray: agent_pb2.V2RayConfig | None = None) -> agent_pb2.DesiredState:
     """The node's complete desired state at its current revision (pure: no I/O)."""
     state = agent_pb2.DesiredState(
         revision=node.desired_revision,
@@ -56,7 +57,50 @@ def render_desired_state(node: Node, settings: dict[str, Any],
     )
     if wireguard is not None and wireguard.interfaces:
         state.wireguard.CopyFrom(wireguard)
+    if v2ray is not None:
+        state.v2ray.CopyFrom(v2ray)
     return state
+
+
+def node_v2ray_inbounds(node: Node, vmess_port: int, vless_port: int) -> list[dict[str, Any]]:
+    """The node's V2Ray inbounds: fixed at creation, or the settings' ports for nodes older than V2Ray."""
+    if node.v2ray_inbounds:
+        return list(node.v2ray_inbounds)
+    return [{"tag": "vmess", "protocol": "vmess", "port": vmess_port, "listen": ""},
+            {"tag": "vless", "protocol": "vless", "port": vless_port, "listen": ""}]
+
+
+def allowed_on(node_ids: list[str] | None, regions: list[str] | None, node_uuid: str, region: str) -> bool:
+    """May a subscriber with this node/region selection use the node? No selection at all: every node."""
+    if not node_ids and not regions:
+        return True
+    return node_uuid in (node_ids or ()) or region in (regions or ())
+
+
+async def v2ray_desired(s: AsyncSession, nodes: list[Node], vmess_port: int, vless_port: int,
+                        extra_users: list[agent_pb2.V2RayUser] = ()) -> dict[str, agent_pb2.V2RayConfig]:
+    """The V2Ray part of each node's desired state: its inbounds and every live subscriber allowed on it.
+
+    Subscribers are read once for all the nodes; the users of unrestricted subscribers are built once and
+    shared, so rendering 10,000 subscribers for many nodes stays cheap.
+    """
+    now = utcnow()
+    rows = (await s.execute(select(Subscriber.id, Subscriber.credential_uuid, Subscriber.node_ids,
+                                   Subscriber.regions)
+                            .where(Subscriber.status == "active", Subscriber.expires_at > now)
+                            .order_by(Subscriber.id))).all()
+    everywhere = list(extra_users) + [agent_pb2.V2RayUser(email=r.id, uuid=r.credential_uuid)
+                                      for r in rows if not r.node_ids and not r.regions]
+    restricted = [r for r in rows if r.node_ids or r.regions]
+    out: dict[str, agent_pb2.V2RayConfig] = {}
+    for node in nodes:
+        users = everywhere + [agent_pb2.V2RayUser(email=r.id, uuid=r.credential_uuid) for r in restricted
+                              if allowed_on(r.node_ids, r.regions, node.uuid, node.region)]
+        inbounds = [agent_pb2.V2RayInbound(tag=i["tag"], protocol=i["protocol"], port=int(i["port"]),
+                                           listen=i.get("listen") or "")
+                    for i in node_v2ray_inbounds(node, vmess_port, vless_port)]
+        out[node.uuid] = agent_pb2.V2RayConfig(inbounds=inbounds, users=users, log_level="warning")
+    return out
 
 
 def client_is_live(client: WireguardClient, now: dt.datetime) -> bool:

@@ -29,6 +29,8 @@ from controller.services.desired_state import FLEET_AGENT_SETTINGS_KEY, validate
 from controller.services.enrollment import EnrollmentService
 from controller.settings import Settings
 
+RENDER_FINGERPRINT_KEY = "render_fingerprint"
+
 log = logging.getLogger("vpnfleet.nodes")
 
 STATUSES = ("pending", "creating", "running", "stopping", "stopped", "starting", "deleting", "deleted", "error")
@@ -105,7 +107,8 @@ class NodeService:
                     if active is not None:
                         return active, False
                 node = Node(name="", region=region, region_name=spec.name, provider=spec.provider,
-                            status="pending", status_changed_at=utcnow())
+                            status="pending", status_changed_at=utcnow(),
+                            v2ray_inbounds=self._v2ray_inbounds(self.providers[spec.provider]))
                 s.add(node)
                 await s.flush()
                 node.name = name or f"{region}-{node.uuid[:8]}"
@@ -114,6 +117,12 @@ class NodeService:
         log.info("node %s created in region %s", node.uuid, region)
         self._drive(node.uuid)
         return node, True
+
+    def _v2ray_inbounds(self, provider: Provider) -> list[dict[str, Any]]:
+        """The node's V2Ray inbounds, fixed at creation: the settings' ports where the provider allows."""
+        listen, ports = provider.service_ports({"vmess": self.settings.v2ray_port,
+                                                "vless": self.settings.v2ray_vless_port})
+        return [{"tag": name, "protocol": name, "port": port, "listen": listen} for name, port in ports.items()]
 
     # -- actions ------------------------------------------------------------------------------------------------
     async def delete(self, node_id: str) -> Node:
@@ -174,6 +183,23 @@ class NodeService:
             await s.commit()
         self._publish_update(node)
         return node
+
+    async def refresh_desired_states(self, fingerprint: dict[str, Any]) -> bool:
+        """At start: if the settings that shape desired states changed since the last start, bump every node's
+        revision once so each agent receives the new state when it reconnects. Returns whether it did."""
+        async with self._sessions() as s:
+            row = await s.get(FleetSetting, RENDER_FINGERPRINT_KEY)
+            if row is not None and row.value == fingerprint:
+                return False
+            if row is None:
+                s.add(FleetSetting(key=RENDER_FINGERPRINT_KEY, value=fingerprint))
+            else:
+                row.value = fingerprint
+            await s.execute(update(Node).where(Node.is_deleted.is_(False))
+                            .values(desired_revision=Node.desired_revision + 1))
+            await s.commit()
+        log.info("desired-state settings changed since the last start: every node gets a new revision")
+        return True
 
     async def fleet_agent_settings(self) -> dict[str, Any]:
         async with self._sessions() as s:

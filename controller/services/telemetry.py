@@ -21,7 +21,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from controller.errors import ValidationFailed
-from controller.models import MetricBucket, Node, WireguardClient, WireguardUsage, utcnow
+from controller.models import (MetricBucket, Node, Subscriber, SubscriberUsage, WireguardClient, WireguardUsage,
+                               utcnow)
 from protos import agent_pb2
 
 log = logging.getLogger("vpnfleet.telemetry")
@@ -82,6 +83,8 @@ class TelemetryIngest:
         self.latest: dict[str, agent_pb2.MetricSample] = {}
         self.batches_stored = 0
         self.duplicates_ignored = 0
+        #: called after subscribers' V2Ray usage was stored (the subscriber service checks data limits)
+        self.on_subscriber_usage: Callable[[], None] = lambda: None
 
     async def submit(self, node_uuid: str, batch: agent_pb2.TelemetryBatch, ack: Callable[[int], None]) -> None:
         """Queue a batch; waits (back-pressure on that agent's stream) if the writer is behind."""
@@ -108,6 +111,8 @@ class TelemetryIngest:
                 self.stored_seq.update({u: seq for u, seq in rows})
             buckets: dict[tuple[str, dt.datetime], dict[str, Any]] = defaultdict(_empty_bucket)
             peers: dict[int, dict[str, Any]] = defaultdict(lambda: {"hours": {}, "handshake_ms": 0})
+            # V2Ray users: (subscriber id, node, hour) -> [upload, download]
+            users: dict[tuple[str, str, dt.datetime], list[int]] = defaultdict(lambda: [0, 0])
             new_seq: dict[str, int] = {}
             dropped: dict[str, int] = defaultdict(int)
             for item in items:
@@ -126,6 +131,12 @@ class TelemetryIngest:
                         acc["hours"][hour] = [a + b for a, b in zip(acc["hours"].get(hour, [0, 0]),
                                                                     (peer.rx_bytes, peer.tx_bytes))]
                         acc["handshake_ms"] = max(acc["handshake_ms"], peer.last_handshake_ms)
+                if item.batch.v2ray_users:
+                    hour = hour_start(item.batch.metrics[0].ts_ms if item.batch.metrics else 0)
+                    for user in item.batch.v2ray_users:
+                        acc = users[(user.email, item.node_uuid, hour)]
+                        acc[0] += user.uplink_bytes
+                        acc[1] += user.downlink_bytes
                 for sample in item.batch.metrics:
                     _add_sample(buckets[(item.node_uuid, bucket_start(sample.ts_ms))], sample)
                     latest = self.latest.get(item.node_uuid)
@@ -136,11 +147,14 @@ class TelemetryIngest:
                 await conn.execute(_bucket_upsert(conn.dialect.name),
                                    [dict(node_uuid=u, bucket_start=b, **acc) for (u, b), acc in buckets.items()])
             await self._store_peer_usage(s, peers)
+            stored_users = await self._store_subscriber_usage(s, users)
             if new_seq:
                 await conn.execute(_SEQ_UPDATE, [dict(u=u, seq=q, dropped=dropped[u]) for u, q in new_seq.items()])
             await s.commit()
         self.stored_seq.update(new_seq)
         self.batches_stored += len(new_seq)
+        if stored_users:
+            self.on_subscriber_usage()
         for item in items:
             if item.node_uuid in self.stored_seq:
                 item.ack(self.stored_seq[item.node_uuid])
@@ -168,6 +182,29 @@ class TelemetryIngest:
             await conn.execute(_usage_upsert(conn.dialect.name), usage)
         await conn.execute(_CLIENT_TOTALS_UPDATE, totals)
 
+    @staticmethod
+    async def _store_subscriber_usage(s: AsyncSession, users: dict[tuple[str, str, dt.datetime], list[int]]) -> int:
+        """V2Ray users' transfer: hourly rows per subscriber and node, and the totals that drive data limits.
+        Returns how many subscribers had usage stored."""
+        if not users:
+            return 0
+        emails = list({email for email, _, _ in users})
+        known: set[str] = set()
+        for i in range(0, len(emails), 500):
+            known.update((await s.scalars(select(Subscriber.id).where(Subscriber.id.in_(emails[i:i + 500])))).all())
+        usage = [dict(client_id=email, node_uuid=node, hour_start=hour, upload_bytes=up, download_bytes=down)
+                 for (email, node, hour), (up, down) in users.items() if email in known]
+        if not usage:
+            return 0  # deleted subscribers, or a user that is not a subscriber (the local relay's)
+        totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        for row in usage:
+            totals[row["client_id"]][0] += row["upload_bytes"]
+            totals[row["client_id"]][1] += row["download_bytes"]
+        conn = await s.connection()
+        await conn.execute(_subscriber_usage_upsert(conn.dialect.name), usage)
+        await conn.execute(_SUBSCRIBER_TOTALS_UPDATE, [dict(sid=k, up=up, down=down) for k, (up, down) in totals.items()])
+        return len(totals)
+
     def forget(self, node_uuid: str) -> None:
         self.stored_seq.pop(node_uuid, None)
         self.latest.pop(node_uuid, None)
@@ -188,6 +225,25 @@ _CLIENT_TOTALS_UPDATE = (
             last_handshake_at=func.coalesce(bindparam("handshake", type_=_CLIENTS.c.last_handshake_at.type),
                                             _CLIENTS.c.last_handshake_at))
 )
+
+
+_SUBSCRIBERS = Subscriber.__table__
+_SUBSCRIBER_TOTALS_UPDATE = (
+    update(_SUBSCRIBERS).where(_SUBSCRIBERS.c.id == bindparam("sid"))
+    .values(used_upload_bytes=_SUBSCRIBERS.c.used_upload_bytes + bindparam("up", type_=BigInteger()),
+            used_download_bytes=_SUBSCRIBERS.c.used_download_bytes + bindparam("down", type_=BigInteger()))
+)
+
+
+@functools.cache
+def _subscriber_usage_upsert(dialect: str) -> Any:
+    """INSERT ... ON CONFLICT DO UPDATE adding a batch's transfer to a subscriber's hour on a node."""
+    table = SubscriberUsage.__table__
+    stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+    return stmt.on_conflict_do_update(
+        index_elements=[table.c.client_id, table.c.node_uuid, table.c.hour_start],
+        set_={"upload_bytes": table.c.upload_bytes + stmt.excluded.upload_bytes,
+              "download_bytes": table.c.download_bytes + stmt.excluded.download_bytes})
 
 
 @functools.cache
