@@ -125,7 +125,7 @@ def plan(config: dict[str, Any], nodes: Sequence[RelayNode]) -> dict[str, Any]:
         result["routing"] = routing
         return result
 
-    kept_rules = rules
+    kept_rules = [r for r in rules if r != CATCH_ALL_RULE]
     if len(kept_rules) != len(rules):
         _set_or_drop(routing, "rules", kept_rules)
     if ours and not any(isinstance(r, dict) and r.get("balancerTag") == BALANCER_TAG for r in kept_rules):

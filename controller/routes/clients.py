@@ -278,9 +278,11 @@ async def rotate_client_config(request: Request):
 
 
 async def _config(svc: SubscriberService, sub: Subscriber) -> dict[str, Any]:
-    """config_data is what /sub/<short_uuid> serves by default: the base64 list of share links."""
+    """config_data is what /sub/<short_uuid> serves by default: the base64 list of share links ("" while no
+    running node serves the subscriber)."""
+    endpoints = await svc.endpoints(sub)
     return {"client_id": sub.id, "short_uuid": sub.short_uuid, "subscription_url": svc.subscription_url(sub),
-            "config_data": render_base64(await svc.endpoints(sub), sub.credential_uuid)}
+            "config_data": render_base64(endpoints, sub.credential_uuid) if endpoints else ""}
 
 
 async def client_usage(request: Request):

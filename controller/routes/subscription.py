@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from controller.errors import NotFound, ValidationFailed
+from controller.errors import NotFound, Unavailable, ValidationFailed
 from controller.share_links import SUBSCRIPTION_FORMATS, pick_format, render, subscription_userinfo
 
 
@@ -23,6 +23,7 @@ async def subscription(request: Request):
     responses:
       200: {description: "the subscription, with subscription-userinfo and profile-update-interval headers"}
       404: {description: "unknown or rotated subscription"}
+      503: {description: "no running node the subscriber may use"}
       422: {description: "unknown format"}
     """
     ctl = request.app.state.ctl
@@ -37,7 +38,10 @@ async def subscription(request: Request):
     sub = await ctl.subscribers.by_short_uuid(short_uuid)
     # Blocked, expired and limited subscribers still get their subscription (their app shows why via the
     # userinfo header); the nodes refuse their credentials.
-    body, media_type = render(fmt, await ctl.subscribers.endpoints(sub), sub.credential_uuid)
+    endpoints = await ctl.subscribers.endpoints(sub)
+    if not endpoints:  # an empty config would leave the app with nothing (or bypass the VPN): say so instead
+        raise Unavailable("no running node serves this subscription right now; try again later")
+    body, media_type = render(fmt, endpoints, sub.credential_uuid)
     headers = {
         "subscription-userinfo": subscription_userinfo(
             upload=sub.used_upload_bytes, download=sub.used_download_bytes, total=sub.data_limit_bytes or 0,
