@@ -90,6 +90,8 @@ class ApiClient:
             raise self._network_error(exc) from None
         if response.status_code >= 400:
             raise self._api_error(response)
+        if response.status_code == 204:
+            return None
         try:
             return response.json()
         except ValueError:
@@ -564,6 +566,104 @@ def cmd_ops(ctx: Ctx, args: argparse.Namespace) -> int:
     return 0
 
 
+# -- clients (V2Ray subscribers) ----------------------------------------------------------------------------
+
+def resolve_client(api: ApiClient, ref: str) -> str:
+    """A client id from an id or an exact username."""
+    try:
+        return str(uuid.UUID(ref))
+    except ValueError:
+        pass
+    found = [c for c in api.request("GET", "/api/v1/clients", params={"search": ref, "size": 500})["items"]
+             if c["username"] == ref]
+    if not found:
+        raise ApiError(f"no client named '{ref}'")
+    return found[0]["id"]
+
+
+def show_client(ctx: Ctx, c: dict[str, Any]) -> None:
+    if ctx.as_json:
+        ctx.emit_json(c)
+        return
+    limit = fmt_bytes(c["data_limit_bytes"]) if c["data_limit_bytes"] else "unlimited"
+    ctx.show(key_values([
+        ("ID", c["id"]), ("Username", Text(c["username"])), ("Status", status_text(c["status"])),
+        ("Expires", fmt_time(c["expires_at"])), ("Used", f"{fmt_bytes(c['used_bytes'])} of {limit}"),
+        ("Nodes", ", ".join(c["node_ids"] or []) or ", ".join(c["regions"] or []) or "all"),
+        ("Subscription", c["subscription_url"]), ("Note", Text(c["note"] or "")),
+    ]))
+
+
+def cmd_clients_ls(ctx: Ctx, args: argparse.Namespace) -> int:
+    res = ctx.api.request("GET", "/api/v1/clients", params={
+        "status": args.status, "search": args.search, "page": args.page, "size": args.size})
+    if ctx.as_json:
+        ctx.emit_json(res)
+        return 0
+    t = table("ID", "USERNAME", "STATUS", "EXPIRES", "USED", "LIMIT")
+    for c in res["items"]:
+        t.add_row(c["id"], Text(c["username"]), status_text(c["status"]), fmt_time(c["expires_at"]),
+                  fmt_bytes(c["used_bytes"]), fmt_bytes(c["data_limit_bytes"]) if c["data_limit_bytes"] else "-")
+    ctx.show(t if res["items"] else "no clients")
+    return 0
+
+
+def cmd_clients_create(ctx: Ctx, args: argparse.Namespace) -> int:
+    body = {"username": args.username, "days": args.days, "data_limit_gb": args.limit_gb, "regions": args.region,
+            "node_ids": args.node, "note": args.note}
+    show_client(ctx, ctx.api.request("POST", "/api/v1/clients", body={k: v for k, v in body.items() if v}))
+    return 0
+
+
+def cmd_clients_show(ctx: Ctx, args: argparse.Namespace) -> int:
+    show_client(ctx, ctx.api.request("GET", f"/api/v1/clients/{resolve_client(ctx.api, args.client)}"))
+    return 0
+
+
+def client_action(action: str) -> Callable[[Ctx, argparse.Namespace], int]:
+    def run(ctx: Ctx, args: argparse.Namespace) -> int:
+        body = {"days": args.days} if action == "extend" else None
+        path = f"/api/v1/clients/{resolve_client(ctx.api, args.client)}/{action}"
+        show_client(ctx, ctx.api.request("POST", path, body=body))
+        return 0
+    return run
+
+
+def cmd_clients_config(ctx: Ctx, args: argparse.Namespace) -> int:
+    client_id = resolve_client(ctx.api, args.client)
+    cfg = (ctx.api.request("POST", f"/api/v1/clients/{client_id}/config/rotate") if args.rotate
+           else ctx.api.request("GET", f"/api/v1/clients/{client_id}/config"))
+    if ctx.as_json:
+        ctx.emit_json(cfg)
+    else:
+        ctx.out.print(cfg["subscription_url"])
+    return 0
+
+
+def cmd_clients_usage(ctx: Ctx, args: argparse.Namespace) -> int:
+    usage = ctx.api.request("GET", f"/api/v1/clients/{resolve_client(ctx.api, args.client)}/usage",
+                            params={"days": args.days})
+    if ctx.as_json:
+        ctx.emit_json(usage)
+        return 0
+    t = table("NODE", "DAY", "UPLOAD", "DOWNLOAD")
+    for n in usage["nodes"]:
+        for d in n["days"]:
+            t.add_row(Text(n["node_name"] or n["node_id"]), d["date"], fmt_bytes(d["upload_bytes"]),
+                      fmt_bytes(d["download_bytes"]))
+    ctx.show(t if usage["nodes"] else "no usage in this period")
+    used = usage["used"]
+    ctx.out.print(f"counted against the limit: {fmt_bytes(used['total_bytes'])}", style="dim")
+    return 0
+
+
+def cmd_clients_rm(ctx: Ctx, args: argparse.Namespace) -> int:
+    client_id = resolve_client(ctx.api, args.client)
+    ctx.api.request("DELETE", f"/api/v1/clients/{client_id}")
+    ctx.progress(f"client {client_id} deleted")
+    return 0
+
+
 def cmd_version(ctx: Ctx, args: argparse.Namespace) -> int:
     health = ctx.api.request("GET", "/api/v1/health")
     if ctx.as_json:
@@ -630,6 +730,36 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(nodes, "tcping", cmd_nodes_tcping, "open a TCP connection from the node (exit 1 if it fails)")
     p.add_argument("node")
     p.add_argument("target", metavar="HOST:PORT")
+
+    clients = commands.add_parser("clients", help="manage V2Ray subscribers").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    p = command(clients, "ls", cmd_clients_ls, "list subscribers")
+    p.add_argument("--status", help="active, blocked, expired or limited")
+    p.add_argument("--search", help="username or note contains")
+    p.add_argument("--page", type=int, default=1)
+    p.add_argument("--size", type=int, default=50)
+    p = command(clients, "create", cmd_clients_create, "create a subscriber")
+    p.add_argument("username")
+    p.add_argument("--days", type=int, required=True, help="subscription length")
+    p.add_argument("--limit-gb", type=float, help="data limit in GiB (default: none)")
+    p.add_argument("--region", action="append", help="only nodes of this region (repeatable)")
+    p.add_argument("--node", action="append", help="only this node id (repeatable)")
+    p.add_argument("--note")
+    for name, func, text in [("show", cmd_clients_show, "show a subscriber"),
+                             ("rm", cmd_clients_rm, "delete a subscriber for good"),
+                             ("block", client_action("block"), "cut a subscriber off on every node"),
+                             ("unblock", client_action("unblock"), "undo a block"),
+                             ("reset-usage", client_action("usage/reset"), "count towards the limit from zero")]:
+        command(clients, name, func, text).add_argument("client", help="client id or username")
+    p = command(clients, "extend", client_action("extend"), "add days to a subscription")
+    p.add_argument("client")
+    p.add_argument("days", type=int)
+    p = command(clients, "config", cmd_clients_config, "print the subscription URL")
+    p.add_argument("client")
+    p.add_argument("--rotate", action="store_true", help="new credentials and URL; the old ones stop working")
+    p = command(clients, "usage", cmd_clients_usage, "transfer per node per day")
+    p.add_argument("client")
+    p.add_argument("--days", type=int, default=30)
 
     p = command(commands, "logs", cmd_logs, "a node's recent log lines, or follow them live")
     p.add_argument("node")

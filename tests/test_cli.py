@@ -349,3 +349,31 @@ def test_node_references() -> None:
     with pytest.raises(ApiError, match="no node matches 'ffff'"):
         resolve_node(api, "ffff")
     assert match_nodes("ABCD1", [A, B]) == [A]
+
+
+# -- clients (V2Ray subscribers) ------------------------------------------------------------------------------
+
+def test_clients_lifecycle(cli: Run) -> None:
+    code, out, err = cli("clients", "create", "cli-alice", "--days", "30", "--limit-gb", "5")
+    assert code == 0 and "cli-alice" in out and "active" in out and "/sub/" in out, err
+    code, out, _ = cli("clients", "ls", "--search", "cli-alice")
+    assert code == 0 and "cli-alice" in out and "5.0 GiB" in out
+    code, out, _ = cli("clients", "block", "cli-alice")
+    assert code == 0 and "blocked" in out
+    code, out, _ = cli("clients", "unblock", "cli-alice")
+    assert code == 0 and "active" in out
+    code, out, _ = cli("clients", "extend", "cli-alice", "5")
+    assert code == 0
+    code, before, _ = cli("clients", "config", "cli-alice")
+    code, after, _ = cli("clients", "config", "cli-alice", "--rotate")
+    assert code == 0 and "/sub/" in after and before.strip() != after.strip()
+    code, out, _ = cli("clients", "usage", "cli-alice")
+    assert code == 0 and "no usage" in out
+    code, out, _ = cli("--json", "clients", "show", "cli-alice")
+    assert code == 0 and json.loads(out)["username"] == "cli-alice"
+    code, _, err = cli("clients", "create", "cli-alice", "--days", "1")
+    assert code == 1 and "already exists" in err
+    code, _, err = cli("clients", "rm", "cli-alice")
+    assert code == 0
+    code, _, err = cli("clients", "show", "cli-alice")
+    assert code == 1 and "no client named 'cli-alice'" in err
