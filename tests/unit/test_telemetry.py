@@ -108,3 +108,36 @@ async def test_wireguard_peer_usage_is_counted_once_per_batch(db) -> None:
     assert (row.bytes_received, row.bytes_sent) == (1500, 3000)
     assert [(u.rx_bytes, u.tx_bytes) for u in usage] == [(1500, 3000)]
     assert row.last_handshake_at is not None and acks == [2, 2, 2, 2]
+
+
+async def test_v2ray_user_usage_is_counted_once_per_batch(db) -> None:
+    from controller.models import Subscriber, SubscriberUsage
+
+    async with db() as s:
+        sub = Subscriber(username="alice", credential_uuid="c", short_uuid="s" * 22, status="active",
+                         expires_at=dt.datetime(2099, 1, 1, tzinfo=dt.timezone.utc), used_upload_bytes=0,
+                         used_download_bytes=0)
+        s.add(sub)
+        await s.commit()
+    ingest = TelemetryIngest(db)
+    acks: list[int] = []
+    notified: list[bool] = []
+    ingest.on_subscriber_usage = lambda: notified.append(True)
+
+    def traffic_batch(seq: int, down: int) -> agent_pb2.TelemetryBatch:
+        b = batch(seq, T0 + seq * 10_000)
+        b.v2ray_users.add(email=sub.id, uplink_bytes=down // 10, downlink_bytes=down)
+        b.v2ray_users.add(email="vpnfleet-relay", downlink_bytes=7)  # not a subscriber: ignored
+        return b
+
+    items = [type("P", (), {"node_uuid": "n1", "batch": traffic_batch(seq, down), "ack": acks.append})()
+             for seq, down in ((1, 1000), (2, 5000), (2, 5000), (1, 1000))]  # re-sends after a reconnect
+    await ingest._store(items[:2])
+    await ingest._store(items[2:])
+    async with db() as s:
+        row = await s.get(Subscriber, sub.id)
+        usage = (await s.scalars(select(SubscriberUsage))).all()
+    assert (row.used_upload_bytes, row.used_download_bytes) == (600, 6000)
+    assert [(u.node_uuid, u.upload_bytes, u.download_bytes) for u in usage] == [("n1", 600, 6000)]
+    assert usage[0].hour_start == dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.timezone.utc)
+    assert acks == [2, 2, 2, 2] and notified == [True]  # only the store that had new usage
