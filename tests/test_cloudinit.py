@@ -90,6 +90,8 @@ def test_runcmd_verifies_the_package_before_installing() -> None:
     sums = written(render(), runcmd[check][-1])
     assert sums["content"] == f"{SHA}  /opt/vpnfleet/dist/{FILENAME}\n"
     assert runcmd[-1] == ["systemctl", "enable", "--now", "vpnfleet-agent.service"]
+    # Debian's own v2ray service (the package's sample config, a published UUID) never runs on a node
+    assert ["systemctl", "disable", "--now", "v2ray.service"] in runcmd
 
 
 def test_systemd_unit() -> None:
