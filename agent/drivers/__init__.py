@@ -10,6 +10,7 @@ from typing import Callable
 
 from agent.config import AgentConfig
 from agent.drivers.agent_settings import AgentSettingsComponent
+from agent.drivers.v2ray import V2RayComponent
 from agent.drivers.wireguard import WireGuardComponent
 from agent.state import Component
 from agent.telemetry import TrafficSource
@@ -27,11 +28,13 @@ def build_components(
 ) -> list[Component]:
     """Every component of this agent, in the order they are applied.
 
-    log_push lets drivers stream their own lines (source "wireguard", ...); without it they go to the
-    agent's logger. add_traffic_source registers a driver's per-peer traffic with the telemetry loop.
+    log_push lets drivers stream their own lines (source "v2ray", "wireguard", ...); without it they go to the
+    agent's logger. add_traffic_source registers a driver's per-user/per-peer traffic with the telemetry loop.
     """
+    v2ray = V2RayComponent(state_dir=config.state_dir, log_push=log_push)
     wireguard = WireGuardComponent(state_dir=config.state_dir, log_push=log_push)
     if add_traffic_source is not None:
+        add_traffic_source(v2ray)
         add_traffic_source(wireguard)
     return [
         AgentSettingsComponent(
@@ -40,5 +43,6 @@ def build_components(
             set_metrics_interval=set_metrics_interval,
             set_log_level=set_log_level,
         ),
+        v2ray,
         wireguard,
     ]

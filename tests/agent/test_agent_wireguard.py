@@ -295,13 +295,14 @@ async def test_absent_wireguard_touches_nothing(tmp_path):
     await component.close()
 
 
-def test_build_components_registers_wireguard_and_its_traffic(tmp_path):
+def test_build_components_registers_the_drivers_and_their_traffic(tmp_path):
     sources = []
     cfg = AgentConfig(grpc_addr="x:1", enroll_addr="x:2", ca_cert_pem="-----BEGIN CERTIFICATE-----",
                       state_dir=str(tmp_path))
     components = build_components(cfg, lambda s: None, lambda level: None, add_traffic_source=sources.append)
-    assert [c.name for c in components] == ["agent", "wireguard"]
-    assert sources == [components[1]]
+    assert [c.name for c in components] == ["agent", "v2ray", "wireguard"]
+    assert sources == components[1:]
+    assert {s.traffic_field for s in sources} == {"v2ray_users", "wireguard_peers"}
 
 
 class FakeSpool:

@@ -1,0 +1,623 @@
+"""Component "v2ray": V2Ray's inbounds and users (DesiredState.v2ray).
+
+Binary: $VPNFLEET_V2RAY, default `v2ray` on PATH. State lives in state_dir/v2ray/ (0700):
+
+    config.json       what V2Ray runs (its -config file), rewritten after every user change
+    last_good.json    the last configuration that was applied successfully (what a restart goes back to)
+    candidate.json    a new structure while `v2ray -test` checks it
+    process.json      the V2Ray this driver started: pid, start time, boot id (agent.v2ray.process)
+    traffic.json      per-user traffic read from V2Ray and not yet in a spooled batch (agent.v2ray.traffic)
+    access.log, error.log   V2Ray's logs (plus its stdout/stderr), streamed as live logs, kept bounded
+
+Apply: a change of structure (inbounds, log level), or no V2Ray running, renders the whole config to
+candidate.json and runs `v2ray -test` on it; only if V2Ray accepts it is the traffic counted so far read,
+the old V2Ray stopped and the new one started (own session: it outlives the agent) and awaited until its
+API answers and its inbound ports listen. If it does not come up, the last good config is started again
+and the apply fails. A change of users only goes through V2Ray's HandlerService, without a restart: removed
+and rotated users are removed, added and rotated ones added, at most API_CONCURRENCY calls at a time; if a
+call fails, what this apply changed is undone and the apply fails. Then config.json is rewritten with the
+full user list, so a V2Ray restarted from disk has the right users.
+
+A new agent process adopts the V2Ray that an earlier one started (same pid, no restart) when the process
+record, /proc and the API all agree; the apply then changes only what differs from the config it runs.
+Background: a supervisor restarts a V2Ray that died (from the last good config, backoff 1 s doubling up
+to 30 s) and every reconcile_seconds repairs drift (users missing from V2Ray are added again, users V2Ray
+has but should not are removed); a tailer streams V2Ray's log files as live log lines.
+Telemetry: take_traffic()/give_back()/spooled() make this a TrafficSource (per-user deltas, none lost).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Awaitable, Callable
+
+from agent.atomicfile import write_atomic
+from agent.logbuffer import LOG_LEVELS
+from agent.state import Component
+from agent.v2ray import config as v2config
+from agent.v2ray import process
+from agent.v2ray.api import ApiError, V2RayApi
+from agent.v2ray.logtail import LogTailer, parse_line
+from agent.v2ray.process import ProcessRecord
+from agent.v2ray.spec import UserPlan, UserStep, V2RaySpec, email_key, plan_users, spec_from_proto
+from agent.v2ray.traffic import USER_PREFIX, UsageMeter, parse_user_stats
+from protos import agent_pb2
+
+log = logging.getLogger(__name__)
+
+BINARY_ENV = "VPNFLEET_V2RAY"
+STATE_SUBDIR = "v2ray"
+CONFIG_FILE = "config.json"
+LAST_GOOD_FILE = "last_good.json"
+CANDIDATE_FILE = "candidate.json"
+RECORD_FILE = "process.json"
+TRAFFIC_FILE = "traffic.json"
+ACCESS_LOG = "access.log"
+ERROR_LOG = "error.log"
+
+#: HandlerService calls in flight at once (one channel): fast for 10,000 users, gentle on V2Ray.
+API_CONCURRENCY = 64
+START_TIMEOUT_SECONDS = 15.0
+RESTART_BASE_SECONDS = 1.0
+MAX_RESTART_DELAY_SECONDS = 30.0
+#: A V2Ray that ran this long before dying is restarted without delay (the backoff starts over).
+STABLE_SECONDS = 60.0
+LOG_POLL_SECONDS = 0.5
+#: User events logged one by one up to this many per change; beyond it, one summary line.
+USER_EVENTS_DETAILED = 20
+#: Emails removed earlier that drift repair keeps checking (oldest forgotten first).
+MAX_REMOVED_TRACKED = 10_000
+
+LogPush = Callable[[str, str, str], None]
+
+
+class V2RayComponent(Component):
+    name = "v2ray"
+    field = "v2ray"
+    #: TrafficSource: the TelemetryBatch field the per-user entries go in.
+    traffic_field = "v2ray_users"
+
+    def __init__(
+        self,
+        state_dir: str | Path,
+        log_push: LogPush | None = None,
+        binary: str | None = None,
+        reconcile_seconds: float = 300.0,
+        supervise_seconds: float = 1.0,
+        start_timeout: float = START_TIMEOUT_SECONDS,
+    ) -> None:
+        # Absolute: V2Ray runs in this directory and must find its -config path from there.
+        self._dir = Path(state_dir).absolute() / STATE_SUBDIR
+        self._log_push = log_push
+        self.binary = binary or os.environ.get(BINARY_ENV) or "v2ray"
+        self.capabilities = ("v2ray",) if shutil.which(self.binary) else ()
+        self.reconcile_seconds = reconcile_seconds
+        self.supervise_seconds = supervise_seconds
+        self.start_timeout = start_timeout
+        self.config_path = self._dir / CONFIG_FILE
+        # apply, reconcile and supervisor restarts change V2Ray one at a time.
+        self._lock = asyncio.Lock()
+        self._record: ProcessRecord | None = self._load_record()
+        # The V2Ray this process started (None if adopted or none): polled so it is reaped, never a zombie.
+        self._child: subprocess.Popen | None = None
+        # What the running V2Ray runs; None until started or adopted by this process.
+        self._running: V2RaySpec | None = None
+        self._good, good_port = self._load_good()
+        self._api_port: int | None = good_port
+        # Whether V2Ray should run: set by apply(part), cleared by apply(None). The supervisor obeys it.
+        self._wanted = False
+        self._meter = UsageMeter(self._dir / TRAFFIC_FILE)
+        # Emails this driver removed, and emails seen with traffic but not desired: drift repair removes them.
+        self._removed: dict[str, None] = {}
+        self._extras: set[str] = set()
+        #: How many times this driver started a V2Ray process (tests and the benchmark read it).
+        self.starts = 0
+        self._started_at = 0.0
+        # Deaths and failed restarts since V2Ray last ran STABLE_SECONDS: the exponent of the restart delay.
+        self._quick_deaths = 0
+        self._restart_at = 0.0
+        self._background: list[asyncio.Task] = []
+
+    # -- Component ---------------------------------------------------------------------------------------
+
+    def validate(self, part: agent_pb2.V2RayConfig) -> None:
+        spec_from_proto(part)
+
+    async def apply(self, part: agent_pb2.V2RayConfig | None) -> None:
+        spec = spec_from_proto(part) if part is not None else None
+        if spec is not None and shutil.which(self.binary) is None:
+            raise RuntimeError(f"V2Ray is not installed: {self.binary!r} not found (set ${BINARY_ENV})")
+        async with self._lock:
+            if spec is None:
+                await self._remove()
+                return
+            self._start_background()
+            try:
+                running = await self._running_spec()
+                if running is None or running.structure != spec.structure:
+                    await self._restart_into(spec)
+                elif running.users != spec.users:
+                    await self._change_users(running, spec)
+                elif self._good != spec:  # adopted, and nothing to change: remember it as good
+                    await self._store_good(spec)
+            finally:
+                # Whatever runs now is a good config (the new one, or the old one rolled back to): keep it up.
+                self._wanted = self._good is not None
+
+    # -- inspection (tests, benchmark, diagnostics) ------------------------------------------------------
+
+    @property
+    def pid(self) -> int | None:
+        """The pid of the V2Ray this driver runs, None if none is running."""
+        return self._record.pid if self._record is not None and self._alive() else None
+
+    @property
+    def api_port(self) -> int | None:
+        return self._api_port
+
+    def carried_traffic(self) -> dict[str, tuple[int, int]]:
+        """Traffic taken from V2Ray and not yet in a spooled batch: {email: (uplink, downlink)}."""
+        return self._meter.carried()
+
+    async def close(self) -> None:
+        """Stop the background tasks (V2Ray keeps running)."""
+        tasks, self._background = self._background, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- structure: (re)start V2Ray ----------------------------------------------------------------------
+
+    async def _running_spec(self) -> V2RaySpec | None:
+        """What the running V2Ray runs, adopting one an earlier agent process started; None if none runs."""
+        if self._running is not None and self._alive():
+            return self._running
+        self._running = None
+        record = self._record
+        if record is None or self._child is not None or not process.is_running(record):
+            return None
+        try:
+            running, port = v2config.parse(self.config_path.read_bytes())
+        except (OSError, ValueError) as exc:
+            log.warning("V2Ray pid %d runs %s, which is unreadable (%s); it will be replaced",
+                        record.pid, self.config_path, exc)
+            return None
+        async with V2RayApi(port) as api:
+            if not await api.alive():
+                return None
+        self._running, self._api_port = running, port
+        self._started_at = time.monotonic()
+        self._event("info", f"adopted the running V2Ray (pid {record.pid}, {len(running.users)} users)")
+        return running
+
+    async def _restart_into(self, spec: V2RaySpec) -> None:
+        """Replace whatever runs by a V2Ray running spec; on failure the last good config runs again."""
+        candidate = self._dir / CANDIDATE_FILE
+        self._dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            await asyncio.to_thread(write_atomic, candidate, self._render(spec, self._choose_api_port(spec)), 0o600)
+            await asyncio.to_thread(process.check_config, self.binary, candidate)
+        finally:
+            candidate.unlink(missing_ok=True)
+        # V2Ray accepts it: from here the old V2Ray goes. Its counters go first, into the carry.
+        await self._keep_traffic()
+        await self._stop()
+        try:
+            await self._launch(spec)
+        except Exception as exc:
+            await self._stop()
+            if self._good is None:
+                raise
+            self._event("error", f"the new configuration did not come up ({exc}); restarting the last good one")
+            try:
+                await self._launch(self._good)
+            except Exception as again:
+                await self._stop()
+                raise RuntimeError(f"{exc}; restarting the last good configuration failed too: {again}") from exc
+            raise
+        await self._store_good(spec)
+        self._removed.clear()  # a fresh V2Ray has exactly the configured users
+        self._event("info", f"V2Ray started (pid {self.pid}): {self._describe(spec)}")
+
+    def _choose_api_port(self, spec: V2RaySpec) -> int:
+        """The API port: kept from before, unless a desired inbound wants it; else a free one, picked once."""
+        taken = {inbound.port for inbound in spec.inbounds}
+        if self._api_port is None or self._api_port in taken:
+            self._api_port = process.pick_free_port(avoid=taken)
+        return self._api_port
+
+    async def _launch(self, spec: V2RaySpec) -> None:
+        """Write config.json for spec and start V2Ray on it (nothing of ours may be running)."""
+        port = self._choose_api_port(spec)
+        if not process.port_free(port):  # someone took it while no V2Ray of ours held it
+            self._api_port = None
+            port = self._choose_api_port(spec)
+        await asyncio.to_thread(write_atomic, self.config_path, self._render(spec, port), 0o600)
+        child = await asyncio.to_thread(process.launch, self.binary, self.config_path, self._dir / ERROR_LOG)
+        self.starts += 1
+        self._child, self._started_at = child, time.monotonic()
+        ticks = process.start_ticks(child.pid)
+        self._record = ProcessRecord(child.pid, ticks or 0, process.boot_id(), str(self.config_path))
+        await asyncio.to_thread(write_atomic, self._dir / RECORD_FILE, self._record.to_json(), 0o600)
+        await self._wait_up(child, spec, port)
+        self._running = spec
+        self._restart_at = 0.0
+
+    async def _wait_up(self, child: subprocess.Popen, spec: V2RaySpec, port: int) -> None:
+        """Until the API answers and every inbound port listens; raises if V2Ray exits or takes too long."""
+        deadline = time.monotonic() + self.start_timeout
+        want = {inbound.port for inbound in spec.inbounds} | {port}
+        async with V2RayApi(port) as api:
+            while True:
+                if child.poll() is not None:
+                    raise RuntimeError(f"V2Ray exited at start (status {child.returncode}): {self._error_tail()}")
+                if want <= process.listening_ports(child.pid) and await api.alive(timeout=0.5):
+                    return
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"V2Ray did not come up within {self.start_timeout:.0f} s: {self._error_tail()}")
+                await asyncio.sleep(0.05)
+
+    async def _stop(self) -> None:
+        """Stop the V2Ray this driver runs (and any stray one running our config file); nothing else."""
+        child, record = self._child, self._record
+        self._child = self._record = self._running = None
+        (self._dir / RECORD_FILE).unlink(missing_ok=True)
+
+        def stop_all() -> None:
+            if record is not None and process.is_running(record):
+                process.terminate(record.pid, record.start_ticks)
+            for pid, ticks in process.stray_processes(str(self.config_path)):
+                log.warning("stopping a stray V2Ray (pid %d) running %s", pid, self.config_path)
+                process.terminate(pid, ticks)
+            if child is not None:
+                if child.poll() is None:
+                    child.kill()
+                child.wait()
+
+        await asyncio.to_thread(stop_all)
+
+    async def _remove(self) -> None:
+        """No V2Ray in the desired state: stop ours and forget it (its last traffic is still reported)."""
+        self._wanted = False
+        if self._record is None and self._good is None and not self.config_path.exists():
+            return
+        await self._keep_traffic()
+        await self._stop()
+        for name in (CONFIG_FILE, LAST_GOOD_FILE, CANDIDATE_FILE):
+            (self._dir / name).unlink(missing_ok=True)
+        self._good = self._api_port = None
+        self._removed.clear()
+        self._extras.clear()
+        self._event("info", "V2Ray stopped (no longer in the desired state)")
+
+    async def _store_good(self, spec: V2RaySpec) -> None:
+        """spec runs now: it is the last good config; config.json says so too (for restarts from disk)."""
+        data = self._render(spec, self._api_port)
+
+        def write() -> None:
+            if not self.config_path.exists() or self.config_path.read_bytes() != data:
+                write_atomic(self.config_path, data, 0o600)
+            write_atomic(self._dir / LAST_GOOD_FILE, data, 0o600)
+
+        await asyncio.to_thread(write)
+        self._good = self._running = spec
+
+    def _render(self, spec: V2RaySpec, api_port: int) -> bytes:
+        return v2config.dumps(
+            v2config.render(spec, api_port, str(self._dir / ACCESS_LOG), str(self._dir / ERROR_LOG))
+        )
+
+    # -- users: HandlerService, no restart ---------------------------------------------------------------
+
+    async def _change_users(self, running: V2RaySpec, spec: V2RaySpec) -> None:
+        plan = plan_users(running.users, spec.users)
+        old_uuids = {email_key(e): u for e, u in running.users.items()}
+        # Calls that changed V2Ray (or may have: cut short), by (inbound tag, user key, step number).
+        done: dict[tuple[str, str, int], tuple[str, UserStep]] = {}
+        async with V2RayApi(self._api_port) as api:
+            failure = await self._run_steps(api, spec, plan, done)
+            if failure is not None:
+                undo_failures = await self._undo(api, done, old_uuids)
+                if undo_failures:
+                    raise RuntimeError(
+                        f"{failure}; undoing this apply's {len(done)} user changes failed too "
+                        f"({undo_failures[0]}); drift repair will finish the job"
+                    )
+                raise RuntimeError(f"{failure} ({len(done)} user changes of this apply undone)")
+        await self._store_good(spec)
+        for email in plan.removed + plan.rotated:
+            self._forget_later(email)
+        self._user_events(plan)
+
+    async def _run_steps(self, api: V2RayApi, spec: V2RaySpec, plan: UserPlan,
+                         done: dict[tuple[str, str, int], tuple[str, UserStep]]) -> str | None:
+        """Run the plan on every inbound; stop starting new calls at the first failure. Returns the failure."""
+        failures: list[str] = []
+        limit = asyncio.Semaphore(API_CONCURRENCY)
+
+        async def one_user(tag: str, protocol: str, key: str, steps: list[UserStep]) -> None:
+            for number, step in enumerate(steps):  # in order: a rotated user is removed, then added again
+                async with limit:
+                    if failures:
+                        return
+                    done[tag, key, number] = (protocol, step)  # before the call: one cut short may have acted
+                    try:
+                        changed = await self._call(api, tag, protocol, step)
+                    except Exception as exc:
+                        failures.append(str(exc))
+                        return
+                    if not changed:  # V2Ray already was that way: nothing to undo
+                        del done[tag, key, number]
+
+        await asyncio.gather(*(
+            one_user(inbound.tag, inbound.protocol, key, steps)
+            for inbound in spec.inbounds for key, steps in plan.steps.items()
+        ))
+        return failures[0] if failures else None
+
+    async def _undo(self, api: V2RayApi, done: dict[tuple[str, str, int], tuple[str, UserStep]],
+                    old_uuids: dict[str, str]) -> list[str]:
+        """Reverse the calls in `done`, the later step of a user first. Returns what could not be undone."""
+        per_user: dict[tuple[str, str], list[tuple[int, str, UserStep]]] = {}
+        for (tag, key, number), (protocol, step) in done.items():
+            per_user.setdefault((tag, key), []).append((number, protocol, step))
+        failures: list[str] = []
+        limit = asyncio.Semaphore(API_CONCURRENCY)
+
+        async def undo_user(tag: str, key: str, steps: list[tuple[int, str, UserStep]]) -> None:
+            for _number, protocol, step in sorted(steps, key=lambda item: item[0], reverse=True):
+                reverse = UserStep(step.email) if step.is_add else UserStep(step.email, old_uuids[key])
+                async with limit:
+                    try:
+                        await self._call(api, tag, protocol, reverse)
+                    except Exception as exc:
+                        failures.append(str(exc))
+                        if step.is_add:  # it stays in V2Ray for now: drift repair removes it
+                            self._forget_later(step.email)
+
+        await asyncio.gather(*(undo_user(tag, key, steps) for (tag, key), steps in per_user.items()))
+        return failures
+
+    @staticmethod
+    async def _call(api: V2RayApi, tag: str, protocol: str, step: UserStep) -> bool:
+        if step.is_add:
+            return await api.add_user(tag, protocol, step.email, step.uuid)
+        return await api.remove_user(tag, step.email)
+
+    def _forget_later(self, email: str) -> None:
+        """Remember a removed email so drift repair can make sure it stays removed."""
+        self._removed.pop(email, None)
+        self._removed[email] = None
+        while len(self._removed) > MAX_REMOVED_TRACKED:
+            self._removed.pop(next(iter(self._removed)))
+
+    def _user_events(self, plan: UserPlan) -> None:
+        for what, emails in (("added", plan.added), ("removed", plan.removed), ("rotated", plan.rotated)):
+            if len(emails) > USER_EVENTS_DETAILED:
+                self._event("info", f"{len(emails)} users {what}")
+            else:
+                for email in emails:
+                    self._event("info", f"user {email} {what}")
+
+    # -- drift repair ------------------------------------------------------------------------------------
+
+    async def reconcile(self) -> int:
+        """Make V2Ray's users match what was applied; returns how many users were repaired.
+
+        Every applied user is added to every inbound again ("already exists" is the normal answer; a success
+        means it was missing). Emails this driver removed earlier, and emails with traffic that are not
+        applied, are removed. Raises ApiError if V2Ray cannot be reached.
+        """
+        async with self._lock:
+            spec = self._running
+            if spec is None or not self._alive():
+                return 0
+            wanted = {email_key(email) for email in spec.users}
+            repaired: list[str] = []
+            async with V2RayApi(self._api_port) as api:
+                seen = parse_user_stats(await api.query_stats(USER_PREFIX, reset=False))
+                extras = {e for e, (up, down) in seen.items() if up or down} | self._extras | set(self._removed)
+                extras = {e for e in extras if email_key(e) not in wanted}
+                limit = asyncio.Semaphore(API_CONCURRENCY)
+
+                async def repair(tag: str, protocol: str, step: UserStep) -> None:
+                    async with limit:
+                        if await self._call(api, tag, protocol, step):
+                            what = "was missing: added again" if step.is_add else "should not be there: removed"
+                            repaired.append(f"user {step.email} on inbound {tag!r} {what}")
+
+                calls: list[Awaitable[None]] = []
+                for inbound in spec.inbounds:
+                    calls += [repair(inbound.tag, inbound.protocol, UserStep(e, u)) for e, u in spec.users.items()]
+                    calls += [repair(inbound.tag, inbound.protocol, UserStep(e)) for e in extras]
+                errors = [r for r in await asyncio.gather(*calls, return_exceptions=True) if isinstance(r, Exception)]
+            if errors:
+                raise errors[0]
+            # Every extra is now gone from every inbound: nothing left to watch.
+            self._extras.clear()
+            self._removed.clear()
+        for line in repaired[:USER_EVENTS_DETAILED]:
+            self._event("warning", f"drift repaired: {line}")
+        if len(repaired) > USER_EVENTS_DETAILED:
+            self._event("warning", f"drift repaired: {len(repaired)} user entries in all")
+        return len(repaired)
+
+    # -- background: supervision, drift repair, logs -----------------------------------------------------
+
+    def _start_background(self) -> None:
+        if any(not task.done() for task in self._background):
+            return
+        loop = asyncio.get_running_loop()
+        tailer = LogTailer([(self._dir / ACCESS_LOG, True), (self._dir / ERROR_LOG, False)], self._v2ray_line)
+        self._background = [
+            loop.create_task(self._supervise(), name="v2ray-supervisor"),
+            loop.create_task(self._tail(tailer), name="v2ray-logs"),
+        ]
+
+    async def _supervise(self) -> None:
+        next_reconcile = time.monotonic() + self.reconcile_seconds
+        while True:
+            await asyncio.sleep(self.supervise_seconds)
+            try:
+                await self._supervise_once()
+            except Exception:
+                log.exception("supervising V2Ray failed")
+            if time.monotonic() >= next_reconcile:
+                next_reconcile = time.monotonic() + self.reconcile_seconds
+                try:
+                    await self.reconcile()
+                except Exception as exc:
+                    self._event("warning", f"drift repair failed: {exc}")
+
+    async def _supervise_once(self) -> None:
+        """Restart a V2Ray that died (not stopped by us) from the last good config, with backoff."""
+        if not self._wanted or self._good is None or self._alive() or self._lock.locked():
+            return
+        if time.monotonic() < self._restart_at:
+            return
+        async with self._lock:
+            if not self._wanted or self._good is None or self._alive():
+                return
+            if self._restart_at == 0.0:  # just noticed: log it once, then wait the backoff delay
+                status = f"status {self._child.poll()}" if self._child is not None else "exit status unknown"
+                pid = self._record.pid if self._record is not None else "?"
+                self._quick_deaths = self._quick_deaths + 1 if self._ran_briefly() else 1
+                delay = self._backoff()
+                self._restart_at = time.monotonic() + delay
+                self._event("error", f"V2Ray (pid {pid}) exited ({status}); restarting it in {delay:.0f} s")
+                return
+            try:
+                await self._stop()
+                await self._launch(self._good)
+            except Exception as exc:
+                await self._stop()
+                self._quick_deaths += 1
+                delay = self._backoff()
+                self._restart_at = time.monotonic() + delay
+                self._event("error", f"restarting V2Ray failed: {exc}; next try in {delay:.0f} s")
+                return
+            self._restart_at = 0.0
+            self._removed.clear()
+            self._event("info", f"V2Ray restarted from the last good configuration (pid {self.pid})")
+
+    def _ran_briefly(self) -> bool:
+        return time.monotonic() - self._started_at < STABLE_SECONDS
+
+    def _backoff(self) -> float:
+        """1 s after the first death, doubling while V2Ray keeps dying or failing to start, at most 30 s."""
+        return min(MAX_RESTART_DELAY_SECONDS, RESTART_BASE_SECONDS * 2.0 ** max(0, self._quick_deaths - 1))
+
+    async def _tail(self, tailer: LogTailer) -> None:
+        while True:
+            try:
+                await asyncio.to_thread(tailer.poll)
+            except Exception:
+                log.exception("reading V2Ray's logs failed")
+            await asyncio.sleep(LOG_POLL_SECONDS)
+
+    # -- telemetry (MetricsLoop traffic source) ----------------------------------------------------------
+
+    async def take_traffic(self, seq: int = 0) -> list[agent_pb2.UserTraffic]:
+        """Per-user transfer since the previous take (only users that moved bytes), for batch seq.
+
+        Persisted before it is returned (see agent.v2ray.traffic); if V2Ray cannot be reached, only what was
+        carried is returned and V2Ray's counters wait for the next take.
+        """
+        counters: dict[str, tuple[int, int]] = {}
+        if self._api_port and self._alive():
+            try:
+                async with V2RayApi(self._api_port) as api:
+                    counters = parse_user_stats(await api.query_stats(USER_PREFIX, reset=True))
+            except ApiError as exc:
+                log.debug("cannot read V2Ray's traffic counters: %s", exc)
+            self._note_extras(counters)
+        return await asyncio.to_thread(self._meter.take, seq, counters)
+
+    def give_back(self, entries: list[agent_pb2.UserTraffic]) -> None:
+        """The batch with these entries was not spooled: report them with the next one."""
+        self._meter.give_back(entries)
+
+    def spooled(self, seq: int) -> None:
+        """Batches up to seq are in the spool: taken entries kept for them are delivered."""
+        self._meter.spooled(seq)
+
+    async def _keep_traffic(self) -> None:
+        """Read (and zero) V2Ray's counters into the carry: V2Ray is about to stop and would lose them."""
+        if not self._api_port or not self._alive():
+            return
+        try:
+            async with V2RayApi(self._api_port) as api:
+                counters = parse_user_stats(await api.query_stats(USER_PREFIX, reset=True))
+        except ApiError as exc:
+            log.warning("could not read V2Ray's traffic counters before stopping it: %s", exc)
+            return
+        await asyncio.to_thread(self._meter.keep, counters)
+
+    def _note_extras(self, counters: dict[str, tuple[int, int]]) -> None:
+        """Users with traffic that are not applied are left-overs: drift repair removes them."""
+        if self._running is not None:
+            wanted = {email_key(email) for email in self._running.users}
+            self._extras.update(e for e in counters if email_key(e) not in wanted)
+
+    # -- processes, events and state ---------------------------------------------------------------------
+
+    def _alive(self) -> bool:
+        """Is the V2Ray this driver runs (started or adopted) alive?"""
+        if self._child is not None:
+            return self._child.poll() is None
+        return self._record is not None and process.is_running(self._record)
+
+    def _error_tail(self, lines: int = 3) -> str:
+        """The last lines of V2Ray's error log (redacted like the live logs), to explain a failed start."""
+        try:
+            with open(self._dir / ERROR_LOG, "rb") as handle:
+                handle.seek(max(0, handle.seek(0, os.SEEK_END) - 4096))
+                text = handle.read().decode(errors="replace")
+        except OSError:
+            return "no output"
+        useful = [parse_line(line, access=False)[1] for line in text.splitlines() if line.strip()]
+        return " | ".join(useful[-lines:]) or "no output"
+
+    @staticmethod
+    def _describe(spec: V2RaySpec) -> str:
+        inbounds = ", ".join(f"{i.tag} ({i.protocol} {i.listen}:{i.port})" for i in spec.inbounds) or "no inbounds"
+        return f"{inbounds}; {len(spec.users)} users; log level {spec.log_level}"
+
+    def _event(self, level: str, message: str) -> None:
+        """A line for the live logs (source "v2ray"), at the agent's current log level."""
+        levelno = LOG_LEVELS.get(level, logging.INFO)
+        if self._log_push is None:
+            log.log(levelno, "%s", message)
+        elif log.isEnabledFor(levelno):
+            self._log_push(level, "v2ray", message)
+
+    def _v2ray_line(self, level: str, message: str) -> None:
+        """A line from V2Ray's own logs."""
+        self._event(level, message)
+
+    def _load_record(self) -> ProcessRecord | None:
+        path = self._dir / RECORD_FILE
+        try:
+            return ProcessRecord.from_json(path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError):
+            log.error("%s is unreadable; a V2Ray it described is no longer tracked", path)
+            return None
+
+    def _load_good(self) -> tuple[V2RaySpec | None, int | None]:
+        path = self._dir / LAST_GOOD_FILE
+        try:
+            spec, port = v2config.parse(path.read_bytes())
+        except FileNotFoundError:
+            return None, None
+        except (OSError, ValueError) as exc:
+            log.error("%s is unreadable (%s); there is no last good V2Ray configuration", path, exc)
+            return None, None
+        return spec, port

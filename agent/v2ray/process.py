@@ -1,0 +1,204 @@
+"""The V2Ray process: `v2ray -test`, starting it so it outlives the agent, recognising it later, stopping it.
+
+A started V2Ray is remembered as a ProcessRecord (pid, the process's start time from /proc, the boot id and
+the config path), so a later agent process can tell "our V2Ray, still running" from "a reused pid" or "some
+other v2ray": all of pid, start time, boot and the `-config PATH` argument must match.
+
+V2Ray's listeners set SO_REUSEPORT, so a second V2Ray on the same ports starts without complaint and the
+kernel then splits connections between the two. stray_processes() finds any V2Ray still running our config
+file (e.g. started by an agent that crashed before writing the record) so it can be stopped first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+
+from agent.v2ray.spec import redact_uuids
+
+BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
+TEST_TIMEOUT_SECONDS = 30.0
+STOP_TIMEOUT_SECONDS = 5.0
+
+
+class ConfigRejected(ValueError):
+    """`v2ray -test` refused a configuration (the message is V2Ray's, redacted)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ProcessRecord:
+    """A V2Ray this driver started."""
+
+    pid: int
+    #: Field 22 of /proc/PID/stat (clock ticks after boot): differs for a later process with the same pid.
+    start_ticks: int
+    boot_id: str
+    config: str
+
+    def to_json(self) -> bytes:
+        return json.dumps(dataclasses.asdict(self)).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> ProcessRecord:
+        item = json.loads(data)
+        return cls(int(item["pid"]), int(item["start_ticks"]), str(item["boot_id"]), str(item["config"]))
+
+
+def boot_id() -> str:
+    try:
+        return Path(BOOT_ID_PATH).read_text().strip()
+    except OSError:
+        return ""
+
+
+def _stat(pid: int) -> list[str] | None:
+    """/proc/PID/stat fields after the command name (index 0 is the state), None if there is no such process."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text.rsplit(")", 1)[1].split()
+
+
+def start_ticks(pid: int) -> int | None:
+    """When pid started (clock ticks after boot); None if it does not exist or is a zombie."""
+    fields = _stat(pid)
+    if fields is None or fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
+
+
+def cmdline(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
+    except OSError:
+        return []
+
+
+def runs_config(argv: list[str], config: str) -> bool:
+    """Was argv started with `-config config`? The config lives in the agent's private state directory, so
+    that alone marks a V2Ray of this driver, whatever the binary is called."""
+    return any(a in ("-config", "--config", "-c") and b == config for a, b in zip(argv, argv[1:]))
+
+
+def is_running(record: ProcessRecord) -> bool:
+    """Is the recorded process alive, and still the same process (not a reused pid)?"""
+    if record.boot_id != boot_id():
+        return False
+    return start_ticks(record.pid) == record.start_ticks and runs_config(cmdline(record.pid), record.config)
+
+
+def stray_processes(config: str, exclude: int | None = None) -> list[tuple[int, int]]:
+    """(pid, start ticks) of live v2ray processes running this config file, other than pid `exclude`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == exclude:
+            continue
+        pid = int(entry)
+        if runs_config(cmdline(pid), config):
+            ticks = start_ticks(pid)
+            if ticks is not None:
+                found.append((pid, ticks))
+    return found
+
+
+def check_config(binary: str, path: Path, timeout: float = TEST_TIMEOUT_SECONDS) -> None:
+    """Run `v2ray -test -config path`; raise ConfigRejected unless V2Ray accepts it (exit 0)."""
+    try:
+        done = subprocess.run(
+            [binary, "-test", "-config", str(path)],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        raise ConfigRejected(f"`v2ray -test` did not finish within {timeout:.0f} s") from None
+    if done.returncode != 0:
+        reason = _reason(done.stdout + done.stderr)
+        raise ConfigRejected(f"V2Ray rejected the configuration (exit {done.returncode}): {reason}")
+
+
+def _reason(output: str) -> str:
+    """The lines of V2Ray's output that explain a failure (not its banner), redacted."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    skip = ("V2Ray ", "A unified platform", "Configuration OK")
+    useful = [line for line in lines if not line.startswith(skip) and "Reading config:" not in line]
+    return redact_uuids(" | ".join((useful or lines)[-3:]))[:1000] or "no output"
+
+
+def launch(binary: str, config: Path, log_path: Path) -> subprocess.Popen:
+    """Start `v2ray -config config` in its own session, stdout/stderr appended to log_path.
+
+    Its own session: the agent's signals (and its death) never reach the data plane. The output goes to a
+    file, not a pipe, so V2Ray never dies of SIGPIPE once the agent is gone.
+    """
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        return subprocess.Popen(
+            [binary, "-config", str(config)],
+            stdin=subprocess.DEVNULL, stdout=fd, stderr=subprocess.STDOUT,
+            start_new_session=True, close_fds=True, cwd=str(config.parent),
+        )
+    finally:
+        os.close(fd)
+
+
+def _still(pid: int, ticks: int) -> bool:
+    """Is pid alive (not a zombie) and still the process that started at `ticks`?"""
+    return start_ticks(pid) == ticks
+
+
+def terminate(pid: int, ticks: int, timeout: float = STOP_TIMEOUT_SECONDS) -> None:
+    """SIGTERM, then SIGKILL after timeout; a pid that now names another process is never signalled.
+
+    Returns once the process is gone or a zombie (our child: the caller reaps it with Popen.wait()).
+    """
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 2.0)):
+        if not _still(pid, ticks):
+            return
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not _still(pid, ticks):
+                return
+            time.sleep(0.02)
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Can a TCP listener bind host:port right now (without SO_REUSEPORT, so a V2Ray there counts as busy)?"""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # SO_REUSEADDR as Go's listeners set it: connections in TIME_WAIT do not make the port busy.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def pick_free_port(avoid: set[int] = frozenset()) -> int:
+    """A free TCP port on 127.0.0.1 chosen by the kernel, not one of `avoid`."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in avoid:
+            return port
+
+
+def listening_ports(pid: int) -> set[int]:
+    """TCP ports pid listens on (empty if it is gone)."""
+    try:
+        connections = psutil.Process(pid).net_connections(kind="tcp")
+    except psutil.Error:
+        return set()
+    return {c.laddr.port for c in connections if c.status == psutil.CONN_LISTEN}
