@@ -6,6 +6,7 @@ also kills every agent whose pid file lies under the data dir.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -13,7 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import httpx
 
@@ -148,3 +149,18 @@ class ControllerProcess:
 
     def agent_pid(self, node_id: str) -> int:
         return int((self.data_dir / "local-nodes" / node_id / "agent.pid").read_text())
+
+
+#: what tests about V2Ray subscribers run with: V2Ray on the nodes, the expiry/limit schedule every second
+V2RAY_ENV = {"VPNFLEET_V2RAY_ENABLED": "1", "VPNFLEET_CLIENT_CHECK_INTERVAL": "1"}
+
+
+@contextlib.contextmanager
+def running_controller(data_dir: Path, env: dict[str, str] | None = None) -> Iterator[ControllerProcess]:
+    """A started controller; on exit it and everything its local nodes run are killed."""
+    ctl = ControllerProcess(data_dir, env=env)
+    try:
+        yield ctl.start()
+    finally:
+        ctl.cleanup()
+

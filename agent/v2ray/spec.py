@@ -26,6 +26,7 @@ STATS_SEPARATOR = ">>>"
 
 #: UUIDs with or without dashes, and dashed fragments of them (V2Ray echoes a malformed id it refuses).
 _UUID_RE = re.compile(r"\b[0-9a-fA-F]{8}-[0-9a-fA-F-]{8,}|\b[0-9a-fA-F]{32}\b")
+_CANONICAL_UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -65,6 +66,8 @@ def redact_uuids(text: str) -> str:
 
 def canonical_uuid(value: str) -> str | None:
     """The UUID in 8-4-4-4-12 lower-case form, or None if value is not a UUID."""
+    if _CANONICAL_UUID_RE.fullmatch(value):  # the usual case, 10x cheaper than uuid.UUID()
+        return value
     try:
         return str(uuid.UUID(value.strip()))
     except (ValueError, AttributeError):

@@ -26,12 +26,14 @@ from agent.v2ray import config as v2config
 from agent.v2ray import process
 from agent.v2ray.api import ApiError, V2RayApi
 from agent.v2ray.process import ConfigRejected
+from agent.v2ray.spec import spec_from_proto
 from protos import agent_pb2
 from tests.v2ray_lab import HttpServer, V2RayClient, can_fetch, free_port, v2ray_binary
 
 pytestmark = [
     pytest.mark.timeout(90),
-    pytest.mark.skipif(v2ray_binary() is None, reason="needs the v2ray binary (Debian package v2ray, or $VPNFLEET_V2RAY)"),
+    pytest.mark.skipif(v2ray_binary() is None,
+                       reason="needs the v2ray binary (Debian package v2ray, or $VPNFLEET_V2RAY)"),
 ]
 
 MB = 1_000_000
@@ -99,11 +101,6 @@ async def make(tmp_path: Path, events) -> Callable[..., V2RayComponent]:
         await made[-1].apply(None)
     for pid, ticks in process.stray_processes(str(tmp_path / "v2ray" / "config.json")):
         process.terminate(pid, ticks)  # only if a test failed half-way
-    for component in made:  # reap our children
-        if component._child is not None and component._child.poll() is None:
-            component._child.kill()
-        if component._child is not None:
-            component._child.wait(5)
 
 
 async def works(protocol: str, port: int, user_uuid: str, url: str, timeout: float = 10.0) -> bool:
@@ -477,7 +474,7 @@ async def test_api_answers_map_to_idempotent_results(make):
 
 def test_check_config_reports_v2ray_s_reason_without_credentials(tmp_path):
     secret = new_uuid()
-    spec = driver.spec_from_proto(agent_pb2.V2RayConfig(
+    spec = spec_from_proto(agent_pb2.V2RayConfig(
         inbounds=[agent_pb2.V2RayInbound(tag="vl", protocol="vless", port=free_port())],
         users=[agent_pb2.V2RayUser(email="alice", uuid=secret)]))
     rendered = v2config.render(spec, free_port(), str(tmp_path / "a.log"), str(tmp_path / "e.log"))

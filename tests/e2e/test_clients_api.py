@@ -16,19 +16,15 @@ from typing import Iterator
 import pytest
 import yaml
 
-from tests.controller_process import ControllerProcess, wait_for
+from tests.controller_process import V2RAY_ENV, ControllerProcess, running_controller, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
 
 @pytest.fixture(scope="module")
 def ctl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControllerProcess]:
-    c = ControllerProcess(tmp_path_factory.mktemp("clients") / "data",
-                          env={"VPNFLEET_V2RAY_ENABLED": "1", "VPNFLEET_CLIENT_CHECK_INTERVAL": "1"})
-    try:
-        yield c.start()
-    finally:
-        c.cleanup()
+    with running_controller(tmp_path_factory.mktemp("clients") / "data", V2RAY_ENV) as c:
+        yield c
 
 
 @pytest.fixture(scope="module")

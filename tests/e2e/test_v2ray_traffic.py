@@ -18,7 +18,7 @@ from typing import Iterator
 import pytest
 
 from controller.providers.local import kill_processes_of
-from tests.controller_process import ControllerProcess, wait_for
+from tests.controller_process import V2RAY_ENV, ControllerProcess, running_controller, wait_for
 from tests.v2ray_lab import HttpServer, client_from_link, fetch
 
 pytestmark = [pytest.mark.timeout(300),
@@ -31,12 +31,8 @@ HEADER_SLACK = 1_000
 
 @pytest.fixture(scope="module")
 def ctl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControllerProcess]:
-    c = ControllerProcess(tmp_path_factory.mktemp("v2ray") / "data",
-                          env={"VPNFLEET_V2RAY_ENABLED": "1", "VPNFLEET_CLIENT_CHECK_INTERVAL": "1"})
-    try:
-        yield c.start()
-    finally:
-        c.cleanup()
+    with running_controller(tmp_path_factory.mktemp("v2ray") / "data", V2RAY_ENV) as c:
+        yield c
 
 
 @pytest.fixture(scope="module")
