@@ -1,4 +1,4 @@
-"""What the benchmarks share for reporting: progress lines and nearest-rank percentiles."""
+"""What the benchmarks share: progress lines, nearest-rank percentiles, durations, and their abort signal."""
 
 from __future__ import annotations
 
@@ -23,3 +23,17 @@ def pct(values: list[float], p: float) -> float:
 
 def mib(n: float) -> float:
     return n / (1024 * 1024)
+
+
+def ms(seconds: float) -> str:
+    """A duration for a report line: milliseconds with sensible precision, seconds from 10 s on."""
+    if seconds < 0.001:
+        return f"{1000 * seconds:.2f} ms"
+    if seconds < 0.01:
+        return f"{1000 * seconds:.1f} ms"
+    return f"{1000 * seconds:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"
+
+
+class BenchAbort(Exception):
+    """--timeout reached, or SIGTERM."""
+

@@ -39,7 +39,7 @@ import psutil  # noqa: E402
 
 from agent.drivers.v2ray import V2RayComponent  # noqa: E402
 from agent.v2ray import process  # noqa: E402
-from bench.figures import log, mib, pct  # noqa: E402
+from bench.figures import BenchAbort, log, mib, ms, pct  # noqa: E402
 from protos import agent_pb2  # noqa: E402
 from tests.v2ray_lab import HttpServer, V2RayClient, can_fetch, fetch, free_port, v2ray_binary  # noqa: E402
 
@@ -49,14 +49,6 @@ LAG_ROUNDS = 5
 POLL_SECONDS = 0.02
 
 
-class BenchAbort(Exception):
-    """--timeout reached, or SIGTERM."""
-
-
-def ms(seconds: float) -> str:
-    if seconds < 0.01:
-        return f"{1000 * seconds:.1f} ms"
-    return f"{1000 * seconds:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"
 
 
 class Users:

@@ -55,7 +55,7 @@ from agent.wireguard.model import key_to_hex  # noqa: E402
 from protos import agent_pb2  # noqa: E402
 from tests.agent.netns import AgentHarness, Lab, _report, missing_prerequisite  # noqa: E402
 
-from figures import log, mib, pct  # noqa: E402 - bench/ is on sys.path when run as a script
+from figures import BenchAbort, log, mib, ms, pct  # noqa: E402 - bench/ is on sys.path when run as a script
 
 IFACE_PREFIX = "wgb"  # + the lab's 6 hex characters: unique on the machine (the UAPI socket dir is shared)
 LISTEN_PORT = 51820
@@ -69,16 +69,6 @@ UNCHANGED_ROUNDS = 10
 IDLE_READS = 5
 
 
-class BenchAbort(Exception):
-    """--timeout reached, or SIGTERM."""
-
-
-def ms(seconds: float) -> str:
-    if seconds < 0.001:
-        return f"{1000 * seconds:.2f} ms"
-    if seconds < 0.01:
-        return f"{1000 * seconds:.1f} ms"
-    return f"{1000 * seconds:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"
 
 
 # -- test data ----------------------------------------------------------------------------------------------
