@@ -87,21 +87,38 @@ class Spool:
     ) -> agent_pb2.TelemetryBatch:
         """Store a new batch with the next sequence number (samples, plus per-peer/per-user traffic if any).
 
-        If the spool is full the oldest batches go first; the new batch carries how many samples they held,
-        so the loss reaches the controller with the very batch that caused it.
+        If the spool is full the oldest batches go first: their samples are lost (the new batch carries how
+        many, so the loss reaches the controller with the very batch that caused it), but their traffic is
+        not: it moves into the new batch, because usage is what subscribers are billed and limited by.
         """
         with self._lock:
             dropped = 0
-            while len(self._seqs) >= self.max_batches:
-                dropped += self._drop_oldest()
+            carried_peers: list[agent_pb2.PeerTraffic] = []
+            carried_users: list[agent_pb2.UserTraffic] = []
+            evicted: list[int] = []
+            while len(self._seqs) - len(evicted) >= self.max_batches:
+                seq = self._seqs[len(evicted)]
+                old = self._read_batch(seq)
+                if old is not None:
+                    dropped += len(old.metrics)
+                    carried_peers.extend(old.wireguard_peers)
+                    carried_users.extend(old.v2ray_users)
+                evicted.append(seq)
             batch = agent_pb2.TelemetryBatch(
                 seq=self._next_seq,
                 metrics=list(samples),
                 dropped_samples=dropped,
-                wireguard_peers=list(wireguard_peers),
-                v2ray_users=list(v2ray_users),
+                wireguard_peers=carried_peers + list(wireguard_peers),
+                v2ray_users=carried_users + list(v2ray_users),
             )
+            # The new batch is on disk before the old ones go: a crash in between can at worst send their
+            # traffic twice in two batches, never lose it.
             write_atomic(self.directory / batch_file_name(batch.seq), batch.SerializeToString(), 0o600)
+            for seq in evicted:
+                self._seqs.popleft()
+                self._unlink(seq)
+                log.warning("telemetry spool full (%d batches): dropped the samples of batch %d, kept its traffic",
+                            self.max_batches, seq)
             self._seqs.append(batch.seq)
             self._next_seq += 1
             self._write_meta()
@@ -119,15 +136,6 @@ class Spool:
         return removed
 
     # -- internals --------------------------------------------------------------------------------------
-
-    def _drop_oldest(self) -> int:
-        """Delete the oldest batch; return how many samples it held."""
-        seq = self._seqs.popleft()
-        batch = self._read_batch(seq)
-        lost = len(batch.metrics) if batch is not None else 0
-        self._unlink(seq)
-        log.warning("telemetry spool full (%d batches): dropped batch %d (%d samples)", self.max_batches, seq, lost)
-        return lost
 
     def _unlink(self, seq: int) -> None:
         try:

@@ -92,6 +92,21 @@ def test_dropped_count_is_stored_with_the_batch_that_carries_it(tmp_path):
     assert (batch.seq, batch.dropped_samples) == (2, 3)
 
 
+def test_a_full_spool_drops_samples_but_moves_traffic_into_the_new_batch(tmp_path):
+    spool = Spool(tmp_path, max_batches=2)
+    alice = agent_pb2.UserTraffic(email="alice", uplink_bytes=1, downlink_bytes=1000)
+    peer = agent_pb2.PeerTraffic(interface="wg0", public_key="pk", rx_bytes=7)
+    spool.append([sample(1)], v2ray_users=[alice], wireguard_peers=[peer])  # seq 1
+    spool.append([sample(2)])  # seq 2
+    bob = agent_pb2.UserTraffic(email="bob", downlink_bytes=5)
+    batch3 = spool.append([sample(3)], v2ray_users=[bob])  # full: seq 1 goes, its traffic rides in seq 3
+    assert seqs(spool) == [2, 3] and batch3.dropped_samples == 1
+    assert list(batch3.v2ray_users) == [alice, bob] and list(batch3.wireguard_peers) == [peer]
+    [_, stored] = Spool(tmp_path, max_batches=2).pending()
+    assert stored == batch3
+    assert sum(u.downlink_bytes for b in spool.pending() for u in b.v2ray_users) == 1005  # nothing lost
+
+
 def test_rejects_a_zero_bound(tmp_path):
     with pytest.raises(ValueError):
         Spool(tmp_path, max_batches=0)
