@@ -8,12 +8,14 @@ from __future__ import annotations
 import json
 import shutil
 import stat
+import subprocess
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
 from tests.controller_process import ControllerProcess, wait_for
+from tests.v2ray_lab import HttpServer, fetch, free_port, wait_port
 
 pytestmark = [pytest.mark.timeout(180),
               pytest.mark.skipif(shutil.which("v2ray") is None, reason="needs the v2ray binary (Debian package v2ray)")]
@@ -31,7 +33,9 @@ OPERATOR_CONFIG = {
 def relay(tmp_path: Path) -> Iterator[tuple[ControllerProcess, Path, Path]]:
     config = tmp_path / "relay" / "config.json"
     config.parent.mkdir()
-    config.write_text(json.dumps(OPERATOR_CONFIG, indent=2))
+    operator = json.loads(json.dumps(OPERATOR_CONFIG))
+    operator["inbounds"][0]["port"] = free_port()
+    config.write_text(json.dumps(operator, indent=2))
     marker = tmp_path / "reloads"
     script = tmp_path / "reload.sh"
     script.write_text(f"#!/bin/sh\necho reload >> {marker}\n")
@@ -72,6 +76,22 @@ def test_relay_follows_running_nodes(relay: tuple[ControllerProcess, Path, Path]
         (ctl.data_dir / "local-nodes" / node["id"] / "state" / "applied_state.pb").read_bytes())
     relay_users = [u for u in applied.v2ray.users if u.email == "vpnfleet-relay"]
     assert len(relay_users) == 1 and relay_users[0].uuid == vnext["users"][0]["id"]
+
+    # and it does relay: a V2Ray running the managed file carries traffic through the node
+    socks_port = data["inbounds"][0]["port"]
+    relay_v2ray = subprocess.Popen(["v2ray", "-config", str(config)], stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+    try:
+        wait_port(socks_port)
+        with HttpServer() as web:
+            assert len(fetch(socks_port, web.url(100_000), timeout=10)) == 100_000
+        # through the node, not the operator's "direct": the node's V2Ray logged the relay's user
+        wait_for(lambda: ctl.api.get(f"/api/v1/nodes/{node['id']}/logs",
+                                     params={"search": "vpnfleet-relay"}).json()["lines"], 15,
+                 message="the node's access log shows the relay's connection")
+    finally:
+        relay_v2ray.kill()
+        relay_v2ray.wait(5)
 
     assert ctl.api.delete(f"/api/v1/nodes/{node['id']}").status_code == 202
     wait_for(lambda: _managed(config) == [], 30, message="deleted node leaves the relay")
