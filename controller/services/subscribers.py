@@ -18,12 +18,12 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from controller.db import fetch_page
-from controller.errors import AlreadyExists, Conflict, NotFound, ValidationFailed
+from controller.errors import AlreadyExists, NotFound, ValidationFailed
 from controller.hub.hub import Hub
 from controller.models import Node, Operation, Subscriber, SubscriberUsage, utcnow
 from controller.services.desired_state import allowed_on, node_v2ray_inbounds
