@@ -31,6 +31,7 @@ if str(REPO) not in sys.path:
 import psutil  # noqa: E402
 
 from bench.figures import log, mib, pct  # noqa: E402
+from controller.providers.local import processes_of  # noqa: E402
 from tests.controller_process import ControllerProcess, wait_for  # noqa: E402
 from tests.v2ray_lab import HttpServer, client_from_link, fetch  # noqa: E402
 
@@ -38,9 +39,7 @@ MB = 1_000_000
 
 
 def v2ray_pids(ctl: ControllerProcess, node_id: str) -> list[int]:
-    marker = str((ctl.data_dir / "local-nodes" / node_id).resolve())
-    return sorted(p.pid for p in psutil.process_iter(["name", "cmdline"])
-                  if p.info["name"] == "v2ray" and marker in " ".join(p.info["cmdline"] or ()))
+    return processes_of(ctl.data_dir / "local-nodes" / node_id, "v2ray")
 
 
 def link_of(ctl: ControllerProcess, client: dict, protocol: str = "vless") -> str:

@@ -35,11 +35,12 @@ def free_tcp_port() -> int:
         return sock.getsockname()[1]
 
 
-def kill_processes_of(node_dir: Path) -> list[int]:
-    """SIGKILL every process whose command line names a file in node_dir (a node's data-plane processes run
-    detached from its agent, like on a real machine, so stopping the "machine" must find them)."""
+def processes_of(node_dir: Path, program: str | None = None) -> list[int]:
+    """Pids of the processes whose command line names a file in node_dir (optionally only those whose
+    program is named `program`, e.g. "v2ray"). A node's data-plane processes run detached from its agent,
+    like on a real machine; this is how the "machine" finds them."""
     markers = {f"{node_dir}/".encode(), f"{node_dir.resolve()}/".encode()}
-    killed = []
+    pids = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit() or int(proc.name) == os.getpid():
             continue
@@ -47,12 +48,22 @@ def kill_processes_of(node_dir: Path) -> list[int]:
             cmdline = (proc / "cmdline").read_bytes()
         except OSError:
             continue
-        if any(marker in cmdline for marker in markers):
-            try:
-                os.kill(int(proc.name), signal.SIGKILL)
-                killed.append(int(proc.name))
-            except OSError:
-                pass
+        if not any(marker in cmdline for marker in markers):
+            continue
+        if program is None or Path(cmdline.split(b"\0")[0].decode(errors="replace")).name == program:
+            pids.append(int(proc.name))
+    return sorted(pids)
+
+
+def kill_processes_of(node_dir: Path) -> list[int]:
+    """SIGKILL every process of processes_of(node_dir); returns the pids killed."""
+    killed = []
+    for pid in processes_of(node_dir):
+        try:
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        except OSError:
+            pass
     return killed
 
 

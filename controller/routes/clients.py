@@ -182,11 +182,9 @@ async def update_client(request: Request):
     """
     client_id = _id(request)
     values = (await read_body(request, SubscriberUpdate)).model_dump(exclude_unset=True)
-    for name in ("username", "days"):
+    for name in ("username", "days", "expires_at"):
         if name in values and values[name] is None:
             raise ValidationFailed(f"{name} cannot be null", {name: "cannot be null"})
-    if "expires_at" in values and values["expires_at"] is None:
-        raise ValidationFailed("expires_at cannot be null", {"expires_at": "cannot be null"})
     return _out(request, await _svc(request).update(client_id, values))
 
 

@@ -70,6 +70,13 @@ def node_v2ray_inbounds(node: Node, vmess_port: int, vless_port: int) -> list[di
             {"tag": "vless", "protocol": "vless", "port": vless_port, "listen": ""}]
 
 
+async def reachable_nodes(s: AsyncSession) -> list[Node]:
+    """Running nodes with an address: what subscriptions and the local relay point at (oldest first)."""
+    return list((await s.scalars(select(Node).where(Node.status == "running", Node.is_deleted.is_(False),
+                                                    Node.public_ip.is_not(None))
+                                 .order_by(Node.created_at, Node.id))).all())
+
+
 def allowed_on(node_ids: list[str] | None, regions: list[str] | None, node_uuid: str, region: str) -> bool:
     """May a subscriber with this node/region selection use the node? No selection at all: every node."""
     if not node_ids and not regions:

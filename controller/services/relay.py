@@ -12,13 +12,12 @@ import asyncio
 import logging
 import uuid
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from controller.events import EventBus
 from controller.local_relay import LocalRelay, RelayError, RelayNode
-from controller.models import FleetSetting, Node
-from controller.services.desired_state import node_v2ray_inbounds
+from controller.models import FleetSetting
+from controller.services.desired_state import node_v2ray_inbounds, reachable_nodes
 from controller.settings import Settings
 from protos import agent_pb2
 
@@ -52,8 +51,7 @@ class RelaySync:
 
     async def nodes(self) -> list[RelayNode]:
         async with self._sessions() as s:
-            rows = (await s.scalars(select(Node).where(Node.status == "running", Node.is_deleted.is_(False),
-                                                       Node.public_ip.is_not(None)))).all()
+            rows = await reachable_nodes(s)
         out = []
         for node in rows:
             vmess = [i for i in node_v2ray_inbounds(node, self.settings.v2ray_port, self.settings.v2ray_vless_port)

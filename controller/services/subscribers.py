@@ -26,7 +26,7 @@ from controller.db import fetch_page
 from controller.errors import AlreadyExists, NotFound, ValidationFailed
 from controller.hub.hub import Hub
 from controller.models import Node, Operation, Subscriber, SubscriberUsage, utcnow
-from controller.services.desired_state import allowed_on, node_v2ray_inbounds
+from controller.services.desired_state import allowed_on, node_v2ray_inbounds, reachable_nodes
 from controller.settings import Settings
 from controller.share_links import Endpoint
 
@@ -313,9 +313,7 @@ class SubscriberService:
         if not self.settings.v2ray_enabled:
             return []
         async with self._sessions() as s:
-            nodes = (await s.scalars(select(Node).where(Node.status == "running", Node.is_deleted.is_(False),
-                                                        Node.public_ip.is_not(None))
-                                     .order_by(Node.created_at, Node.id))).all()
+            nodes = await reachable_nodes(s)
         out = []
         for node in nodes:
             if not allowed_on(sub.node_ids, sub.regions, node.uuid, node.region):

@@ -12,12 +12,11 @@ import datetime as dt
 import shutil
 import signal
 import threading
-from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from controller.providers.local import kill_processes_of
+from controller.providers.local import kill_processes_of, processes_of
 from tests.controller_process import V2RAY_ENV, ControllerProcess, running_controller, wait_for
 from tests.v2ray_lab import HttpServer, client_from_link, fetch
 
@@ -59,17 +58,7 @@ def _in_sync(ctl: ControllerProcess, node_id: str) -> None:
 
 
 def _v2ray_pids(ctl: ControllerProcess, node_id: str) -> set[int]:
-    node_dir = (ctl.data_dir / "local-nodes" / node_id).resolve()
-    pids = set()
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                cmd = (proc / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if cmd and cmd[0].endswith(b"v2ray") and str(node_dir).encode() in b" ".join(cmd):
-                pids.add(int(proc.name))
-    return pids
+    return set(processes_of(ctl.data_dir / "local-nodes" / node_id, "v2ray"))
 
 
 def _create(ctl: ControllerProcess, username: str, **body) -> dict:
