@@ -62,6 +62,10 @@ class FakeController(agent_pb2_grpc.EnrollmentServicer, agent_pb2_grpc.AgentServ
     async def Connect(self, request_iterator, context):
         self.connect_attempts += 1
         if self.refuse_connect:
+            # Like the real controller: read Hello, then refuse. Aborting before the agent's first write
+            # lands races grpc.aio's client, which then reports INTERNAL "Internal error from Core"
+            # instead of our status (grpc/grpc#36066), and the agent rightly retries once.
+            await context.read()
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, "node revoked")
         auth = context.auth_context()
         self.peer_names.extend(n.decode() for n in auth.get("x509_common_name", []))
@@ -312,7 +316,7 @@ async def test_refused_certificate_exits_with_code_3(throwaway_ca, tmp_path, por
     try:
         proc = agent_process(agent_config(throwaway_ca, tmp_path, ports))
         assert await wait_exit(proc, 15) == 3
-        assert controller.enrolled and controller.connect_attempts == 1
+        assert controller.enrolled and controller.connect_attempts == 1, agent_log(tmp_path)  # no retry storm
     finally:
         await server.stop(grace=None)
 
