@@ -2,7 +2,8 @@
 
 Layout under the spool directory:
   00000000000000000042.pb  one serialized TelemetryBatch per file, named by its sequence number
-  meta.json                {"next_seq": N}: survives restarts (and acks of everything) so a seq is never reused
+  meta.json                {"next_seq": N}: survives restarts (and acks of everything) so a seq is never reused;
+                           while a full spool evicts, also {"evicting": [new_seq, through_seq]} (see append)
 
 Thread-safe: the engine calls it from worker threads (file I/O and fsync stay off the event loop).
 """
@@ -47,6 +48,8 @@ class Spool:
         # The files win over meta.json if a crash came between writing a batch and updating meta.
         last_on_disk = self._seqs[-1] if self._seqs else 0
         self._next_seq = max(int(meta.get("next_seq", 1)), last_on_disk + 1, 1)
+        if "evicting" in meta:
+            self._finish_eviction(*meta["evicting"])
 
     # -- reading ----------------------------------------------------------------------------------------
 
@@ -111,8 +114,11 @@ class Spool:
                 wireguard_peers=carried_peers + list(wireguard_peers),
                 v2ray_users=carried_users + list(v2ray_users),
             )
-            # The new batch is on disk before the old ones go: a crash in between can at worst send their
-            # traffic twice in two batches, never lose it.
+            if evicted:
+                # Say what is about to happen before doing it. The new batch carries the old ones' traffic, so
+                # after a crash the next start must keep exactly one copy: the old files if the new batch
+                # never reached the disk, the new batch (finishing the eviction) if it did.
+                self._write_meta(evicting=[batch.seq, evicted[-1]])
             write_atomic(self.directory / batch_file_name(batch.seq), batch.SerializeToString(), 0o600)
             for seq in evicted:
                 self._seqs.popleft()
@@ -136,6 +142,15 @@ class Spool:
         return removed
 
     # -- internals --------------------------------------------------------------------------------------
+
+    def _finish_eviction(self, new_seq: int, through_seq: int) -> None:
+        """Complete (or forget) an eviction a crash interrupted; see append()."""
+        if new_seq in self._seqs:
+            while self._seqs and self._seqs[0] <= through_seq:
+                self._unlink(self._seqs.popleft())
+            log.warning("telemetry spool: finished dropping batches up to %d (their traffic is in batch %d)",
+                        through_seq, new_seq)
+        self._write_meta()
 
     def _unlink(self, seq: int) -> None:
         try:
@@ -171,6 +186,6 @@ class Spool:
         except (FileNotFoundError, ValueError):
             return {}
 
-    def _write_meta(self) -> None:
-        meta = {"next_seq": self._next_seq}
+    def _write_meta(self, **extra: object) -> None:
+        meta = {"next_seq": self._next_seq, **extra}
         write_atomic(self.directory / META_FILE, json.dumps(meta).encode(), 0o600)

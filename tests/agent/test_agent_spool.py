@@ -3,6 +3,7 @@ import stat
 
 import pytest
 
+from agent import spool as spool_module
 from agent.spool import Spool, batch_file_name
 from protos import agent_pb2
 
@@ -105,6 +106,56 @@ def test_a_full_spool_drops_samples_but_moves_traffic_into_the_new_batch(tmp_pat
     [_, stored] = Spool(tmp_path, max_batches=2).pending()
     assert stored == batch3
     assert sum(u.downlink_bytes for b in spool.pending() for u in b.v2ray_users) == 1005  # nothing lost
+
+
+class Crash(BaseException):
+    """Stands in for the process dying at a given point of Spool.append."""
+
+
+def total_downlink(spool: Spool) -> int:
+    return sum(u.downlink_bytes for b in spool.pending() for u in b.v2ray_users)
+
+
+def full_spool_with_traffic(tmp_path) -> Spool:
+    spool = Spool(tmp_path, max_batches=2)
+    spool.append([sample(1)], v2ray_users=[agent_pb2.UserTraffic(email="alice", downlink_bytes=1000)])  # seq 1
+    spool.append([sample(2)])  # seq 2
+    return spool
+
+
+def test_a_crash_after_the_carrying_batch_is_written_keeps_one_copy_of_the_traffic(tmp_path, monkeypatch):
+    spool = full_spool_with_traffic(tmp_path)
+
+    def crash(self, seq):
+        raise Crash
+
+    monkeypatch.setattr(Spool, "_unlink", crash)  # dies between writing seq 3 and removing seq 1
+    with pytest.raises(Crash):
+        spool.append([sample(3)], v2ray_users=[agent_pb2.UserTraffic(email="bob", downlink_bytes=5)])
+    assert (tmp_path / batch_file_name(1)).exists() and (tmp_path / batch_file_name(3)).exists()
+    monkeypatch.undo()
+    restarted = Spool(tmp_path, max_batches=2)
+    assert seqs(restarted) == [2, 3] and not (tmp_path / batch_file_name(1)).exists()
+    assert total_downlink(restarted) == 1005  # alice's 1000 counted once, not twice
+    assert restarted.append([sample(4)]).seq == 4
+
+
+def test_a_crash_before_the_carrying_batch_is_written_keeps_the_old_batches(tmp_path, monkeypatch):
+    spool = full_spool_with_traffic(tmp_path)
+    real_write = spool_module.write_atomic
+
+    def crash_on_batches(path, data, mode):
+        if path.name.endswith(".pb"):
+            raise Crash
+        real_write(path, data, mode)
+
+    monkeypatch.setattr(spool_module, "write_atomic", crash_on_batches)
+    with pytest.raises(Crash):
+        spool.append([sample(3)])
+    monkeypatch.undo()
+    restarted = Spool(tmp_path, max_batches=2)
+    assert seqs(restarted) == [1, 2] and total_downlink(restarted) == 1000  # nothing lost
+    assert restarted.append([sample(3)]).seq == 3
 
 
 def test_rejects_a_zero_bound(tmp_path):
