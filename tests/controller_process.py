@@ -55,13 +55,19 @@ def kill_agents(data_dir: Path) -> None:
 class ControllerProcess:
     """A ``vpnfleet-controller`` subprocess plus an authenticated httpx client."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, config: Path | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, env: dict[str, str] | None = None, config: Path | None = None,
+        relative_data_dir: bool = False,
+    ) -> None:
+        """relative_data_dir: run in data_dir's parent with VPNFLEET_DATA_DIR=<its name>, as `make run` does."""
         self.data_dir = data_dir
+        self.cwd = data_dir.parent if relative_data_dir else REPO
         self.http_port, self.grpc_port, self.enroll_port = free_port(), free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.http_port}"
         self.env = {
             **os.environ,
-            "VPNFLEET_DATA_DIR": str(data_dir),
+            "VPNFLEET_DATA_DIR": data_dir.name if relative_data_dir else str(data_dir),
+            "PYTHONPATH": str(REPO),
             "VPNFLEET_HTTP_ADDR": f"127.0.0.1:{self.http_port}",
             "VPNFLEET_GRPC_ADDR": f"127.0.0.1:{self.grpc_port}",
             "VPNFLEET_ENROLL_ADDR": f"127.0.0.1:{self.enroll_port}",
@@ -82,7 +88,7 @@ class ControllerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "controller.main"] + (["--config", str(self.config)] if self.config else [])
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        self.proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd)
         log.close()
         wait_for(self._healthy, timeout, message=f"controller health (log: {self.log_path})")
         key = (self.data_dir / "admin.key").read_text().strip()

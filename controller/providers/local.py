@@ -71,7 +71,8 @@ class LocalProvider:
     name = "local"
 
     def __init__(self, base_dir: Path, python: str = sys.executable) -> None:
-        self.base_dir = base_dir
+        # Absolute: agents run with their node directory as cwd, so a relative path would point nowhere.
+        self.base_dir = base_dir.resolve()
         self._python = python
 
     # -- paths and processes --------------------------------------------------------------------------------

@@ -177,3 +177,15 @@ def test_operations_log_records_mutations(controller: ControllerProcess) -> None
     assert failed["status_code"] == 422 and "unknown region" in failed["error"]
     only = api.get("/api/v1/operations", params={"target_id": nid}).json()
     assert only["total"] == 1 and only["items"][0]["target_id"] == nid
+
+
+def test_a_relative_data_dir_works_like_make_run(tmp_path) -> None:
+    """`make run` keeps the default data dir "data", relative to where it runs; agents run elsewhere."""
+    controller = ControllerProcess(tmp_path / "data", relative_data_dir=True)
+    try:
+        controller.start()
+        node = controller.wait_running(controller.create_node(name="rel")["id"])
+        assert node["agent"]["enrolled"]
+        assert (tmp_path / "data" / "local-nodes" / node["id"] / "state" / "agent.key").exists()
+    finally:
+        controller.cleanup()
