@@ -9,6 +9,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
@@ -363,6 +364,11 @@ def test_a_record_matches_only_the_same_process(tmp_path):
     # A stand-in whose command line looks like ours: `... -config PATH`.
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "-config", config])
     try:
+        # Popen returns once exec has begun; /proc/PID/cmdline is empty until the kernel has set up the new
+        # program's arguments, a moment later.
+        deadline = time.monotonic() + 10
+        while not process.cmdline(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
         ticks = process.start_ticks(proc.pid)
         record = process.ProcessRecord(proc.pid, ticks, process.boot_id(), config)
         assert process.is_running(record)
