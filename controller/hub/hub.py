@@ -54,6 +54,7 @@ class Hub:
         self.extra_v2ray_users: list[agent_pb2.V2RayUser] = []
         self.messages_received = 0
         self.shutting_down = False
+        ingest.on_store_failed = self._resync_telemetry
 
     # -- sessions -----------------------------------------------------------------------------------------
     async def open_session(self, node: Node, hello: agent_pb2.Hello) -> AgentSession:
@@ -69,6 +70,7 @@ class Hub:
             row.last_seen_at = utcnow()
             row.applied_revision = hello.applied_revision
             epoch = row.session_epoch
+            stored_seq = row.telemetry_seq
             await s.commit()
         old = self.sessions.get(node.uuid)
         if old is not None:
@@ -77,11 +79,11 @@ class Hub:
         self.sessions[node.uuid] = session
         self._last_seen[node.uuid] = time.monotonic()
         self._online.add(node.uuid)
-        self.ingest.stored_seq[node.uuid] = node.telemetry_seq
+        acked_seq = self.ingest.begin_session(node.uuid, epoch, stored_seq)
         session.send(agent_pb2.ControllerMessage(welcome=agent_pb2.Welcome(
             session_epoch=epoch,
             heartbeat_interval_seconds=self.settings.heartbeat_interval,
-            telemetry_acked_seq=node.telemetry_seq,
+            telemetry_acked_seq=acked_seq,
             controller_version=__version__,
         )))
         if hello.applied_revision < node.desired_revision:
@@ -92,6 +94,14 @@ class Hub:
             await self.on_connected(node.uuid)
         log.info("agent %s connected (epoch %d, version %s)", node.uuid, epoch, hello.agent_version)
         return session
+
+    def _resync_telemetry(self, nodes: set[str]) -> None:
+        """Storing these nodes' telemetry failed: end their streams, so that they reconnect and re-send from
+        the sequence the database really holds (see TelemetryIngest)."""
+        for node in nodes:
+            session = self.sessions.get(node)
+            if session is not None:
+                self.close_session(session, "telemetry could not be stored; the agent re-sends it on a new stream")
 
     def close_session(self, session: AgentSession, reason: str) -> None:
         session.close(reason)
@@ -133,7 +143,7 @@ class Hub:
                 for c in report.components
             ])
         elif kind == "telemetry":
-            await self.ingest.submit(node, msg.telemetry, lambda seq, s=session: self._ack(s, seq))
+            await self.ingest.submit(node, session.epoch, msg.telemetry, lambda seq, s=session: self._ack(s, seq))
         elif kind == "logs":
             self.logs.add(node, msg.logs.lines, msg.logs.dropped)
         elif kind == "command_result":

@@ -4,6 +4,12 @@ Agents send sequenced TelemetryBatch messages. One writer task gathers whatever 
 them in a single transaction together with each node's new highest sequence number, and only then
 acknowledges them. A batch whose sequence is not above the stored one is a re-send: acknowledged again,
 never stored twice. Samples are rolled up into one-minute buckets (MetricBucket) with retention.
+
+Only the node's current stream is stored (begin_session): batches still queued from a replaced stream are
+skipped, because the agent re-sends whatever the new stream's Welcome does not acknowledge. When a write
+fails, the nodes involved are resynchronised the same way: their streams are closed (on_store_failed), and
+nothing more of theirs is stored or acknowledged until they reconnect, so a later batch can never be
+acknowledged over one that was not stored.
 """
 
 from __future__ import annotations
@@ -45,6 +51,8 @@ def bucket_start(ts_ms: int) -> dt.datetime:
 @dataclass
 class _Pending:
     node_uuid: str
+    #: the session epoch of the stream the batch came on (see begin_session)
+    epoch: int
     batch: agent_pb2.TelemetryBatch
     #: called with the acknowledged seq once stored (sends TelemetryAck on the batch's stream)
     ack: Callable[[int], None]
@@ -79,16 +87,30 @@ class TelemetryIngest:
         self._linger = linger
         #: highest stored seq per node (primed from the database when a session opens)
         self.stored_seq: dict[str, int] = {}
+        #: per node, the session epoch whose batches are stored; absent: none (not connected, or resyncing)
+        self._epochs: dict[str, int] = {}
         #: newest sample per node, for "current" metrics
         self.latest: dict[str, agent_pb2.MetricSample] = {}
         self.batches_stored = 0
         self.duplicates_ignored = 0
         #: called after subscribers' V2Ray usage was stored (the subscriber service checks data limits)
         self.on_subscriber_usage: Callable[[], None] = lambda: None
+        #: called with the nodes whose batches could not be stored (the hub closes their streams)
+        self.on_store_failed: Callable[[set[str]], None] = lambda nodes: None
 
-    async def submit(self, node_uuid: str, batch: agent_pb2.TelemetryBatch, ack: Callable[[int], None]) -> None:
+    def begin_session(self, node_uuid: str, epoch: int, stored_seq: int) -> int:
+        """A new stream for the node: from now on only its batches are stored. stored_seq is the node's
+        telemetry_seq as just read from the database. Returns the seq the Welcome acknowledges."""
+        self._epochs[node_uuid] = epoch
+        # The writer may have stored one of the old stream's batches after the row was read: never go back.
+        seq = max(self.stored_seq.get(node_uuid, 0), stored_seq)
+        self.stored_seq[node_uuid] = seq
+        return seq
+
+    async def submit(self, node_uuid: str, epoch: int, batch: agent_pb2.TelemetryBatch,
+                     ack: Callable[[int], None]) -> None:
         """Queue a batch; waits (back-pressure on that agent's stream) if the writer is behind."""
-        await self._queue.put(_Pending(node_uuid, batch, ack))
+        await self._queue.put(_Pending(node_uuid, epoch, batch, ack))
 
     async def run(self) -> None:
         while True:
@@ -99,11 +121,21 @@ class TelemetryIngest:
             try:
                 await self._store(items)
             except Exception:
-                # Nothing acknowledged: the agents keep the batches spooled and re-send after reconnecting.
-                log.exception("storing %d telemetry batches failed", len(items))
+                # Nothing acknowledged: the agents keep the batches spooled. Their streams are closed so that
+                # they re-send from what the database really holds (the commit may or may not have landed).
+                nodes = {item.node_uuid for item in items}
+                log.exception("storing %d telemetry batches failed; resynchronising %d nodes", len(items),
+                              len(nodes))
+                for node in nodes:
+                    self._epochs.pop(node, None)
+                    self.stored_seq.pop(node, None)
+                self.on_store_failed(nodes)
                 await asyncio.sleep(1.0)
 
     async def _store(self, items: list[_Pending]) -> None:
+        items = [i for i in items if self._epochs.get(i.node_uuid) == i.epoch]  # current streams only
+        if not items:
+            return
         async with self._sessions() as s:
             missing = {i.node_uuid for i in items} - self.stored_seq.keys()
             if missing:
@@ -207,6 +239,7 @@ class TelemetryIngest:
 
     def forget(self, node_uuid: str) -> None:
         self.stored_seq.pop(node_uuid, None)
+        self._epochs.pop(node_uuid, None)
         self.latest.pop(node_uuid, None)
 
 

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from controller.db import make_engine, make_sessionmaker, prepare_database
 from controller.models import MetricBucket, Node
-from controller.services.telemetry import TelemetryIngest, metrics_history
+from controller.services.telemetry import TelemetryIngest, _Pending, metrics_history
 from controller.errors import ValidationFailed
 from protos import agent_pb2
 
@@ -21,6 +21,12 @@ T0 = int(dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.timezone.utc).timestamp() * 10
 def batch(seq: int, ts_ms: int, cpu: float = 10.0, rx: int = 100) -> agent_pb2.TelemetryBatch:
     return agent_pb2.TelemetryBatch(seq=seq, metrics=[agent_pb2.MetricSample(
         ts_ms=ts_ms, cpu_percent=cpu, mem_total=1000, mem_used=500, net_rx_bytes=rx, net_tx_bytes=rx // 2)])
+
+
+def connected(ingest: TelemetryIngest, epoch: int = 1) -> TelemetryIngest:
+    """As the hub does when node n1's stream (session epoch 1) opens on a fresh database."""
+    ingest.begin_session("n1", epoch, 0)
+    return ingest
 
 
 @pytest.fixture
@@ -36,12 +42,12 @@ async def db(tmp_path: Path):
 
 
 async def test_duplicates_are_acknowledged_but_stored_once(db) -> None:
-    ingest = TelemetryIngest(db)
+    ingest = connected(TelemetryIngest(db))
     runner = asyncio.create_task(ingest.run())
     acks: list[int] = []
     try:
         for seq in (1, 2, 2, 1, 3):  # a reconnect re-sends 1 and 2
-            await ingest.submit("n1", batch(seq, T0 + seq * 10_000, cpu=seq * 10), acks.append)
+            await ingest.submit("n1", 1, batch(seq, T0 + seq * 10_000, cpu=seq * 10), acks.append)
         for _ in range(100):
             if len(acks) == 5:
                 break
@@ -59,11 +65,10 @@ async def test_duplicates_are_acknowledged_but_stored_once(db) -> None:
 
 
 async def test_history_merges_buckets_by_interval(db) -> None:
-    ingest = TelemetryIngest(db)
+    ingest = connected(TelemetryIngest(db))
     acks: list[int] = []
     # 6 minutes, one sample per minute, cpu 10..60
-    await ingest._store([type("P", (), {"node_uuid": "n1", "batch": batch(i + 1, T0 + i * 60_000, cpu=(i + 1) * 10),
-                                        "ack": acks.append})() for i in range(6)])
+    await ingest._store([_Pending("n1", 1, batch(i + 1, T0 + i * 60_000, cpu=(i + 1) * 10), acks.append) for i in range(6)])
     start = dt.datetime.fromtimestamp(T0 / 1000, dt.timezone.utc)
     async with db() as s:
         per_minute = await metrics_history(s, "n1", start, start + dt.timedelta(minutes=6), 60)
@@ -88,7 +93,7 @@ async def test_wireguard_peer_usage_is_counted_once_per_batch(db) -> None:
         client = WireguardClient(server_id=server.id, name="c", public_key="pk", ipv4_address="10.8.0.2/32")
         s.add(client)
         await s.commit()
-    ingest = TelemetryIngest(db)
+    ingest = connected(TelemetryIngest(db))
     acks: list[int] = []
 
     def traffic_batch(seq: int, rx: int) -> agent_pb2.TelemetryBatch:
@@ -98,7 +103,7 @@ async def test_wireguard_peer_usage_is_counted_once_per_batch(db) -> None:
         b.wireguard_peers.add(interface="wg0", public_key="gone", peer_id="999", rx_bytes=5)  # deleted peer
         return b
 
-    items = [type("P", (), {"node_uuid": "n1", "batch": traffic_batch(seq, rx), "ack": acks.append})()
+    items = [_Pending("n1", 1, traffic_batch(seq, rx), acks.append)
              for seq, rx in ((1, 1000), (2, 500), (2, 500), (1, 1000))]  # re-sends after a reconnect
     await ingest._store(items[:2])
     await ingest._store(items[2:])
@@ -119,7 +124,7 @@ async def test_v2ray_user_usage_is_counted_once_per_batch(db) -> None:
                          used_download_bytes=0)
         s.add(sub)
         await s.commit()
-    ingest = TelemetryIngest(db)
+    ingest = connected(TelemetryIngest(db))
     acks: list[int] = []
     notified: list[bool] = []
     ingest.on_subscriber_usage = lambda: notified.append(True)
@@ -130,7 +135,7 @@ async def test_v2ray_user_usage_is_counted_once_per_batch(db) -> None:
         b.v2ray_users.add(email="vpnfleet-relay", downlink_bytes=7)  # not a subscriber: ignored
         return b
 
-    items = [type("P", (), {"node_uuid": "n1", "batch": traffic_batch(seq, down), "ack": acks.append})()
+    items = [_Pending("n1", 1, traffic_batch(seq, down), acks.append)
              for seq, down in ((1, 1000), (2, 5000), (2, 5000), (1, 1000))]  # re-sends after a reconnect
     await ingest._store(items[:2])
     await ingest._store(items[2:])
@@ -141,3 +146,68 @@ async def test_v2ray_user_usage_is_counted_once_per_batch(db) -> None:
     assert [(u.node_uuid, u.upload_bytes, u.download_bytes) for u in usage] == [("n1", 600, 6000)]
     assert usage[0].hour_start == dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.timezone.utc)
     assert acks == [2, 2, 2, 2] and notified == [True]  # only the store that had new usage
+
+
+async def wait_acks(acks: list[int], n: int) -> None:
+    for _ in range(200):
+        if len(acks) >= n:
+            return
+        await asyncio.sleep(0.01)
+
+
+async def stored_seq_and_samples(db) -> tuple[int, int]:
+    async with db() as s:
+        node = await s.scalar(select(Node).where(Node.uuid == "n1"))
+        samples = sum((await s.scalars(select(MetricBucket.samples))).all())
+    return node.telemetry_seq, samples
+
+
+async def test_a_new_stream_never_moves_the_stored_seq_back(db) -> None:
+    ingest = connected(TelemetryIngest(db))
+    acks: list[int] = []
+    await ingest._store([_Pending("n1", 1, batch(1, T0), acks.append)])
+    # The agent reconnects; the hub read the node row (seq 0) just before batch 1 was stored.
+    assert ingest.begin_session("n1", 2, 0) == 1
+    await ingest._store([_Pending("n1", 2, batch(1, T0), acks.append)])  # the re-send
+    assert await stored_seq_and_samples(db) == (1, 1) and ingest.duplicates_ignored == 1
+
+
+async def test_batches_of_a_replaced_stream_are_neither_stored_nor_acknowledged(db) -> None:
+    ingest = connected(TelemetryIngest(db))
+    old_acks: list[int] = []
+    ingest.begin_session("n1", 2, 0)
+    await ingest._store([_Pending("n1", 1, batch(1, T0), old_acks.append)])  # still queued from epoch 1
+    assert old_acks == [] and await stored_seq_and_samples(db) == (0, 0)  # the new stream re-sends it
+
+
+async def test_a_failed_write_resynchronises_the_node_instead_of_acknowledging_past_it(db) -> None:
+    ingest = connected(TelemetryIngest(db, linger=0))
+    failed: list[set[str]] = []
+    ingest.on_store_failed = failed.append
+    real = ingest._store_peer_usage
+
+    async def broken_once(s, peers):
+        ingest._store_peer_usage = real
+        raise RuntimeError("database went away")
+
+    ingest._store_peer_usage = broken_once
+    runner = asyncio.create_task(ingest.run())
+    acks: list[int] = []
+    try:
+        await ingest.submit("n1", 1, batch(1, T0), acks.append)  # this write fails
+        for _ in range(200):
+            if failed:
+                break
+            await asyncio.sleep(0.01)
+        assert failed == [{"n1"}]
+        await ingest.submit("n1", 1, batch(2, T0 + 10_000), acks.append)  # the old stream's next batch
+        await asyncio.sleep(1.5)  # the writer pauses 1 s after a failure
+        assert acks == [] and await stored_seq_and_samples(db) == (0, 0)  # 2 must not be acked over 1
+        # The agent reconnects and re-sends both.
+        assert ingest.begin_session("n1", 2, 0) == 0
+        await ingest.submit("n1", 2, batch(1, T0), acks.append)
+        await ingest.submit("n1", 2, batch(2, T0 + 10_000), acks.append)
+        await wait_acks(acks, 2)
+    finally:
+        runner.cancel()
+    assert max(acks) == 2 and await stored_seq_and_samples(db) == (2, 2)
