@@ -21,8 +21,8 @@ from controller.auth import ApiKeyStore
 from controller.db import make_engine, make_sessionmaker, prepare_database
 from controller.errors import DomainError
 from controller.events import Event, EventBus
-from controller.http import (AuditMiddleware, AuthMiddleware, RequestIdMiddleware, domain_error_handler,
-                             http_error_handler, internal_error_handler)
+from controller.http import (AuditMiddleware, AuthMiddleware, InputGuardMiddleware, RequestIdMiddleware,
+                             domain_error_handler, http_error_handler, internal_error_handler)
 from controller.hub.hub import Hub
 from controller.hub.servicer import AgentServicer, EnrollmentServicer
 from controller.pki import CertificateAuthority
@@ -192,8 +192,8 @@ def create_app(settings: Settings) -> Starlette:
     models = [model for module in ROUTE_MODULES for model in module.schemas]
     app = Starlette(
         routes=api_routes + docs.make_routes(api_routes, models),
-        middleware=[Middleware(RequestIdMiddleware), Middleware(AuthMiddleware, keys=ctl.keys),
-                    Middleware(AuditMiddleware, operations=ctl.operations)],
+        middleware=[Middleware(RequestIdMiddleware), Middleware(InputGuardMiddleware),
+                    Middleware(AuthMiddleware, keys=ctl.keys), Middleware(AuditMiddleware, operations=ctl.operations)],
         exception_handlers={DomainError: domain_error_handler, HTTPException: http_error_handler,
                             Exception: internal_error_handler},
         lifespan=lifespan,

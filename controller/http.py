@@ -11,6 +11,7 @@ import json as jsonlib
 import logging
 import re
 import secrets
+import urllib.parse
 import uuid
 from typing import Any, TypeVar
 
@@ -68,8 +69,13 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
     return error_response(err, request.scope)
 
 
+def loggable_path(path: str) -> str:
+    """The path for a log line: a subscription URL's short uuid is a secret, so it is left out."""
+    return "/sub/<redacted>" if path.startswith("/sub/") else path
+
+
 async def internal_error_handler(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error in %s %s", request.method, request.url.path)
+    log.exception("unhandled error in %s %s", request.method, loggable_path(request.url.path))
     err = DomainError("internal error; see the controller log with this request id")
     err.status, err.code = 500, "INTERNAL_ERROR"
     return error_response(err, request.scope)
@@ -96,6 +102,21 @@ class RequestIdMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_id)
+
+
+class InputGuardMiddleware:
+    """Refuses NUL characters in the path or query: no route takes them, PostgreSQL cannot store them, and
+    refusing them here spares every handler the check (JSON bodies are checked in read_body)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and ("\x00" in scope["path"]
+                                        or b"\x00" in urllib.parse.unquote_to_bytes(scope["query_string"])):
+            return await error_response(BadRequest("NUL characters are not allowed in the URL"),
+                                        scope)(scope, receive, send)
+        await self.app(scope, receive, send)
 
 
 class AuthMiddleware:
@@ -172,15 +193,17 @@ class AuditMiddleware:
         route = scope.get("route")
         template = getattr(route, "path", scope["path"])
         params = scope.get("path_params") or {}
-        target_id = params.get("id") or params.get("uuid")
+        target_id = _canonical_id(params.get("id") or params.get("uuid"))
         parts = [p for p in template.split("/") if p and not p.startswith("{")]
         # "/api/v1/nodes/{id}/start" -> target "node", action "POST /api/v1/nodes/{id}/start"
         resource = parts[2] if len(parts) > 2 else (parts[-1] if parts else "")
         target_type = resource.rstrip("s") or None
         try:
             payload = jsonlib.loads(body) if body else None
-        except ValueError:
-            payload = {"_raw": body[:200].decode("utf-8", "replace")}
+        except (ValueError, RecursionError):
+            payload = {"_raw": body[:200].decode("utf-8", "replace").replace("\x00", "")}
+        if _has_nul(payload):  # refused by read_body; PostgreSQL's JSON cannot hold it either
+            payload = {"_raw": "(a body with NUL characters)"}
         message = None
         if status >= 400:
             try:
@@ -191,7 +214,7 @@ class AuditMiddleware:
         if target_id is None and status < 400 and isinstance(scope["state"].get("created_id"), str):
             target_id = scope["state"]["created_id"]
         # seed 004: a subscriber's operations are found by client_id
-        client_id = params.get("client_id") or (target_id if resource == "clients" else None)
+        client_id = _canonical_id(params.get("client_id")) or (target_id if resource == "clients" else None)
         try:
             await self.operations.record(
                 actor=scope["state"]["principal"].name, action=f"{scope['method']} {template}",
@@ -200,6 +223,33 @@ class AuditMiddleware:
             )
         except Exception:  # the audit log must never turn a finished call into a failure
             log.exception("could not write the operations log")
+
+
+def _canonical_id(value: str | None) -> str | None:
+    """An id from the path as the API writes it (routes accept any form uuid.UUID parses: upper case, braces,
+    urn:uuid:), so the operations log finds it by the id; anything else is kept, cut to the column's size."""
+    if value is None:
+        return None
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        return value[:36]
+
+
+def _has_nul(data: Any) -> bool:
+    """Does any string (key or value) in this parsed JSON hold a NUL character?"""
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 # -- parsing ----------------------------------------------------------------------------------------------------
@@ -219,8 +269,12 @@ async def read_body(request: Request, model: type[M], allow_empty: bool = False)
         data = jsonlib.loads(raw)
     except ValueError as exc:
         raise BadRequest(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest("request body is nested too deeply") from None
     if not isinstance(data, dict):
         raise BadRequest("request body must be a JSON object")
+    if _has_nul(data):
+        raise BadRequest("request body holds a NUL character (\\u0000), which no field accepts")
     try:
         return model.model_validate(data)
     except ValidationError as exc:

@@ -4,7 +4,10 @@ Pure: endpoints and a credential in, text out. Three subscription formats:
 
 * ``base64`` — newline-joined share links, base64-encoded (v2rayN, v2rayNG, Shadowrocket, ...);
 * ``sing-box`` — a complete sing-box client config (JSON);
-* ``clash`` — a Clash/Mihomo config (YAML).
+* ``clash`` — a Clash Meta (mihomo) config (YAML): every app built on mihomo (Clash Verge, FlClash, Clash Meta
+  for Android, Stash, ...);
+* ``clash-legacy`` — the same without VLESS, for the original Clash core (Clash for Windows, ClashX), which
+  refuses a whole profile that names a proxy type it does not know.
 
 Every format names each endpoint the same way: names are made unique (see :func:`unique_names`), so
 a node keeps one name whichever app the subscriber uses. A subscription needs at least one endpoint:
@@ -30,19 +33,23 @@ import yaml
 Protocol = Literal["vmess", "vless"]
 PROTOCOLS: tuple[Protocol, ...] = ("vmess", "vless")
 
-SUBSCRIPTION_FORMATS = ("base64", "sing-box", "clash")
+SUBSCRIPTION_FORMATS = ("base64", "sing-box", "clash", "clash-legacy")
 MEDIA_TYPES = {
     "base64": "text/plain; charset=utf-8",
     "sing-box": "application/json",
     "clash": "text/yaml; charset=utf-8",
+    "clash-legacy": "text/yaml; charset=utf-8",
 }
 _FORMAT_ALIASES = {
     "base64": "base64", "v2ray": "base64", "links": "base64",
     "sing-box": "sing-box", "singbox": "sing-box", "json": "sing-box",
     "clash": "clash", "mihomo": "clash", "yaml": "clash",
+    "clash-legacy": "clash-legacy", "clash-premium": "clash-legacy",
 }
 # User-Agent markers, checked in this order (Clash Meta apps also say "meta"; sing-box GUIs are SFA/SFI/SFM).
 _CLASH_AGENTS = re.compile(r"clash|mihomo|stash|(?<![a-z])meta(?![a-z])")
+# Clash apps whose core is mihomo (VLESS works); any other Clash app gets clash-legacy.
+_MIHOMO_AGENTS = re.compile(r"mihomo|meta|stash|verge|flclash|nyanpasu|hiddify")
 _SING_BOX_AGENTS = re.compile(r"sing-?box|hiddify|(?<![a-z])sf[aim](?![a-z])")
 
 TEST_URL = "https://www.gstatic.com/generate_204"  # what url-test groups probe
@@ -187,9 +194,17 @@ def render_sing_box(endpoints: Sequence[Endpoint], uuid: str) -> str:
     return json.dumps(config, indent=2, ensure_ascii=False) + "\n"
 
 
-def render_clash(endpoints: Sequence[Endpoint], uuid: str) -> str:
+def render_clash_legacy(endpoints: Sequence[Endpoint], uuid: str) -> str:
+    """render_clash with the VMess endpoints only (the original Clash core has no VLESS)."""
+    return render_clash(endpoints, uuid, protocols=("vmess",))
+
+
+def render_clash(endpoints: Sequence[Endpoint], uuid: str, protocols: Sequence[Protocol] = PROTOCOLS) -> str:
     """A Clash/Mihomo config: the proxies, a "vpnfleet" select group, an "auto" url-test group, MATCH rule."""
-    named = _named(endpoints)
+    # Named before filtering, so an endpoint has the same name in every format.
+    named = [e for e in _named(endpoints) if e.protocol in protocols]
+    if not named:
+        raise NoEndpoints(f"no {'/'.join(protocols)} endpoint to put in the subscription")
     _check_uuid(uuid)
     proxies: list[dict[str, object]] = []
     for e in named:
@@ -212,7 +227,8 @@ def render_clash(endpoints: Sequence[Endpoint], uuid: str) -> str:
     return yaml.safe_dump(config, allow_unicode=True, sort_keys=False, default_flow_style=False)
 
 
-_RENDERERS = {"base64": render_base64, "sing-box": render_sing_box, "clash": render_clash}
+_RENDERERS = {"base64": render_base64, "sing-box": render_sing_box, "clash": render_clash,
+              "clash-legacy": render_clash_legacy}
 
 
 def pick_format(user_agent: str | None, requested: str | None) -> str:
@@ -227,7 +243,7 @@ def pick_format(user_agent: str | None, requested: str | None) -> str:
         return _FORMAT_ALIASES[key]
     agent = (user_agent or "").lower()
     if _CLASH_AGENTS.search(agent):
-        return "clash"
+        return "clash" if _MIHOMO_AGENTS.search(agent) else "clash-legacy"
     if _SING_BOX_AGENTS.search(agent):
         return "sing-box"
     return "base64"

@@ -6,7 +6,7 @@ import datetime as dt
 import re
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictFloat, StrictInt, field_validator
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -24,23 +24,42 @@ REGION = r"^[a-z0-9-]{1,64}$"
 NOT_FOUND = "client not found: "
 
 
-def _future(value: dt.datetime | None) -> dt.datetime | None:
-    if value is not None and value <= utcnow():
+#: expires_at may be at most this far ahead: as far as `days` can reach
+_LATEST = dt.timedelta(days=MAX_DAYS)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def _expiry(value: dt.datetime | None, future: bool) -> dt.datetime | None:
+    """An expires_at the API can store and show: in UTC, after 1970 (subscription headers count seconds since
+    then), no later than MAX_DAYS from now, and in the future when a client is created."""
+    if value is None:
+        return None
+    try:
+        value = value.astimezone(dt.timezone.utc)
+    except OverflowError:
+        raise ValueError("is out of range") from None
+    now = utcnow()
+    if future and value <= now:
         raise ValueError("must be in the future")
+    if value < _EPOCH:
+        raise ValueError("must be after 1970-01-01T00:00:00Z")
+    if value > now + _LATEST:
+        raise ValueError(f"must be at most {MAX_DAYS} days from now")
     return value
 
 
 class SubscriberBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     username: str = Field(pattern=USERNAME, description="3-64 characters: letters, digits, _ . @ -")
-    days: int | None = Field(default=None, ge=1, le=MAX_DAYS, description="subscription length from now")
+    days: StrictInt | None = Field(default=None, ge=1, le=MAX_DAYS, description="subscription length from now")
     expires_at: AwareDatetime | None = Field(default=None, description="instead of days: when access ends")
-    data_limit_gb: float | None = Field(default=None, ge=0, le=1_000_000, description="GiB; null or 0: no limit")
+    data_limit_gb: StrictFloat | None = Field(default=None, ge=0, le=1_000_000,
+                                              description="GiB; null or 0: no limit")
     node_ids: list[str] | None = Field(default=None, max_length=1000, description="default: every node")
     regions: list[str] | None = Field(default=None, max_length=100, description="default: every region")
     note: str = Field(default="", max_length=1000)
 
-    _future = field_validator("expires_at")(lambda cls, v: _future(v))
+    _expiry = field_validator("expires_at")(lambda cls, v: _expiry(v, future=True))
     _nodes = field_validator("node_ids")(lambda cls, v: _list_of(v, UUID, "a node id (UUID)"))
     _regions = field_validator("regions")(lambda cls, v: _list_of(v, REGION, "a region code"))
 
@@ -50,20 +69,21 @@ class SubscriberUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     username: str | None = Field(default=None, pattern=USERNAME)
-    days: int | None = Field(default=None, ge=1, le=MAX_DAYS)
-    expires_at: AwareDatetime | None = None
-    data_limit_gb: float | None = Field(default=None, ge=0, le=1_000_000)
+    days: StrictInt | None = Field(default=None, ge=1, le=MAX_DAYS)
+    expires_at: AwareDatetime | None = Field(default=None, description="may be in the past: expires the client now")
+    data_limit_gb: StrictFloat | None = Field(default=None, ge=0, le=1_000_000)
     node_ids: list[str] | None = Field(default=None, max_length=1000)
     regions: list[str] | None = Field(default=None, max_length=100)
     note: str | None = Field(default=None, max_length=1000)
 
+    _expiry = field_validator("expires_at")(lambda cls, v: _expiry(v, future=False))
     _nodes = field_validator("node_ids")(lambda cls, v: _list_of(v, UUID, "a node id (UUID)"))
     _regions = field_validator("regions")(lambda cls, v: _list_of(v, REGION, "a region code"))
 
 
 class ExtendBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    days: int = Field(ge=1, le=MAX_DAYS)
+    days: StrictInt = Field(ge=1, le=MAX_DAYS)
 
 
 def _list_of(values: list[str] | None, pattern: str, what: str) -> list[str] | None:

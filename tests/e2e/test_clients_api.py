@@ -81,6 +81,12 @@ def test_bad_input_gets_clear_errors(ctl: ControllerProcess, node: dict) -> None
         ({"username": "nodes2", "days": 1, "node_ids": [str(uuid.uuid4())]}, 422, "node_ids"),
         ({"username": "reg", "days": 1, "regions": ["mars-1"]}, 422, "regions"),
         ({"username": "extra", "days": 1, "admin": True}, 422, "admin"),
+        ({"username": "booldays", "days": True}, 422, "days"),
+        ({"username": "strdays", "days": "30"}, 422, "days"),
+        ({"username": "strlim", "days": 1, "data_limit_gb": "5"}, 422, "data_limit_gb"),
+        ({"username": "far", "expires_at": "9999-12-31T00:00:00Z"}, 422, "expires_at"),
+        ({"username": "edge", "expires_at": "9999-12-31T23:00:00-05:00"}, 422, "expires_at"),
+        ({"username": "nul", "days": 1, "note": "a\u0000b"}, 400, "NUL"),
     ]
     for body, status, field in cases:
         r = ctl.api.post("/api/v1/clients", json=body)
@@ -88,6 +94,8 @@ def test_bad_input_gets_clear_errors(ctl: ControllerProcess, node: dict) -> None
         err = r.json()["error"]
         assert field in err["message"] or field in json.dumps(err.get("details", {})), (body, err)
     assert ctl.api.post("/api/v1/clients", content=b"{nope").status_code == 400
+    assert ctl.api.post("/api/v1/clients", content=b"[" * 100_000).status_code == 400  # nested too deeply
+    assert ctl.api.get("/api/v1/clients", params={"search": "a\x00"}).status_code == 400
     missing = str(uuid.uuid4())
     for method, path, body in [("GET", f"/api/v1/clients/{missing}", None),
                                ("POST", f"/api/v1/clients/{missing}/block", None),
@@ -101,6 +109,14 @@ def test_bad_input_gets_clear_errors(ctl: ControllerProcess, node: dict) -> None
         assert ctl.api.post(f"/api/v1/clients/{cid}/extend", json=bad).status_code == 422
     assert ctl.api.get("/api/v1/clients", params={"status": "gone"}).status_code == 422
     assert ctl.api.patch(f"/api/v1/clients/{cid}", json={"username": "dupe"}).status_code == 409
+    for bad in ({"expires_at": "0001-01-01T00:00:00+01:00"}, {"expires_at": "1960-01-01T00:00:00Z"},
+                {"expires_at": "9999-12-31T00:00:00Z"}, {"days": True}):
+        r = ctl.api.patch(f"/api/v1/clients/{cid}", json=bad)
+        assert r.status_code == 422 and next(iter(bad)) in r.text, (bad, r.text)
+    # the operations log finds a change made through any spelling of the id
+    assert ctl.api.post(f"/api/v1/clients/{cid.upper()}/block").status_code == 200
+    ops = ctl.api.get("/api/v1/operations", params={"client_id": cid}).json()["items"]
+    assert ops[0]["action"] == "POST /api/v1/clients/{id}/block" and ops[0]["client_id"] == cid
 
 
 def test_block_unblock_extend_and_operations_log(ctl: ControllerProcess, node: dict) -> None:
@@ -167,6 +183,10 @@ def test_subscription_formats_and_headers(ctl: ControllerProcess, node: dict) ->
     assert ctl.api.get(url, params={"format": "clash"}, headers=anonymous).text == clash.text
     assert ctl.api.get(url, params={"format": "bogus"}, headers=anonymous).status_code == 422
     assert ctl.api.get("/sub/does-not-exist-at-all", headers=anonymous).status_code == 404
+    assert ctl.api.get("/sub/%00aaaaaaaaaa", headers=anonymous).status_code in (400, 404)
+    assert ctl.api.get("/sub/a.b.c.d.e.f.g", headers=anonymous).status_code == 404
+    legacy = ctl.api.get(url, headers={**anonymous, "User-Agent": "ClashforWindows/0.20.39"})
+    assert [p["type"] for p in yaml.safe_load(legacy.text)["proxies"]] == ["vmess"]  # the old core has no VLESS
 
 
 def test_expiry_deactivates_within_seconds_and_is_logged(ctl: ControllerProcess, node: dict) -> None:

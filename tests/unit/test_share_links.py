@@ -159,6 +159,9 @@ def test_names_are_deduplicated_deterministically_in_every_format() -> None:
         ("clash-verge/v1.7.7", "clash"),
         ("mihomo/1.18.3", "clash"),
         ("Stash/2.4.7 Clash/1.9.0", "clash"),
+        ("ClashforWindows/0.20.39", "clash-legacy"),  # the original core: no VLESS
+        ("ClashX/1.118.0 (com.west2online.ClashX; build:1.118.0; macOS 14.5.0) Alamofire/5.8.1", "clash-legacy"),
+        ("ClashX Meta/v1.4.1", "clash"),
         ("FlClash/v0.8 Platform/android", "clash"),
         ("Meta", "clash"),
         ("SFA/1.9.3 (34; sing-box 1.9.3)", "sing-box"),
@@ -186,7 +189,7 @@ def test_pick_format_by_user_agent(user_agent: str | None, expected: str) -> Non
     ("requested", "expected"),
     [("base64", "base64"), ("v2ray", "base64"), ("links", "base64"), ("sing-box", "sing-box"),
      ("SingBox", "sing-box"), ("json", "sing-box"), ("clash", "clash"), (" Mihomo ", "clash"), ("yaml", "clash"),
-     ("", "clash")],
+     ("clash-legacy", "clash-legacy"), ("Clash-Premium", "clash-legacy"), ("", "clash")],
 )
 def test_pick_format_explicit_request_wins(requested: str, expected: str) -> None:
     assert pick_format("clash-verge/v1.7.7", requested) == expected
@@ -208,12 +211,23 @@ def test_render_returns_body_and_media_type(fmt: str) -> None:
         "base64": lambda text: base64.b64decode(text, validate=True).decode().split("\n"),
         "sing-box": json.loads,
         "clash": yaml.safe_load,
+        "clash-legacy": yaml.safe_load,
     }
     assert loaders[fmt](body)
     assert media_type == {"base64": "text/plain; charset=utf-8", "sing-box": "application/json",
-                          "clash": "text/yaml; charset=utf-8"}[fmt]
+                          "clash": "text/yaml; charset=utf-8", "clash-legacy": "text/yaml; charset=utf-8"}[fmt]
     for e in ENDPOINTS:
-        assert (e.host in body) or fmt == "base64"
+        assert (e.host in body) or fmt == "base64" or (fmt, e.protocol) == ("clash-legacy", "vless")
+
+
+def test_clash_legacy_leaves_out_vless_which_the_original_core_refuses() -> None:
+    legacy = yaml.safe_load(render("clash-legacy", ENDPOINTS, UUID)[0])
+    meta = yaml.safe_load(render("clash", ENDPOINTS, UUID)[0])
+    assert {p["type"] for p in meta["proxies"]} == {"vmess", "vless"}
+    assert {p["type"] for p in legacy["proxies"]} == {"vmess"}
+    assert [p for p in meta["proxies"] if p["type"] == "vmess"] == legacy["proxies"]
+    with pytest.raises(NoEndpoints):
+        render("clash-legacy", [e for e in ENDPOINTS if e.protocol == "vless"], UUID)
 
 
 def test_render_refuses_unknown_formats_and_empty_subscriptions() -> None:
