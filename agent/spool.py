@@ -33,6 +33,32 @@ def batch_file_name(seq: int) -> str:
     return f"{seq:020d}{_SUFFIX}"
 
 
+def merge_users(entries: Iterable[agent_pb2.UserTraffic]) -> list[agent_pb2.UserTraffic]:
+    """One entry per email (the subscriber the controller bills), bytes summed, in order of first appearance."""
+    merged: dict[str, agent_pb2.UserTraffic] = {}
+    for entry in entries:
+        have = merged.setdefault(entry.email, agent_pb2.UserTraffic(email=entry.email))
+        have.uplink_bytes += entry.uplink_bytes
+        have.downlink_bytes += entry.downlink_bytes
+    return list(merged.values())
+
+
+def merge_peers(entries: Iterable[agent_pb2.PeerTraffic]) -> list[agent_pb2.PeerTraffic]:
+    """One entry per (interface, public key, peer id), bytes summed, the latest handshake kept.
+
+    The peer id is part of the key because the controller bills by it: a key re-used for another peer
+    must not move bytes between the two.
+    """
+    merged: dict[tuple[str, str, str], agent_pb2.PeerTraffic] = {}
+    for entry in entries:
+        key = (entry.interface, entry.public_key, entry.peer_id)
+        have = merged.setdefault(key, agent_pb2.PeerTraffic(interface=key[0], public_key=key[1], peer_id=key[2]))
+        have.rx_bytes += entry.rx_bytes
+        have.tx_bytes += entry.tx_bytes
+        have.last_handshake_ms = max(have.last_handshake_ms, entry.last_handshake_ms)
+    return list(merged.values())
+
+
 class Spool:
     """Telemetry batches on disk, oldest first, at most `max_batches` of them."""
 
@@ -107,12 +133,18 @@ class Spool:
                     carried_peers.extend(old.wireguard_peers)
                     carried_users.extend(old.v2ray_users)
                 evicted.append(seq)
+            if evicted:
+                # Merged, not concatenated: a batch that carries traffic is itself evicted and carried again
+                # while the controller is away, and must stay bounded by the number of users and peers (else it
+                # outgrows gRPC's message limit and telemetry wedges for good).
+                wireguard_peers = merge_peers([*carried_peers, *wireguard_peers])
+                v2ray_users = merge_users([*carried_users, *v2ray_users])
             batch = agent_pb2.TelemetryBatch(
                 seq=self._next_seq,
                 metrics=list(samples),
                 dropped_samples=dropped,
-                wireguard_peers=carried_peers + list(wireguard_peers),
-                v2ray_users=carried_users + list(v2ray_users),
+                wireguard_peers=list(wireguard_peers),
+                v2ray_users=list(v2ray_users),
             )
             if evicted:
                 # Say what is about to happen before doing it. The new batch carries the old ones' traffic, so

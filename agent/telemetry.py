@@ -113,6 +113,9 @@ class TrafficSource(Protocol):
     forgets it; if that batch cannot be spooled, give_back() returns the entries so they go out with the next
     batch (never lost, never twice). spooled(seq) says the batch `seq` is safely on disk: a source that keeps
     taken entries on disk until then (to survive an agent crash between taking and spooling) drops them.
+    A take that raises must keep what it would have handed over (it is re-offered by the next take); such a
+    source is neither given back nor told spooled() for that batch. A give_back that raises keeps the
+    entries in memory all the same.
     """
 
     #: The TelemetryBatch field the entries go in, e.g. "wireguard_peers" or "v2ray_users".
@@ -123,6 +126,10 @@ class TrafficSource(Protocol):
     def give_back(self, entries: list[Any]) -> None: ...
 
     def spooled(self, seq: int) -> None: ...
+
+
+#: What one round took: (source, entries) for every source whose take succeeded.
+Taken = list[tuple[TrafficSource, list[Any]]]
 
 
 class MetricsLoop:
@@ -158,9 +165,9 @@ class MetricsLoop:
 
     async def run(self) -> None:
         # Tell sources what reached the disk before a crash or restart: entries they kept for a batch that
-        # made it into the spool are delivered; the rest ride with the next batch.
-        for source in self.traffic_sources:
-            source.spooled(self.spool.last_seq)
+        # made it into the spool are delivered; the rest ride with the next batch. Guarded like every round:
+        # a source that cannot write its file (full disk) must not end telemetry before it starts.
+        self._settle([(source, []) for source in self.traffic_sources], self.spool.last_seq)
         while True:
             try:
                 await self._wait(self.interval_seconds)
@@ -171,11 +178,9 @@ class MetricsLoop:
                 try:
                     batch = await asyncio.to_thread(self._append, sample, taken)
                 except Exception:
-                    for source, entries in taken:
-                        source.give_back(entries)
+                    self._give_back(taken)
                     raise
-                for source in self.traffic_sources:
-                    source.spooled(batch.seq)
+                self._settle(taken, batch.seq)
                 self.on_batch(batch)
             except asyncio.CancelledError:
                 raise
@@ -183,7 +188,8 @@ class MetricsLoop:
                 # A full disk or an odd /proc must not end telemetry for good; try again next interval.
                 log.exception("taking a metrics sample failed")
 
-    async def _take_traffic(self, seq: int) -> list[tuple[TrafficSource, list[Any]]]:
+    async def _take_traffic(self, seq: int) -> Taken:
+        """Every source whose take succeeded, with its entries (possibly none) for batch seq."""
         taken = []
         for source in self.traffic_sources:
             try:
@@ -193,16 +199,37 @@ class MetricsLoop:
             except Exception:  # one broken source must not cost the sample
                 log.exception("reading traffic from %s failed", type(source).__name__)
                 continue
-            if entries:
-                taken.append((source, entries))
+            taken.append((source, entries))
         return taken
 
-    def _append(self, sample: agent_pb2.MetricSample, taken: list[tuple[TrafficSource, list[Any]]]
-                ) -> agent_pb2.TelemetryBatch:
+    def _append(self, sample: agent_pb2.MetricSample, taken: Taken) -> agent_pb2.TelemetryBatch:
         traffic: dict[str, list[Any]] = {}
         for source, entries in taken:
-            traffic.setdefault(source.traffic_field, []).extend(entries)
+            if entries:
+                traffic.setdefault(source.traffic_field, []).extend(entries)
         return self.spool.append([sample], **traffic)
+
+    @staticmethod
+    def _give_back(taken: Taken) -> None:
+        """The batch was not spooled: each source gets its entries back. One that fails (say, it cannot write
+        its own file) keeps them in memory and must not cost the others theirs."""
+        for source, entries in taken:
+            if not entries:
+                continue
+            try:
+                source.give_back(entries)
+            except Exception:
+                log.exception("giving traffic back to %s failed", type(source).__name__)
+
+    @staticmethod
+    def _settle(taken: Taken, seq: int) -> None:
+        """Batch seq is on disk: tell the sources that took for it. One whose take failed is left alone; its
+        entries are not in the batch, so nothing of it may count as delivered."""
+        for source, _ in taken:
+            try:
+                source.spooled(seq)
+            except Exception:  # the batch is spooled all the same: the others and on_batch must still hear it
+                log.exception("settling traffic of %s failed", type(source).__name__)
 
     async def _wait(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds

@@ -24,7 +24,7 @@ import json
 import logging
 import threading
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 from agent.atomicfile import write_atomic
 from protos import agent_pb2
@@ -70,7 +70,10 @@ class UsageMeter:
     # -- the telemetry side (TrafficSource) ----------------------------------------------------------------
 
     def take(self, seq: int, counters: Counters) -> list[agent_pb2.UserTraffic]:
-        """Everything to report in batch seq: counters (just read and zeroed) plus what was carried."""
+        """Everything to report in batch seq: counters (just read and zeroed) plus what was carried.
+
+        If the record cannot be written this raises, and everything stays carried for the next take.
+        """
         with self._lock:
             changed = self._resolve(seq - 1)
             deltas = self._carry
@@ -79,7 +82,14 @@ class UsageMeter:
             self._carry = {}
             self._pending = (seq, deltas) if deltas else None
             if deltas or changed:
-                self._save()
+                try:
+                    self._save()
+                except BaseException:
+                    # Not recorded as pending, so they must not leave: a batch spooled with them plus the old
+                    # file after a crash would count them twice. V2Ray's counters are already zeroed, so they
+                    # stay here (in memory) for the next take.
+                    self._carry, self._pending = deltas, None
+                    raise
             return [
                 agent_pb2.UserTraffic(email=email, uplink_bytes=up, downlink_bytes=down)
                 for email, (up, down) in sorted(deltas.items())
@@ -142,10 +152,14 @@ class UsageMeter:
         except (OSError, ValueError):
             log.error("%s is unreadable; V2Ray traffic it held is lost", self.path)
             return
-        self._carry = {e: [int(up), int(down)] for e, (up, down) in data.get("carry", {}).items()}
-        pending = data.get("pending")
-        if pending:
-            self._pending = (int(pending["seq"]), {e: [int(u), int(d)] for e, (u, d) in pending["entries"].items()})
+        try:
+            carry, pending = _parse(data)
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            # Valid JSON of the wrong shape must not keep the agent from starting. Only the exception's type is
+            # logged: its text could quote the file, i.e. subscribers' emails.
+            log.error("%s is damaged (%s); V2Ray traffic it held is lost", self.path, type(exc).__name__)
+            return
+        self._carry, self._pending = carry, pending
 
     def _save(self) -> None:
         pending = None
@@ -153,3 +167,22 @@ class UsageMeter:
             pending = {"seq": self._pending[0], "entries": self._pending[1]}
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         write_atomic(self.path, json.dumps({"pending": pending, "carry": self._carry}).encode(), 0o600)
+
+
+def _pair(value: Any) -> list[int]:
+    """[uplink, downlink] from the file. Anything but two counts >= 0 is damage: loaded, it would make every
+    take fail (UserTraffic's fields are unsigned)."""
+    up, down = value
+    if not all(isinstance(n, int) and n >= 0 for n in (up, down)):
+        raise ValueError("bad byte count")
+    return [up, down]
+
+
+def _parse(data: Any) -> tuple[dict[str, list[int]], tuple[int, dict[str, list[int]]] | None]:
+    """(carry, pending) from traffic.json's content; raises on anything but the shape _save writes."""
+    carry = {str(email): _pair(pair) for email, pair in (data.get("carry") or {}).items()}
+    pending = None
+    if data.get("pending"):
+        entries = {str(email): _pair(pair) for email, pair in data["pending"]["entries"].items()}
+        pending = (int(data["pending"]["seq"]), entries)
+    return carry, pending

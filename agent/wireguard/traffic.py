@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 from agent.atomicfile import write_atomic
 from agent.telemetry import counter_delta
@@ -103,7 +103,8 @@ class TrafficMeter:
     ) -> tuple[list[agent_pb2.PeerTraffic], list[Event]]:
         """Deltas since the previous take for `devices` ({iface: (state, peer ids)}), and live-log events.
 
-        Interfaces not in `devices` (unreadable right now) keep their baselines.
+        Interfaces not in `devices` (unreadable right now) keep their baselines. If the baselines cannot be
+        written this raises, and the deltas stay carried for the next take.
         """
         now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
         events: list[Event] = []
@@ -122,13 +123,23 @@ class TrafficMeter:
                     events.extend(self._session_events(iface, public, label, state, previous, now_ms))
                     new[public] = [state.rx_bytes, state.tx_bytes, state.last_handshake_ms]
                 self._baseline[iface] = new
-            self._save()
-        return merge(entries), events
+            entries = merge(entries)
+            try:
+                self._save()
+            except BaseException:
+                # The new baselines are not on disk, so these deltas must not leave: after a crash the old
+                # baselines would count them again. Carried (in memory), they go out with the next take.
+                self._carry = entries
+                raise
+        return entries, events
 
     def give_back(self, entries: Iterable[agent_pb2.PeerTraffic]) -> None:
-        """Entries whose batch could not be spooled: they go out with the next take."""
+        """Entries whose batch could not be spooled: they go out with the next take.
+
+        Kept in memory even if the file cannot be written (that raises): the next take reports them.
+        """
         with self._lock:
-            self._carry.extend(entries)
+            self._carry = merge([*self._carry, *entries])  # merged: repeated failures must not grow it
             self._save()
 
     # -- internals -----------------------------------------------------------------------------------------
@@ -177,14 +188,12 @@ class TrafficMeter:
         except (OSError, ValueError):
             log.error("%s is unreadable; WireGuard traffic counts from the devices' current values", self.path)
             return
-        self._baseline = {
-            iface: {p: [int(x) for x in v] for p, v in peers.items()}
-            for iface, peers in data.get("baseline", {}).items()
-        }
-        fields = agent_pb2.PeerTraffic.DESCRIPTOR.fields_by_name
-        self._carry = [
-            agent_pb2.PeerTraffic(**{k: v for k, v in e.items() if k in fields}) for e in data.get("carry", [])
-        ]
+        try:
+            self._baseline, self._carry = _parse(data)
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            # Valid JSON of the wrong shape must not keep the agent from starting (nor make every take fail).
+            log.error("%s is damaged (%s); WireGuard traffic counts from the devices' current values",
+                      self.path, type(exc).__name__)
 
     def _save(self) -> None:
         if self.path is None:
@@ -202,3 +211,23 @@ class TrafficMeter:
         ]
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         write_atomic(self.path, json.dumps({"baseline": self._baseline, "carry": carry}).encode(), 0o600)
+
+
+def _baseline_entry(value: Any) -> list[int]:
+    """[rx, tx, last_handshake_ms] from the file; anything else is damage (take would fail on it)."""
+    rx, tx, handshake = value
+    if not all(isinstance(n, int) and n >= 0 for n in (rx, tx, handshake)):
+        raise ValueError("bad counter")
+    return [rx, tx, handshake]
+
+
+def _parse(data: Any) -> tuple[dict[str, dict[str, list[int]]], list[agent_pb2.PeerTraffic]]:
+    """(baselines, carry) from the traffic file's content; raises on anything but the shape _save writes."""
+    baseline = {
+        str(iface): {str(p): _baseline_entry(v) for p, v in peers.items()}
+        for iface, peers in (data.get("baseline") or {}).items()
+    }
+    fields = agent_pb2.PeerTraffic.DESCRIPTOR.fields_by_name
+    # PeerTraffic() itself rejects wrong types and negative counts.
+    carry = [agent_pb2.PeerTraffic(**{k: v for k, v in e.items() if k in fields}) for e in data.get("carry") or []]
+    return baseline, carry
