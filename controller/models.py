@@ -310,6 +310,12 @@ class Subscriber(Base):
     note: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    #: optimistic lock: every ORM UPDATE/DELETE of the row checks and bumps it, so a change based on a stale
+    #: read fails (StaleDataError) instead of overwriting what another change committed meanwhile; the
+    #: schedule's conditional UPDATE bumps it too (SubscriberService)
+    version: Mapped[int] = mapped_column(Integer, server_default="1")
+
+    __mapper_args__ = {"version_id_col": version}
 
 
 class SubscriberUsage(Base):

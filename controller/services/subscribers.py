@@ -12,18 +12,22 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import math
+import random
 import secrets
 import uuid
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import case, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm.exc import StaleDataError
 
 from controller.db import fetch_page
-from controller.errors import AlreadyExists, NotFound, ValidationFailed
+from controller.errors import AlreadyExists, Conflict, NotFound, ValidationFailed
 from controller.hub.hub import Hub
 from controller.models import Node, Operation, Subscriber, SubscriberUsage, utcnow
 from controller.services.desired_state import allowed_on, node_v2ray_inbounds, reachable_nodes
@@ -34,7 +38,12 @@ log = logging.getLogger("vpnfleet.subscribers")
 
 STATUSES = ("active", "blocked", "expired", "limited")
 GIB = 1024**3
+MIB = 1024**2
 MAX_DAYS = 36500
+#: tries of one change while concurrent changes to the same subscriber keep committing first
+CHANGE_ATTEMPTS = 8
+
+T = TypeVar("T")
 
 
 def new_short_uuid() -> str:
@@ -103,9 +112,9 @@ class SubscriberService:
         now = utcnow()
         async with self._sessions() as s:
             if await s.scalar(select(Subscriber.id).where(Subscriber.username == values["username"])):
-                raise AlreadyExists(f"a client named '{values['username']}' already exists",
-                                    {"username": "already taken"})
-            selection = await self._check_selection(s, values.get("node_ids"), values.get("regions"))
+                raise _taken(values["username"])
+            selection = Selection(await self._check_node_ids(s, values.get("node_ids")),
+                                  self._check_regions(values.get("regions")))
             sub = Subscriber(username=values["username"], credential_uuid=str(uuid.uuid4()),
                              short_uuid=new_short_uuid(), expires_at=_expiry(values, now),
                              data_limit_bytes=_limit_bytes(values.get("data_limit_gb")),
@@ -117,8 +126,7 @@ class SubscriberService:
             try:
                 await s.flush()
             except IntegrityError:  # a concurrent create with the same username won the race
-                raise AlreadyExists(f"a client named '{values['username']}' already exists",
-                                    {"username": "already taken"}) from None
+                raise _taken(values["username"]) from None
             nodes = await self._bump_nodes(s, [selection])
             await s.commit()
             self._push(nodes)
@@ -126,103 +134,124 @@ class SubscriberService:
 
     async def update(self, client_id: str, values: dict[str, Any]) -> Subscriber:
         """PATCH: a new plan (expiry, data limit), where the client may connect, the username or note."""
-        now = utcnow()
-        async with self._sessions() as s:
+        async def change(s: AsyncSession) -> tuple[Subscriber, list[str]]:
+            now = utcnow()
             sub = await self._get(s, client_id)
+            username = values.get("username", sub.username)
+            renamed = username != sub.username
+            if renamed and await s.scalar(select(Subscriber.id).where(Subscriber.username == username)):
+                raise _taken(username)
+            # Only what this PATCH sends is validated: stored node ids may name nodes deleted since (node
+            # selection ignores them), and they must not make every later change of the client fail.
+            node_ids = await self._check_node_ids(s, values["node_ids"]) if "node_ids" in values else sub.node_ids
+            regions = self._check_regions(values["regions"]) if "regions" in values else sub.regions
             before = Selection.of(sub)
-            if "username" in values and values["username"] != sub.username:
-                if await s.scalar(select(Subscriber.id).where(Subscriber.username == values["username"])):
-                    raise AlreadyExists(f"a client named '{values['username']}' already exists",
-                                        {"username": "already taken"})
-                sub.username = values["username"]
+            sub.username, sub.node_ids, sub.regions = username, node_ids, regions
             if "days" in values or "expires_at" in values:
                 sub.expires_at = _expiry(values, now)
             if "data_limit_gb" in values:
                 sub.data_limit_bytes = _limit_bytes(values["data_limit_gb"])
-            if "node_ids" in values or "regions" in values:
-                selection = await self._check_selection(s, values.get("node_ids", sub.node_ids),
-                                                        values.get("regions", sub.regions))
-                sub.node_ids, sub.regions = selection.node_ids, selection.regions
             if "note" in values:
                 sub.note = values["note"] or ""
             if sub.status != "blocked":
                 sub.status = scheduled_status(sub, now)
-            nodes = await self._bump_nodes(s, [before, Selection.of(sub)])
-            await s.commit()
-            self._push(nodes)
-        return sub
+            try:
+                await s.flush()
+            except IntegrityError:  # a concurrent change took the username between the check and this write
+                if not renamed:
+                    raise
+                raise _taken(username) from None
+            return sub, await self._bump_nodes(s, [before, Selection.of(sub)])
+
+        return await self._change(client_id, change)
 
     async def delete(self, client_id: str) -> None:
         """Irreversible (seed 004): access is removed from every node, the record and its usage are deleted.
         The operations log keeps its entries about the client."""
-        async with self._sessions() as s:
+        async def change(s: AsyncSession) -> tuple[None, list[str]]:
             sub = await self._get(s, client_id)
             selection = Selection.of(sub)
             await s.delete(sub)
-            nodes = await self._bump_nodes(s, [selection])
-            await s.commit()
-            self._push(nodes)
+            return None, await self._bump_nodes(s, [selection])
+
+        await self._change(client_id, change)
 
     async def extend(self, client_id: str, days: int) -> Subscriber:
         """Add days to the subscription: from its end, or from now if it already ended."""
-        now = utcnow()
-        async with self._sessions() as s:
+        async def change(s: AsyncSession) -> tuple[Subscriber, list[str]]:
+            now = utcnow()
             sub = await self._get(s, client_id)
-            sub.expires_at = max(sub.expires_at, now) + dt.timedelta(days=days)
+            sub.expires_at = _add_days(max(sub.expires_at, now), days)
             if sub.status != "blocked":
                 sub.status = scheduled_status(sub, now)
-            nodes = await self._bump_nodes(s, [Selection.of(sub)])
-            await s.commit()
-            self._push(nodes)
-        return sub
+            return sub, await self._bump_nodes(s, [Selection.of(sub)])
+
+        return await self._change(client_id, change)
 
     async def block(self, client_id: str) -> Subscriber:
         """Idempotent: blocking a blocked client changes nothing."""
-        async with self._sessions() as s:
+        async def change(s: AsyncSession) -> tuple[Subscriber, list[str]]:
             sub = await self._get(s, client_id)
-            if sub.status != "blocked":
-                sub.status = "blocked"
-                nodes = await self._bump_nodes(s, [Selection.of(sub)])
-                await s.commit()
-                self._push(nodes)
-        return sub
+            if sub.status == "blocked":
+                return sub, []
+            sub.status = "blocked"
+            return sub, await self._bump_nodes(s, [Selection.of(sub)])
+
+        return await self._change(client_id, change)
 
     async def unblock(self, client_id: str) -> Subscriber:
         """Idempotent. An unblocked client whose time or data ran out is expired/limited, not active."""
-        async with self._sessions() as s:
+        async def change(s: AsyncSession) -> tuple[Subscriber, list[str]]:
             sub = await self._get(s, client_id)
-            if sub.status == "blocked":
-                sub.status = scheduled_status(sub, utcnow())
-                nodes = await self._bump_nodes(s, [Selection.of(sub)])
-                await s.commit()
-                self._push(nodes)
-        return sub
+            if sub.status != "blocked":
+                return sub, []
+            sub.status = scheduled_status(sub, utcnow())
+            return sub, await self._bump_nodes(s, [Selection.of(sub)])
+
+        return await self._change(client_id, change)
 
     async def rotate(self, client_id: str) -> Subscriber:
         """New credentials and a new subscription URL; the old ones stop working on every node."""
-        async with self._sessions() as s:
+        async def change(s: AsyncSession) -> tuple[Subscriber, list[str]]:
             sub = await self._get(s, client_id)
             sub.credential_uuid = str(uuid.uuid4())
             sub.short_uuid = new_short_uuid()
-            nodes = await self._bump_nodes(s, [Selection.of(sub)])
-            await s.commit()
-            self._push(nodes)
-        return sub
+            return sub, await self._bump_nodes(s, [Selection.of(sub)])
+
+        return await self._change(client_id, change)
 
     async def reset_usage(self, client_id: str) -> Subscriber:
         """Start counting towards the data limit from zero (the hourly history is kept)."""
-        now = utcnow()
-        async with self._sessions() as s:
+        async def change(s: AsyncSession) -> tuple[Subscriber, list[str]]:
+            now = utcnow()
             sub = await self._get(s, client_id)
             sub.used_upload_bytes = sub.used_download_bytes = 0
             sub.usage_reset_at = now
-            nodes: list[str] = []
-            if sub.status == "limited":
-                sub.status = scheduled_status(sub, now)
-                nodes = await self._bump_nodes(s, [Selection.of(sub)])
-            await s.commit()
+            if sub.status != "limited":
+                return sub, []
+            sub.status = scheduled_status(sub, now)
+            return sub, await self._bump_nodes(s, [Selection.of(sub)])
+
+        return await self._change(client_id, change)
+
+    async def _change(self, client_id: str,
+                      change: Callable[[AsyncSession], Awaitable[tuple[T, list[str]]]]) -> T:
+        """Run `change` (read the subscriber, modify it, bump the nodes it affects) in a transaction of its
+        own, then push the bumped nodes. When another change of the subscriber (an operator's or the
+        schedule's) committed after the read, the version check makes the write fail instead of
+        overwriting it, and the whole change runs again on the new state."""
+        for attempt in range(CHANGE_ATTEMPTS):
+            try:
+                async with self._sessions() as s:
+                    result, nodes = await change(s)
+                    await s.commit()
+            except StaleDataError:
+                # random backoff, so changes that lost together do not collide again in lockstep
+                await asyncio.sleep(random.uniform(0, 0.005 * 2**attempt))
+                continue
             self._push(nodes)
-        return sub
+            return result
+        raise Conflict(f"client {client_id} is being changed concurrently; try again")
 
     # -- the schedule (seed 004's deactivate_expired) --------------------------------------------------------
     async def deactivate_expired(self) -> dict[str, int]:
@@ -230,24 +259,34 @@ class SubscriberService:
         access is removed from the nodes and each change is written to the operations log."""
         now = utcnow()
         used = Subscriber.used_upload_bytes + Subscriber.used_download_bytes
+        ended = Subscriber.expires_at <= now
+        # One conditional UPDATE instead of reading the rows and writing back what was decided on them: the
+        # condition is checked on each row as it is when written, so an extend, usage reset or block that an
+        # operator commits meanwhile is never overwritten. Bumping the version makes an operator's change
+        # that read the row before this one run again on the new state (SubscriberService._change).
+        stmt = (update(Subscriber)
+                .where(Subscriber.status == "active",
+                       or_(ended, Subscriber.data_limit_bytes.is_not(None) & (used >= Subscriber.data_limit_bytes)))
+                .values(status=case((ended, "expired"), else_="limited"), version=Subscriber.version + 1,
+                        updated_at=now)
+                .returning(Subscriber.id, Subscriber.status, Subscriber.expires_at, Subscriber.used_upload_bytes,
+                           Subscriber.used_download_bytes, Subscriber.data_limit_bytes, Subscriber.node_ids,
+                           Subscriber.regions)
+                .execution_options(synchronize_session=False))
         changed: dict[str, int] = {}
         async with self._sessions() as s:
-            rows = (await s.scalars(select(Subscriber).where(
-                Subscriber.status == "active",
-                or_(Subscriber.expires_at <= now,
-                    (Subscriber.data_limit_bytes.is_not(None)) & (used >= Subscriber.data_limit_bytes))))).all()
+            rows = (await s.execute(stmt)).all()
             if not rows:
                 return changed
-            for sub in rows:
-                sub.status = scheduled_status(sub, now)
-                changed[sub.status] = changed.get(sub.status, 0) + 1
+            for row in rows:
+                changed[row.status] = changed.get(row.status, 0) + 1
                 s.add(Operation(actor="scheduler", action="deactivate_expired", target_type="client",
-                                target_id=sub.id, client_id=sub.id,
-                                payload={"status": sub.status, "expires_at": sub.expires_at.isoformat(),
-                                         "used_bytes": sub.used_upload_bytes + sub.used_download_bytes,
-                                         "data_limit_bytes": sub.data_limit_bytes},
+                                target_id=row.id, client_id=row.id,
+                                payload={"status": row.status, "expires_at": row.expires_at.isoformat(),
+                                         "used_bytes": row.used_upload_bytes + row.used_download_bytes,
+                                         "data_limit_bytes": row.data_limit_bytes},
                                 result="success", status_code=200, request_id="scheduler"))
-            nodes = await self._bump_nodes(s, [Selection.of(sub) for sub in rows])
+            nodes = await self._bump_nodes(s, [Selection(row.node_ids, row.regions) for row in rows])
             await s.commit()
             self._push(nodes)
         log.info("deactivated clients: %s", ", ".join(f"{n} {st}" for st, n in sorted(changed.items())))
@@ -327,21 +366,28 @@ class SubscriberService:
         return f"{self.settings.http_url}/sub/{sub.short_uuid}"
 
     # -- internals ------------------------------------------------------------------------------------------
-    async def _check_selection(self, s: AsyncSession, node_ids: list[str] | None,
-                               regions: list[str] | None) -> Selection:
-        if node_ids:
-            known = set((await s.scalars(select(Node.uuid).where(Node.uuid.in_(node_ids),
-                                                                 Node.is_deleted.is_(False)))).all())
-            unknown = [n for n in node_ids if n not in known]
-            if unknown:
-                raise ValidationFailed(f"unknown node {unknown[0]}", {"node_ids": f"unknown node {unknown[0]}"})
-        if regions:
-            configured = {r.code for r in self.settings.all_regions()}
-            unknown = [r for r in regions if r not in configured]
-            if unknown:
-                raise ValidationFailed(f"unknown region '{unknown[0]}' (configured: {', '.join(sorted(configured))})",
-                                       {"regions": f"unknown region {unknown[0]}"})
-        return Selection(sorted(set(node_ids)) if node_ids else None, sorted(set(regions)) if regions else None)
+    @staticmethod
+    async def _check_node_ids(s: AsyncSession, node_ids: list[str] | None) -> list[str] | None:
+        """Node ids given by the operator: each must be a node that is not deleted. Empty: None (every node)."""
+        if not node_ids:
+            return None
+        known = set((await s.scalars(select(Node.uuid).where(Node.uuid.in_(node_ids),
+                                                             Node.is_deleted.is_(False)))).all())
+        unknown = [n for n in node_ids if n not in known]
+        if unknown:
+            raise ValidationFailed(f"unknown node {unknown[0]}", {"node_ids": f"unknown node {unknown[0]}"})
+        return sorted(set(node_ids))
+
+    def _check_regions(self, regions: list[str] | None) -> list[str] | None:
+        """Regions given by the operator: each must be configured. Empty: None (every region)."""
+        if not regions:
+            return None
+        configured = {r.code for r in self.settings.all_regions()}
+        unknown = [r for r in regions if r not in configured]
+        if unknown:
+            raise ValidationFailed(f"unknown region '{unknown[0]}' (configured: {', '.join(sorted(configured))})",
+                                   {"regions": f"unknown region {unknown[0]}"})
+        return sorted(set(regions))
 
     async def _bump_nodes(self, s: AsyncSession, selections: list[Selection]) -> list[str]:
         """Bump the desired revision of every node any of the selections covers; returns them. The caller
@@ -361,18 +407,43 @@ class SubscriberService:
             self._hub.mark_dirty(nodes)
 
 
+def _taken(username: str) -> AlreadyExists:
+    return AlreadyExists(f"a client named '{username}' already exists", {"username": "already taken"})
+
+
+def _add_days(start: dt.datetime, days: int) -> dt.datetime:
+    """start + days, as a validation error on `days` when that is past what a datetime holds (year 9999)."""
+    try:
+        return start + dt.timedelta(days=days)
+    except OverflowError:
+        raise ValidationFailed("the subscription would end after the year 9999",
+                               {"days": "ends after the year 9999"}) from None
+
+
 def _expiry(values: dict[str, Any], now: dt.datetime) -> dt.datetime:
     """expires_at from `days` (from now) or an explicit `expires_at`; exactly one must be given."""
     days, expires_at = values.get("days"), values.get("expires_at")
     if days is not None and expires_at is not None:
         raise ValidationFailed("give either days or expires_at, not both", {"days": "conflicts with expires_at"})
     if days is not None:
-        return now + dt.timedelta(days=days)
+        return _add_days(now, days)
     if expires_at is not None:
-        return expires_at
+        try:  # in UTC now: stored so anyway, and a time beyond year 1..9999 in UTC must be a 422, not a 500
+            return expires_at.astimezone(dt.timezone.utc)
+        except OverflowError:
+            raise ValidationFailed("expires_at is out of range",
+                                   {"expires_at": "not within the years 1-9999 in UTC"}) from None
     raise ValidationFailed("days or expires_at is required", {"days": "required unless expires_at is given"})
 
 
 def _limit_bytes(gb: float | None) -> int | None:
-    """GB (GiB, as V2Ray panels count) to bytes; None or 0 means no limit."""
-    return int(gb * GIB) if gb else None
+    """GB (GiB, as V2Ray panels count) to bytes; None or 0 means no limit. A limit below 1 MiB is refused:
+    it would round to (almost) nothing, and 0 bytes would read as "no limit" while the client is limited."""
+    if not gb:
+        return None
+    if not math.isfinite(gb):
+        raise ValidationFailed("data_limit_gb must be a finite number", {"data_limit_gb": "not a finite number"})
+    if gb * GIB < MIB:
+        raise ValidationFailed(f"data_limit_gb must be at least {MIB / GIB} (1 MiB), or 0 or null for no limit",
+                               {"data_limit_gb": "below 1 MiB (0.0009765625 GB)"})
+    return int(gb * GIB)

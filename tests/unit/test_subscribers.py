@@ -5,11 +5,17 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from pathlib import Path
+from typing import AsyncIterator
+
+import pytest
+from sqlalchemy import update
 
 from controller.db import make_engine, make_sessionmaker, prepare_database
+from controller.errors import ValidationFailed
 from controller.models import Node, Subscriber, utcnow
 from controller.services.desired_state import allowed_on, node_v2ray_inbounds, v2ray_desired
-from controller.services.subscribers import scheduled_status
+from controller.services.subscribers import GIB, MIB, SubscriberService, scheduled_status
+from controller.settings import Settings
 from protos import agent_pb2
 
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.timezone.utc)
@@ -87,3 +93,73 @@ async def test_v2ray_desired_carries_only_live_subscribers_allowed_on_each_node(
     assert user.uuid == subs["everywhere"].credential_uuid
     assert [(i.protocol, i.port) for i in out[a.uuid].inbounds] == [("vmess", 11994), ("vless", 11995)]
     assert [(i.protocol, i.port) for i in out[b.uuid].inbounds] == [("vless", 3000)]
+
+
+class FakeHub:
+    """Records the nodes each change pushes."""
+
+    def __init__(self) -> None:
+        self.pushed: list[list[str]] = []
+
+    def mark_dirty(self, nodes: list[str]) -> None:
+        self.pushed.append(sorted(nodes))
+
+
+@pytest.fixture
+async def service(tmp_path: Path) -> AsyncIterator[SubscriberService]:
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 's.db'}")
+    await prepare_database(engine)
+    yield SubscriberService(Settings(data_dir=tmp_path), make_sessionmaker(engine), FakeHub())  # type: ignore[arg-type]
+    await engine.dispose()
+
+
+async def test_extend_past_year_9999_is_a_validation_error_on_days(service: SubscriberService) -> None:
+    sub = await service.create({"username": "far", "days": 1})
+    far = dt.datetime(9999, 12, 1, tzinfo=dt.timezone.utc)
+    await service.update(sub.id, {"expires_at": far})
+    with pytest.raises(ValidationFailed) as e:
+        await service.extend(sub.id, 31)
+    assert "days" in e.value.details
+    assert (await service.get(sub.id)).expires_at == far
+    assert (await service.extend(sub.id, 30)).expires_at == far + dt.timedelta(days=30)  # the last day still fits
+
+
+async def test_an_expires_at_outside_years_1_to_9999_in_utc_is_a_validation_error(service: SubscriberService) -> None:
+    late = dt.datetime(9999, 12, 31, 23, tzinfo=dt.timezone(dt.timedelta(hours=-5)))  # year 10000 in UTC
+    with pytest.raises(ValidationFailed) as e:
+        await service.create({"username": "late", "expires_at": late})
+    assert "expires_at" in e.value.details
+
+
+async def test_a_data_limit_below_one_mib_is_refused(service: SubscriberService) -> None:
+    for gb in (1e-10, MIB / GIB * 0.999):
+        with pytest.raises(ValidationFailed) as e:
+            await service.create({"username": "tiny", "days": 30, "data_limit_gb": gb})
+        assert "data_limit_gb" in e.value.details
+    sub = await service.create({"username": "tiny", "days": 30, "data_limit_gb": MIB / GIB})
+    assert sub.data_limit_bytes == MIB and sub.status == "active"
+    with pytest.raises(ValidationFailed) as e:
+        await service.update(sub.id, {"data_limit_gb": 1e-10})
+    assert "data_limit_gb" in e.value.details
+    assert (await service.update(sub.id, {"data_limit_gb": 0})).data_limit_bytes is None  # 0: no limit
+
+
+async def test_patch_validates_only_the_fields_it_sends(service: SubscriberService) -> None:
+    async with service._sessions() as s:
+        gone = Node(name="gone", region="local", provider="local", status="running")
+        s.add(gone)
+        await s.commit()
+    sub = await service.create({"username": "bob", "days": 30, "node_ids": [gone.uuid]})
+    async with service._sessions() as s:
+        await s.execute(update(Node).values(is_deleted=True, status="deleted"))
+        await s.commit()
+    # the stored id of the deleted node is kept (node selection ignores it); only the regions sent are checked
+    sub = await service.update(sub.id, {"regions": ["local"]})
+    assert sub.regions == ["local"] and sub.node_ids == [gone.uuid]
+    assert (await service.update(sub.id, {"note": "still fine"})).note == "still fine"
+    with pytest.raises(ValidationFailed) as e:
+        await service.update(sub.id, {"node_ids": [gone.uuid]})  # sent: checked
+    assert "node_ids" in e.value.details
+    with pytest.raises(ValidationFailed) as e:
+        await service.update(sub.id, {"regions": ["nowhere"]})
+    assert "regions" in e.value.details
