@@ -305,15 +305,27 @@ class Engine:
     async def _apply_desired(self) -> None:
         """Apply desired states one at a time, newest first; outlives any session.
 
-        Runs apart from the stream so that losing the stream never interrupts an apply halfway.
+        Runs apart from the stream so that losing the stream never interrupts an apply halfway. While the
+        last apply failed in a way that may pass (see StateApplier.retry_delay), the same state is applied
+        again after the applier's backoff, unless a newer one comes first: the controller resends only on a
+        change or a reconnect, and a revision that blocks a subscriber must not wait for either.
         """
         seen = 0
         while True:
-            seen, desired = await self._desired.wait_newer(seen)
             try:
-                report = await self.applier.apply(desired)
+                seen, desired = await asyncio.wait_for(self._desired.wait_newer(seen), self.applier.retry_delay())
+            except TimeoutError:
+                desired = None
+            try:
+                if desired is None:
+                    report = await self.applier.retry()
+                    if report is None:
+                        continue
+                else:
+                    report = await self.applier.apply(desired)
             except Exception:
-                log.exception("applying desired state revision %d failed", desired.revision)
+                what = f"revision {desired.revision}" if desired is not None else "again"
+                log.exception("applying desired state %s failed", what)
                 continue
             # A stale revision changes nothing; re-send the current report so the controller sees why.
             report = report or self.applier.last_report or agent_pb2.AppliedReport(

@@ -189,3 +189,68 @@ def test_part_hash_is_deterministic_and_empty_for_absent():
 def test_duplicate_component_names_are_refused(tmp_path, rec):
     with pytest.raises(ValueError):
         StateApplier([settings_component(rec), settings_component(rec)], AppliedStateStore(tmp_path))
+
+
+# -- retries -------------------------------------------------------------------------------------------------
+
+
+class BrokenSettings(FlakyComponent):
+    """Fails with ValueError: the part itself is wrong (like `v2ray -test` refusing a config)."""
+
+    name = "broken"
+
+    async def apply(self, part):
+        raise ValueError("V2Ray rejected the configuration")
+
+
+async def test_a_transient_failure_is_retried_with_backoff_until_it_applies(tmp_path, rec, caplog):
+    flaky = FlakyComponent()
+    store = AppliedStateStore(tmp_path)
+    applier = StateApplier([settings_component(rec), flaky], store)
+    assert applier.retry_delay() is None and await applier.retry() is None  # nothing failed: nothing to do
+    await applier.apply(desired(1))
+    flaky.fail = True
+    report = await applier.apply(desired(2, interval=20))
+    assert status(report, "flaky").state == FAILED and report.revision == 1
+    assert applier.retry_delay() == 2.0
+    # Still failing: each retry doubles the delay, up to the cap.
+    delays = []
+    for _ in range(7):
+        report = await applier.retry()
+        assert (report.attempted_revision, status(report, "flaky").state) == (2, FAILED)
+        delays.append(applier.retry_delay())
+    assert delays == [4.0, 8.0, 16.0, 32.0, 60.0, 60.0, 60.0]
+    assert "retrying desired state revision 2 (attempt 8) after: flaky: v2ray -test said no" in caplog.text
+    # A new revision starts again from the shortest delay.
+    await applier.apply(desired(3, interval=20))
+    assert applier.retry_delay() == 2.0
+    # It passes: the report says so, the revision moves on, nothing is left to retry.
+    flaky.fail = False
+    report = await applier.retry()
+    assert (report.revision, status(report, "flaky").state) == (3, OK)
+    assert applier.last_report == report and applier.applied_revision == 3 and store.load().revision == 3
+    assert applier.retry_delay() is None and await applier.retry() is None
+    assert rec.intervals == [5, 20]  # the part that applied the first time was not applied again
+
+
+async def test_a_part_that_cannot_be_applied_is_not_retried(tmp_path, rec):
+    applier = StateApplier([settings_component(rec), BrokenSettings()], AppliedStateStore(tmp_path))
+    report = await applier.apply(desired(1))
+    assert status(report, "broken").state == FAILED
+    assert applier.retry_delay() is None  # ValueError: trying again cannot help; the next state will tell
+    report = await applier.apply(desired(2, interval=3601))  # validate() refuses it: the same
+    assert status(report, "agent").state == FAILED and applier.retry_delay() is None
+
+
+async def test_a_stored_state_that_fails_at_startup_is_retried(tmp_path, rec):
+    await StateApplier([settings_component(Recorder()), FlakyComponent()], AppliedStateStore(tmp_path)).apply(
+        desired(4, interval=30)
+    )
+    flaky = FlakyComponent()
+    flaky.fail = True  # e.g. V2Ray cannot start yet at boot
+    restarted = StateApplier([settings_component(rec), flaky], AppliedStateStore(tmp_path), retry_base=0.5)
+    report = await restarted.load_and_apply()
+    assert status(report, "flaky").state == FAILED and restarted.retry_delay() == 0.5
+    flaky.fail = False
+    report = await restarted.retry()
+    assert (report.revision, status(report, "flaky").state) == (4, OK) and len(flaky.applied) == 1
