@@ -82,6 +82,8 @@ LOG_POLL_SECONDS = 0.5
 USER_EVENTS_DETAILED = 20
 #: Emails removed earlier that drift repair keeps checking (oldest forgotten first).
 MAX_REMOVED_TRACKED = 10_000
+#: How long a V2Ray API that does not answer GetSysStats is given before it counts as wedged.
+API_ALIVE_TIMEOUT_SECONDS = 2.0
 #: A structure that did not start is tried again after this long, doubling per failure up to the max.
 STRUCTURE_RETRY_BASE_SECONDS = 2.0
 STRUCTURE_RETRY_MAX_SECONDS = 60.0
@@ -381,20 +383,34 @@ class V2RayComponent(Component):
     async def _stop_counted(self, strict: bool = False) -> None:
         """_stop(), with V2Ray's traffic counters read into the carry first: they die with it.
 
-        strict (a planned restart of the V2Ray this driver drives): if they cannot be read, V2Ray is left
-        running and this raises, so the apply fails and is retried rather than losing subscribers' bytes.
+        strict (a planned restart of the V2Ray this driver drives): if they cannot be read while its API still
+        answers (a passing hiccup), V2Ray is left running and this raises, so the apply fails and is retried
+        rather than losing subscribers' bytes. A V2Ray whose API no longer answers at all is stopped anyway:
+        holding the restart would keep a wedged V2Ray (and every blocked subscriber on it) forever.
         Otherwise (rolling back, removing V2Ray, replacing one that could not be adopted) the stop goes on
         and the loss is logged as an error.
         """
         try:
             await self._keep_traffic()
-        except (ApiError, OSError) as exc:
-            if strict:
+        except OSError as exc:  # read and zeroed, but not recorded on disk: they are kept in memory
+            log.warning("V2Ray's traffic counters could not be recorded on disk before stopping it: %s", exc)
+        except ApiError as exc:
+            if strict and await self._api_answers():
                 raise RuntimeError(f"V2Ray was not restarted: its traffic counters could not be read first ({exc})"
                                    ) from exc
             self._event("error", f"V2Ray's traffic counters could not be read before stopping it; "
                                  f"the traffic since they were last read is lost: {exc}")
         await self._stop()
+
+    async def _api_answers(self) -> bool:
+        """Does the running V2Ray's API answer at all?"""
+        if not self._api_port:
+            return False
+        try:
+            async with V2RayApi(self._api_port) as api:
+                return await api.alive(timeout=API_ALIVE_TIMEOUT_SECONDS)
+        except (ApiError, OSError):
+            return False
 
     async def _stop(self) -> None:
         """Stop the V2Ray this driver runs (and any stray one running our config file); nothing else.

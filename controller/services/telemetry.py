@@ -6,10 +6,13 @@ acknowledges them. A batch whose sequence is not above the stored one is a re-se
 never stored twice. Samples are rolled up into one-minute buckets (MetricBucket) with retention.
 
 Only the node's current stream is stored (begin_session): batches still queued from a replaced stream are
-skipped, because the agent re-sends whatever the new stream's Welcome does not acknowledge. When a write
-fails, the nodes involved are resynchronised the same way: their streams are closed (on_store_failed), and
-nothing more of theirs is stored or acknowledged until they reconnect, so a later batch can never be
-acknowledged over one that was not stored.
+skipped, because the agent re-sends whatever the new stream's Welcome does not acknowledge.
+
+A write that fails is tried again (a commit that raised may still have landed, so the nodes' stored
+sequences are read back from the database first: nothing is counted twice). If it keeps failing, each node's
+batches are tried on their own, so one node's bad batch cannot hold back the others; a node whose batches
+still fail is resynchronised: its stream is closed (on_store_failed) and nothing more of it is stored or
+acknowledged until it reconnects, so a later batch can never be acknowledged over one that was not stored.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from protos import agent_pb2
 log = logging.getLogger("vpnfleet.telemetry")
 
 BUCKET = dt.timedelta(minutes=1)
+#: Pauses between tries of a write that failed (then each node's batches are tried on their own).
+STORE_RETRY_PAUSES = (0.5, 1.0, 2.0)
 MAX_HISTORY_POINTS = 2000
 
 
@@ -89,6 +94,8 @@ class TelemetryIngest:
         self.stored_seq: dict[str, int] = {}
         #: per node, the session epoch whose batches are stored; absent: none (not connected, or resyncing)
         self._epochs: dict[str, int] = {}
+        #: nodes in a write that failed: their stored seq is read back from the database before the next one
+        self._uncertain: set[str] = set()
         #: newest sample per node, for "current" metrics
         self.latest: dict[str, agent_pb2.MetricSample] = {}
         self.batches_stored = 0
@@ -118,26 +125,42 @@ class TelemetryIngest:
             await asyncio.sleep(self._linger)
             while len(items) < self._max and not self._queue.empty():
                 items.append(self._queue.get_nowait())
-            try:
-                await self._store(items)
-            except Exception:
-                # Nothing acknowledged: the agents keep the batches spooled. Their streams are closed so that
-                # they re-send from what the database really holds (the commit may or may not have landed).
-                nodes = {item.node_uuid for item in items}
-                log.exception("storing %d telemetry batches failed; resynchronising %d nodes", len(items),
-                              len(nodes))
-                for node in nodes:
-                    self._epochs.pop(node, None)
-                    self.stored_seq.pop(node, None)
-                self.on_store_failed(nodes)
-                await asyncio.sleep(1.0)
+            await self._store_or_resync(items)
+
+    async def _store_or_resync(self, items: list[_Pending]) -> None:
+        """Store items, trying again after a failure; resynchronise the nodes whose batches cannot be stored."""
+        for attempt, pause in enumerate(STORE_RETRY_PAUSES):
+            if await self._try_store(items, f"attempt {attempt + 1}"):
+                return
+            await asyncio.sleep(pause)
+        by_node: dict[str, list[_Pending]] = defaultdict(list)
+        for item in items:
+            if self._epochs.get(item.node_uuid) == item.epoch:
+                by_node[item.node_uuid].append(item)
+        failed = {node for node, its in by_node.items() if not await self._try_store(its, f"node {node} alone")}
+        if failed:
+            # Nothing of theirs acknowledged: the agents keep the batches spooled and re-send them on a new stream.
+            log.error("telemetry of %d nodes could not be stored; closing their streams", len(failed))
+            for node in failed:
+                self._epochs.pop(node, None)
+            self.on_store_failed(failed)
+
+    async def _try_store(self, items: list[_Pending], what: str) -> bool:
+        try:
+            await self._store(items)
+        except Exception:
+            self._uncertain.update(item.node_uuid for item in items)
+            log.exception("storing %d telemetry batches failed (%s)", len(items), what)
+            return False
+        return True
 
     async def _store(self, items: list[_Pending]) -> None:
         items = [i for i in items if self._epochs.get(i.node_uuid) == i.epoch]  # current streams only
         if not items:
             return
         async with self._sessions() as s:
-            missing = {i.node_uuid for i in items} - self.stored_seq.keys()
+            nodes = {i.node_uuid for i in items}
+            missing = (nodes - self.stored_seq.keys()) | (nodes & self._uncertain)
             if missing:
                 rows = await s.execute(select(Node.uuid, Node.telemetry_seq).where(Node.uuid.in_(missing)))
                 self.stored_seq.update({u: seq for u, seq in rows})
@@ -183,6 +206,7 @@ class TelemetryIngest:
             if new_seq:
                 await conn.execute(_SEQ_UPDATE, [dict(u=u, seq=q, dropped=dropped[u]) for u, q in new_seq.items()])
             await s.commit()
+        self._uncertain.difference_update(nodes)
         self.stored_seq.update(new_seq)
         self.batches_stored += len(new_seq)
         if stored_users:
@@ -240,6 +264,7 @@ class TelemetryIngest:
     def forget(self, node_uuid: str) -> None:
         self.stored_seq.pop(node_uuid, None)
         self._epochs.pop(node_uuid, None)
+        self._uncertain.discard(node_uuid)
         self.latest.pop(node_uuid, None)
 
 

@@ -212,6 +212,30 @@ async def test_a_planned_restart_waits_until_the_counters_can_be_read(make, monk
     assert component.starts == 2
 
 
+async def test_a_v2ray_whose_api_no_longer_answers_is_restarted_anyway(make, monkeypatch, events):
+    node = Node()
+    node.inbound("vm", "vmess")
+    node.users = {"alice": new_uuid()}
+    component = make()
+    await component.apply(node.part())
+    pid = component.pid
+
+    async def unreadable(self, pattern, reset):
+        raise ApiError("reading V2Ray's counters: injected")
+
+    async def wedged(self):
+        return False
+
+    monkeypatch.setattr(V2RayApi, "query_stats", unreadable)
+    monkeypatch.setattr(V2RayComponent, "_api_answers", wedged)
+    node.log_level = "info"
+    # Holding the restart would keep a wedged V2Ray forever: it is replaced, and the lost counters reported.
+    await component.apply(node.part())
+    assert component.pid != pid and component.starts == 2
+    errors = [m for level, source, m in events if source == "v2ray" and level == "error"]
+    assert any("counters could not be read before stopping it" in m for m in errors)
+
+
 # -- D: config.json cannot be written -------------------------------------------------------------------
 
 
