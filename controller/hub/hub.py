@@ -86,7 +86,12 @@ class Hub:
             telemetry_acked_seq=acked_seq,
             controller_version=__version__,
         )))
-        if hello.applied_revision < node.desired_revision:
+        # Read only now that the session is registered: a push that ran before this (say, for a change
+        # committed while the Hello was being accepted) skipped the node, so a revision committed before this
+        # read is pushed here, and one committed after it finds the session.
+        async with self._sessions() as s:
+            desired = await s.scalar(select(Node.desired_revision).where(Node.id == node.id))
+        if desired is not None and hello.applied_revision < desired:
             self.mark_dirty([node.uuid])
         # The node's row changed outside the writer: publish through it so SSE readers see it online.
         self.state.update(node.uuid, online=True)
