@@ -45,6 +45,21 @@ def downlink(entries: list[agent_pb2.UserTraffic], email: str) -> int:
     return sum(e.downlink_bytes for e in entries if e.email == email)
 
 
+async def alice_on_vmess(make) -> tuple[Node, int, V2RayComponent]:
+    """A started V2Ray with one VMess inbound (its port is returned) and one user, alice."""
+    node = Node()
+    vm = node.inbound("vm", "vmess")
+    node.users = {"alice": new_uuid()}
+    component = make()
+    await component.apply(node.part())
+    return node, vm, component
+
+
+async def unreadable_counters(self, pattern, reset):
+    """Stands in for V2RayApi.query_stats when the counters cannot be read."""
+    raise ApiError("reading V2Ray's counters: injected")
+
+
 # -- A: a failed apply is retried ------------------------------------------------------------------------
 
 
@@ -122,11 +137,7 @@ async def test_a_structure_that_cannot_start_does_not_hold_up_users_or_restart_e
 
 
 async def test_counters_survive_a_restart_that_moves_the_api_port(make, web):
-    node = Node()
-    vm = node.inbound("vm", "vmess")
-    node.users = {"alice": new_uuid()}
-    component = make()
-    await component.apply(node.part())
+    node, vm, component = await alice_on_vmess(make)
     old_api = component.api_port
     assert await works("vmess", vm, node.users["alice"], web.url(MB))
 
@@ -137,11 +148,7 @@ async def test_counters_survive_a_restart_that_moves_the_api_port(make, web):
 
 
 async def test_counters_of_a_config_that_served_and_then_failed_are_kept(make, web, monkeypatch):
-    node = Node()
-    vm = node.inbound("vm", "vmess")
-    node.users = {"alice": new_uuid()}
-    component = make()
-    await component.apply(node.part())
+    node, vm, component = await alice_on_vmess(make)
     real_wait_up = V2RayComponent._wait_up
     injected = []
 
@@ -161,11 +168,7 @@ async def test_counters_of_a_config_that_served_and_then_failed_are_kept(make, w
 
 
 async def test_a_rollback_that_cannot_read_the_counters_says_so(make, monkeypatch, events):
-    node = Node()
-    node.inbound("vm", "vmess")
-    node.users = {"alice": new_uuid()}
-    component = make()
-    await component.apply(node.part())
+    node, _, component = await alice_on_vmess(make)
     real_wait_up, real_query = V2RayComponent._wait_up, V2RayApi.query_stats
     broken: list[bool] = []
 
@@ -191,18 +194,11 @@ async def test_a_rollback_that_cannot_read_the_counters_says_so(make, monkeypatc
 
 
 async def test_a_planned_restart_waits_until_the_counters_can_be_read(make, monkeypatch):
-    node = Node()
-    node.inbound("vm", "vmess")
-    node.users = {"alice": new_uuid()}
-    component = make()
-    await component.apply(node.part())
+    node, _, component = await alice_on_vmess(make)
     pid = component.pid
 
-    async def unreadable(self, pattern, reset):
-        raise ApiError("reading V2Ray's counters: injected")
-
     real_query = V2RayApi.query_stats
-    monkeypatch.setattr(V2RayApi, "query_stats", unreadable)
+    monkeypatch.setattr(V2RayApi, "query_stats", unreadable_counters)
     node.log_level = "info"
     with pytest.raises(RuntimeError, match="not restarted: its traffic counters could not be read"):
         await component.apply(node.part())
@@ -213,20 +209,13 @@ async def test_a_planned_restart_waits_until_the_counters_can_be_read(make, monk
 
 
 async def test_a_v2ray_whose_api_no_longer_answers_is_restarted_anyway(make, monkeypatch, events):
-    node = Node()
-    node.inbound("vm", "vmess")
-    node.users = {"alice": new_uuid()}
-    component = make()
-    await component.apply(node.part())
+    node, _, component = await alice_on_vmess(make)
     pid = component.pid
-
-    async def unreadable(self, pattern, reset):
-        raise ApiError("reading V2Ray's counters: injected")
 
     async def wedged(self):
         return False
 
-    monkeypatch.setattr(V2RayApi, "query_stats", unreadable)
+    monkeypatch.setattr(V2RayApi, "query_stats", unreadable_counters)
     monkeypatch.setattr(V2RayComponent, "_api_answers", wedged)
     node.log_level = "info"
     # Holding the restart would keep a wedged V2Ray forever: it is replaced, and the lost counters reported.
