@@ -134,9 +134,8 @@ class TelemetryIngest:
                 return
             await asyncio.sleep(pause)
         by_node: dict[str, list[_Pending]] = defaultdict(list)
-        for item in items:
-            if self._epochs.get(item.node_uuid) == item.epoch:
-                by_node[item.node_uuid].append(item)
+        for item in items:  # (batches of replaced streams are skipped by _store, as always)
+            by_node[item.node_uuid].append(item)
         failed = {node for node, its in by_node.items() if not await self._try_store(its, f"node {node} alone")}
         if failed:
             # Nothing of theirs acknowledged: the agents keep the batches spooled and re-send them on a new stream.
