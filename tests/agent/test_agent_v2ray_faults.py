@@ -55,6 +55,18 @@ async def alice_on_vmess(make) -> tuple[Node, int, V2RayComponent]:
     return node, vm, component
 
 
+async def alice_and_bob_applied(make, tmp_path) -> tuple[Node, int, V2RayComponent, StateApplier]:
+    """A V2Ray with one VMess inbound (its port is returned) and users alice and bob, applied as revision 1
+    through a StateApplier (which retries)."""
+    node = Node()
+    vm = node.inbound("vm", "vmess")
+    node.users = {"alice": new_uuid(), "bob": new_uuid()}
+    component = make()
+    applier = StateApplier([component], AppliedStateStore(tmp_path))
+    assert v2ray_status(await applier.apply(desired(1, node))).state == OK
+    return node, vm, component, applier
+
+
 async def unreadable_counters(self, pattern, reset):
     """Stands in for V2RayApi.query_stats when the counters cannot be read."""
     raise ApiError("reading V2Ray's counters: injected")
@@ -64,12 +76,7 @@ async def unreadable_counters(self, pattern, reset):
 
 
 async def test_a_block_that_failed_transiently_is_applied_by_the_retry(make, web, monkeypatch, tmp_path):
-    node = Node()
-    vm = node.inbound("vm", "vmess")
-    node.users = {"alice": new_uuid(), "bob": new_uuid()}
-    component = make()
-    applier = StateApplier([component], AppliedStateStore(tmp_path))
-    assert v2ray_status(await applier.apply(desired(1, node))).state == OK
+    node, vm, component, applier = await alice_and_bob_applied(make, tmp_path)
     pid, url = component.pid, web.url(100_000)
 
     async def timing_out(self, tag, email):
@@ -229,12 +236,7 @@ async def test_a_v2ray_whose_api_no_longer_answers_is_restarted_anyway(make, mon
 
 
 async def test_removed_users_stay_removed_when_config_json_cannot_be_written(make, web, monkeypatch, tmp_path):
-    node = Node()
-    vm = node.inbound("vm", "vmess")
-    node.users = {"alice": new_uuid(), "bob": new_uuid()}
-    component = make()
-    applier = StateApplier([component], AppliedStateStore(tmp_path))
-    await applier.apply(desired(1, node))
+    node, vm, component, applier = await alice_and_bob_applied(make, tmp_path)
     url = web.url(100_000)
     real_write = driver.write_atomic
 
