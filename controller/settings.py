@@ -7,6 +7,7 @@ gives a working controller on SQLite with the ``local`` provider.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,7 +80,25 @@ class Settings:
     metrics_interval: int = 10
     metrics_retention_days: int = 7
     logs_per_node: int = 2000
+    #: a node's log line longer than this (bytes of UTF-8) is cut, with a marker saying so
+    log_line_max_bytes: int = 8192
+    #: lines per second a node may stream (burst: 10 s worth); beyond it lines are dropped and counted
+    log_lines_per_second: int = 200
+    #: the fastest link a node may have: a batch reporting more bytes than this carries in its period is refused
+    telemetry_max_link_mbps: int = 100_000
+    #: samples stamped further ahead of the controller's clock than this are refused
+    telemetry_max_clock_skew: float = 300.0
     max_concurrent_handshakes: int = 64
+    #: destinations subscribers may not reach, besides the agent's built-in set (loopback, private, ...)
+    egress_blocked_cidrs: tuple[str, ...] = ()
+    #: exceptions to the blocked set (never loopback or 0.0.0.0/8: the node itself stays out of reach)
+    egress_allowed_cidrs: tuple[str, ...] = ()
+    egress_block_bittorrent: bool = False
+    #: V2Ray's access log on the nodes (every connection), for debugging; addresses masked unless _addresses
+    v2ray_access_log: bool = False
+    v2ray_access_log_addresses: bool = False
+    #: tcping may probe loopback, private, link-local and metadata targets from the node
+    diagnostics_allow_private_targets: bool = False
     cloud_init_template: Path = REPO_ROOT / "cloud-init" / "user-data.yaml"
 
     # -- derived values -----------------------------------------------------------------------------------
@@ -171,6 +190,9 @@ _ENV_OVERRIDES = {
     "VPNFLEET_V2RAY_LOCAL_CONFIG_PATH": "v2ray_local_config_path",
     "VPNFLEET_V2RAY_RELOAD_COMMAND": "v2ray_reload_command",
     "VPNFLEET_CLIENT_CHECK_INTERVAL": "client_check_interval",
+    "VPNFLEET_EGRESS_BLOCKED_CIDRS": "egress_blocked_cidrs",
+    "VPNFLEET_EGRESS_ALLOWED_CIDRS": "egress_allowed_cidrs",
+    "VPNFLEET_DIAGNOSTICS_ALLOW_PRIVATE_TARGETS": "diagnostics_allow_private_targets",
     "AWS_ACCESS_KEY_ID": "aws_access_key",
     "AWS_SECRET_ACCESS_KEY": "aws_secret_key",
 }
@@ -208,7 +230,7 @@ def _from_sections(raw: dict[str, Any]) -> dict[str, Any]:
     server, database, aws = _section(raw, "server"), _section(raw, "database"), _section(raw, "aws")
     v2ray, logging_, scheduler = _section(raw, "v2ray"), _section(raw, "logging"), _section(raw, "scheduler")
     grpc, local, enrollment = _section(raw, "grpc"), _section(raw, "local"), _section(raw, "enrollment")
-    telemetry = _section(raw, "telemetry")
+    telemetry, egress, diagnostics = _section(raw, "telemetry"), _section(raw, "egress"), _section(raw, "diagnostics")
     values: dict[str, Any] = {}
 
     def put(name: str, section: dict[str, Any], key: str) -> None:
@@ -245,6 +267,16 @@ def _from_sections(raw: dict[str, Any]) -> dict[str, Any]:
     put("metrics_interval", telemetry, "metrics_interval")
     put("metrics_retention_days", telemetry, "metrics_retention_days")
     put("logs_per_node", telemetry, "logs_per_node")
+    put("log_line_max_bytes", telemetry, "log_line_max_bytes")
+    put("log_lines_per_second", telemetry, "log_lines_per_second")
+    put("telemetry_max_link_mbps", telemetry, "max_link_mbps")
+    put("telemetry_max_clock_skew", telemetry, "max_clock_skew")
+    put("egress_blocked_cidrs", egress, "blocked_cidrs")
+    put("egress_allowed_cidrs", egress, "allowed_cidrs")
+    put("egress_block_bittorrent", egress, "block_bittorrent")
+    put("v2ray_access_log", v2ray, "access_log")
+    put("v2ray_access_log_addresses", v2ray, "access_log_addresses")
+    put("diagnostics_allow_private_targets", diagnostics, "allow_private_targets")
 
     regions = aws.get("regions") or {}
     if not isinstance(regions, dict):
@@ -271,9 +303,29 @@ def _from_sections(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 _FLOATS = {"instance_sync_interval", "instance_wait_timeout", "enrollment_token_ttl", "offline_grace",
-           "client_check_interval"}
+           "client_check_interval", "telemetry_max_clock_skew"}
 _INTS = {"v2ray_port", "v2ray_vless_port", "subscription_update_hours", "heartbeat_interval", "metrics_interval", "metrics_retention_days", "logs_per_node",
-         "max_concurrent_handshakes", "offline_after_missed"}
+         "max_concurrent_handshakes", "offline_after_missed", "log_line_max_bytes", "log_lines_per_second",
+         "telemetry_max_link_mbps"}
+_BOOLS = ("local_enabled", "v2ray_enabled", "egress_block_bittorrent", "v2ray_access_log",
+          "v2ray_access_log_addresses", "diagnostics_allow_private_targets")
+#: What egress.allowed_cidrs may never open: the node itself.
+_NODE_ITSELF = tuple(ipaddress.ip_network(n) for n in ("0.0.0.0/8", "127.0.0.0/8", "::1/128", "::/128"))
+
+
+def _cidrs(name: str, value: Any) -> tuple[str, ...]:
+    """A list of CIDRs (or one string of them, comma-separated), normalised; SettingsError names the bad one."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)):
+        raise SettingsError(f"setting '{name}' must be a list of CIDRs")
+    out = []
+    for item in items:
+        try:
+            network = ipaddress.ip_network(str(item).strip(), strict=False)
+        except ValueError:
+            raise SettingsError(f"setting '{name}': {item!r} is not a CIDR") from None
+        out.append(network.with_prefixlen)
+    return tuple(out)
 
 
 def _build(values: dict[str, Any]) -> Settings:
@@ -289,7 +341,14 @@ def _build(values: dict[str, Any]) -> Settings:
                     raise ValueError
         except (TypeError, ValueError):
             raise SettingsError(f"setting '{name}' must be a positive number, got {values[name]!r}") from None
-    for name in ("local_enabled", "v2ray_enabled"):
+    for name in ("egress_blocked_cidrs", "egress_allowed_cidrs"):
+        if name in values:
+            values[name] = _cidrs(name, values[name])
+    for cidr in values.get("egress_allowed_cidrs", ()):
+        network = ipaddress.ip_network(cidr)
+        if any(network.version == n.version and network.overlaps(n) for n in _NODE_ITSELF):
+            raise SettingsError(f"egress.allowed_cidrs: {cidr} would open the node itself (loopback or 0.0.0.0/8)")
+    for name in _BOOLS:
         if name in values:
             values[name] = str(values[name]).lower() not in ("0", "false", "no", "off")
     for name in ("v2ray_port", "v2ray_vless_port"):

@@ -108,22 +108,40 @@ class DesiredState(_message.Message):
     def __init__(self, revision: _Optional[int] = ..., agent: _Optional[_Union[AgentSettings, _Mapping]] = ..., v2ray: _Optional[_Union[V2RayConfig, _Mapping]] = ..., wireguard: _Optional[_Union[WireGuardConfig, _Mapping]] = ...) -> None: ...
 
 class AgentSettings(_message.Message):
-    __slots__ = ("metrics_interval_seconds", "log_level")
+    __slots__ = ("metrics_interval_seconds", "log_level", "allow_private_targets")
     METRICS_INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     LOG_LEVEL_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_PRIVATE_TARGETS_FIELD_NUMBER: _ClassVar[int]
     metrics_interval_seconds: int
     log_level: str
-    def __init__(self, metrics_interval_seconds: _Optional[int] = ..., log_level: _Optional[str] = ...) -> None: ...
+    allow_private_targets: bool
+    def __init__(self, metrics_interval_seconds: _Optional[int] = ..., log_level: _Optional[str] = ..., allow_private_targets: _Optional[bool] = ...) -> None: ...
+
+class EgressPolicy(_message.Message):
+    __slots__ = ("blocked_cidrs", "allowed_cidrs", "block_bittorrent")
+    BLOCKED_CIDRS_FIELD_NUMBER: _ClassVar[int]
+    ALLOWED_CIDRS_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_BITTORRENT_FIELD_NUMBER: _ClassVar[int]
+    blocked_cidrs: _containers.RepeatedScalarFieldContainer[str]
+    allowed_cidrs: _containers.RepeatedScalarFieldContainer[str]
+    block_bittorrent: bool
+    def __init__(self, blocked_cidrs: _Optional[_Iterable[str]] = ..., allowed_cidrs: _Optional[_Iterable[str]] = ..., block_bittorrent: _Optional[bool] = ...) -> None: ...
 
 class V2RayConfig(_message.Message):
-    __slots__ = ("inbounds", "users", "log_level")
+    __slots__ = ("inbounds", "users", "log_level", "egress", "access_log", "access_log_addresses")
     INBOUNDS_FIELD_NUMBER: _ClassVar[int]
     USERS_FIELD_NUMBER: _ClassVar[int]
     LOG_LEVEL_FIELD_NUMBER: _ClassVar[int]
+    EGRESS_FIELD_NUMBER: _ClassVar[int]
+    ACCESS_LOG_FIELD_NUMBER: _ClassVar[int]
+    ACCESS_LOG_ADDRESSES_FIELD_NUMBER: _ClassVar[int]
     inbounds: _containers.RepeatedCompositeFieldContainer[V2RayInbound]
     users: _containers.RepeatedCompositeFieldContainer[V2RayUser]
     log_level: str
-    def __init__(self, inbounds: _Optional[_Iterable[_Union[V2RayInbound, _Mapping]]] = ..., users: _Optional[_Iterable[_Union[V2RayUser, _Mapping]]] = ..., log_level: _Optional[str] = ...) -> None: ...
+    egress: EgressPolicy
+    access_log: bool
+    access_log_addresses: bool
+    def __init__(self, inbounds: _Optional[_Iterable[_Union[V2RayInbound, _Mapping]]] = ..., users: _Optional[_Iterable[_Union[V2RayUser, _Mapping]]] = ..., log_level: _Optional[str] = ..., egress: _Optional[_Union[EgressPolicy, _Mapping]] = ..., access_log: _Optional[bool] = ..., access_log_addresses: _Optional[bool] = ...) -> None: ...
 
 class V2RayInbound(_message.Message):
     __slots__ = ("tag", "protocol", "port", "listen")
@@ -146,13 +164,15 @@ class V2RayUser(_message.Message):
     def __init__(self, email: _Optional[str] = ..., uuid: _Optional[str] = ...) -> None: ...
 
 class WireGuardConfig(_message.Message):
-    __slots__ = ("interfaces",)
+    __slots__ = ("interfaces", "egress")
     INTERFACES_FIELD_NUMBER: _ClassVar[int]
+    EGRESS_FIELD_NUMBER: _ClassVar[int]
     interfaces: _containers.RepeatedCompositeFieldContainer[WireGuardInterface]
-    def __init__(self, interfaces: _Optional[_Iterable[_Union[WireGuardInterface, _Mapping]]] = ...) -> None: ...
+    egress: EgressPolicy
+    def __init__(self, interfaces: _Optional[_Iterable[_Union[WireGuardInterface, _Mapping]]] = ..., egress: _Optional[_Union[EgressPolicy, _Mapping]] = ...) -> None: ...
 
 class WireGuardInterface(_message.Message):
-    __slots__ = ("name", "private_key", "listen_port", "addresses", "mtu", "nat", "peers")
+    __slots__ = ("name", "private_key", "listen_port", "addresses", "mtu", "nat", "peers", "peer_to_peer")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PRIVATE_KEY_FIELD_NUMBER: _ClassVar[int]
     LISTEN_PORT_FIELD_NUMBER: _ClassVar[int]
@@ -160,6 +180,7 @@ class WireGuardInterface(_message.Message):
     MTU_FIELD_NUMBER: _ClassVar[int]
     NAT_FIELD_NUMBER: _ClassVar[int]
     PEERS_FIELD_NUMBER: _ClassVar[int]
+    PEER_TO_PEER_FIELD_NUMBER: _ClassVar[int]
     name: str
     private_key: str
     listen_port: int
@@ -167,7 +188,8 @@ class WireGuardInterface(_message.Message):
     mtu: int
     nat: bool
     peers: _containers.RepeatedCompositeFieldContainer[WireGuardPeer]
-    def __init__(self, name: _Optional[str] = ..., private_key: _Optional[str] = ..., listen_port: _Optional[int] = ..., addresses: _Optional[_Iterable[str]] = ..., mtu: _Optional[int] = ..., nat: _Optional[bool] = ..., peers: _Optional[_Iterable[_Union[WireGuardPeer, _Mapping]]] = ...) -> None: ...
+    peer_to_peer: bool
+    def __init__(self, name: _Optional[str] = ..., private_key: _Optional[str] = ..., listen_port: _Optional[int] = ..., addresses: _Optional[_Iterable[str]] = ..., mtu: _Optional[int] = ..., nat: _Optional[bool] = ..., peers: _Optional[_Iterable[_Union[WireGuardPeer, _Mapping]]] = ..., peer_to_peer: _Optional[bool] = ...) -> None: ...
 
 class WireGuardPeer(_message.Message):
     __slots__ = ("public_key", "preshared_key", "allowed_ips", "persistent_keepalive", "peer_id")
