@@ -1,7 +1,8 @@
 """Commands from the controller (tcping, info), answered with one CommandResult each.
 
 Result shapes follow NodePass's /tcping and /info (shared/reference/nodepass-1.14), so the controller can
-serve both from one model.
+serve both from one model. tcping refuses loopback, private, link-local and metadata targets (agent.addresses)
+unless AgentSettings.allow_private_targets is on.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Callable
 import psutil
 
 import agent
+from agent.addresses import blocked_reason
 from protos import agent_pb2
 
 log = logging.getLogger(__name__)
@@ -88,20 +90,74 @@ def dial_error(target: str, exc: BaseException) -> str:
     return f"dial tcp {target}: {exc}"
 
 
-async def tcping(target: str, timeout_s: float) -> agent_pb2.TcpingResult:
-    """Open (and close) a TCP connection to target; measure how long the handshake took."""
+#: How a refused tcping target is answered (the operator's switch is named, so they know how to allow it).
+PRIVATE_TARGETS_OFF = ("tcping to private, loopback and link-local targets is off "
+                       "(diagnostics.allow_private_targets)")
+
+
+async def resolve(host: str, port: int) -> list[tuple[int, int, int, str, tuple]]:
+    """getaddrinfo for a TCP connection to host:port (an address literal resolves to itself)."""
+    return await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                        proto=socket.IPPROTO_TCP)
+
+
+def refusal(host: str, addresses: list[str]) -> str | None:
+    """Why tcping may not reach host, which resolved to addresses (all of them are checked); None if it may."""
+    literal = _is_address(host)
+    for address in addresses:
+        reason = blocked_reason(address)
+        if reason is not None:
+            what = f"is {reason}" if literal else f"resolves to {address}, {reason}"
+            return f"target {host} {what}; {PRIVATE_TARGETS_OFF}"
+    return None
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+async def _connect(infos: list[tuple[int, int, int, str, tuple]]) -> None:
+    """Connect to the resolved addresses in turn (never resolving again) until one accepts; close it.
+    Raises the first address's error when none does."""
+    loop = asyncio.get_running_loop()
+    first: OSError | None = None
+    for family, type_, proto, _, sockaddr in infos:
+        sock = socket.socket(family, type_, proto)
+        try:
+            sock.setblocking(False)
+            await loop.sock_connect(sock, sockaddr)
+            return
+        except OSError as exc:
+            first = first or exc
+        finally:
+            sock.close()
+    raise first or OSError("no addresses")
+
+
+async def tcping(target: str, timeout_s: float, allow_private_targets: bool = False) -> agent_pb2.TcpingResult:
+    """Open (and close) a TCP connection to target; measure how long resolving and the handshake took.
+
+    Unless allow_private_targets, a target that is or resolves to a blocked address (agent.addresses:
+    loopback, private, link-local and metadata, ...) is refused without a packet sent to it. The connection
+    goes only to the addresses that were checked.
+    """
     host, port = parse_target(target)
     started = time.monotonic()
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            infos = await resolve(host, port)
+            if not allow_private_targets:
+                refused = refusal(host, [info[4][0] for info in infos])
+                if refused is not None:
+                    return agent_pb2.TcpingResult(target=target, connected=False, latency_ms=0, error=refused)
+            await _connect(infos)
     except (OSError, TimeoutError) as exc:
         return agent_pb2.TcpingResult(target=target, connected=False, latency_ms=0, error=dial_error(target, exc))
     latency_ms = int((time.monotonic() - started) * 1000)
-    writer.close()
-    try:
-        await writer.wait_closed()
-    except OSError:
-        pass  # the peer may reset a connection it did not want; we measured what we came for
     return agent_pb2.TcpingResult(target=target, connected=True, latency_ms=latency_ms)
 
 
@@ -148,12 +204,18 @@ class CommandRunner:
         log_level: Callable[[], str],
         cert_path: str = "",
         key_path: str = "",
+        allow_private_targets: bool = False,
     ) -> None:
         self.alias = alias
         self._log_level = log_level
         self.cert_path = cert_path
         self.key_path = key_path
+        #: AgentSettings.allow_private_targets as last applied (component "agent"); off until then.
+        self.allow_private_targets = allow_private_targets
         self._started = time.monotonic()
+
+    def set_allow_private_targets(self, allowed: bool) -> None:
+        self.allow_private_targets = allowed
 
     async def run(self, command: agent_pb2.Command) -> agent_pb2.CommandResult:
         timeout_ms = command.timeout_ms or DEFAULT_TIMEOUT_MS
@@ -161,7 +223,8 @@ class CommandRunner:
         try:
             async with asyncio.timeout(timeout_ms / 1000):
                 if kind == "tcping":
-                    result = await tcping(command.tcping.target, timeout_ms / 1000 * TCPING_DIAL_SHARE)
+                    result = await tcping(command.tcping.target, timeout_ms / 1000 * TCPING_DIAL_SHARE,
+                                          allow_private_targets=self.allow_private_targets)
                     return agent_pb2.CommandResult(id=command.id, tcping=result)
                 if kind == "info":
                     info = await asyncio.to_thread(

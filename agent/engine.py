@@ -100,20 +100,21 @@ class Engine:
         self.metrics = MetricsLoop(
             Sampler(), self.spool, config.metrics_interval_seconds, on_batch=lambda b: self._spool_tail.set(b.seq)
         )
-        components = build_components(
-            config,
-            self.metrics.set_interval,
-            logs.set_level,
-            log_push=logs.buffer.push,
-            add_traffic_source=self.metrics.add_traffic_source,
-        )
-        self.applier = StateApplier(components, AppliedStateStore(state_dir))
         self.commands = CommandRunner(
             alias=config.node_name,
             log_level=lambda: logs.level,
             cert_path=str(cert_path(state_dir)),
             key_path=str(key_path(state_dir)),
         )
+        components = build_components(
+            config,
+            self.metrics.set_interval,
+            logs.set_level,
+            log_push=logs.buffer.push,
+            add_traffic_source=self.metrics.add_traffic_source,
+            set_allow_private_targets=self.commands.set_allow_private_targets,
+        )
+        self.applier = StateApplier(components, AppliedStateStore(state_dir))
         self.backoff = backoff or Backoff(cap=config.reconnect_max_seconds)
         self._rng = random.Random()
         self._desired: Latest[agent_pb2.DesiredState] = Latest()

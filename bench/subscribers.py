@@ -33,7 +33,8 @@ import psutil  # noqa: E402
 from bench.figures import log, mib, pct  # noqa: E402
 from controller.providers.local import processes_of  # noqa: E402
 from tests.controller_process import ControllerProcess, wait_for  # noqa: E402
-from tests.v2ray_lab import HttpServer, client_from_link, fetch  # noqa: E402
+from tests.world import enter_for_benchmark  # noqa: E402
+from tests.v2ray_lab import client_from_link, fetch  # noqa: E402
 
 MB = 1_000_000
 
@@ -77,10 +78,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--metrics-interval", type=int, default=1)
     args = parser.parse_args()
+    web = enter_for_benchmark()  # the internet host; first: every process started later inherits its network
     if shutil.which("v2ray") is None:
         sys.exit("needs the v2ray binary (apt-get install v2ray)")
 
     tmp = Path(tempfile.mkdtemp(prefix="vpnfleet-bench-subs-"))
+    tmp.chmod(0o701)  # V2Ray's unprivileged user passes through it (agent/dataplane_user.py)
     ctl = ControllerProcess(tmp / "data", env={"VPNFLEET_V2RAY_ENABLED": "1", "VPNFLEET_LOG_LEVEL": "warning",
                                                "VPNFLEET_METRICS_INTERVAL": str(args.metrics_interval)})
     try:
@@ -107,32 +110,31 @@ def main() -> None:
         pids_after = v2ray_pids(ctl, node["id"])
         rss = psutil.Process(pids_after[0]).memory_info().rss if pids_after else 0
 
-        with HttpServer() as web:
-            log("hot add / block rounds")
-            add, block = [], []
-            for i in range(args.rounds):
-                t = time.monotonic()
-                client = create(args.subscribers + i)
-                link = link_of(ctl, client)
-                until(lambda: works(link, web.url(1000), timeout=1.0), timeout=30, step=0)
-                add.append(time.monotonic() - t)
-                t = time.monotonic()
-                ctl.api.post(f"/api/v1/clients/{client['id']}/block").raise_for_status()
-                until(lambda: not works(link, web.url(1000), timeout=0.5), timeout=30, step=0)
-                block.append(time.monotonic() - t)
+        log("hot add / block rounds")
+        add, block = [], []
+        for i in range(args.rounds):
+            t = time.monotonic()
+            client = create(args.subscribers + i)
+            link = link_of(ctl, client)
+            until(lambda: works(link, web.url(1000), timeout=1.0), timeout=30, step=0)
+            add.append(time.monotonic() - t)
+            t = time.monotonic()
+            ctl.api.post(f"/api/v1/clients/{client['id']}/block").raise_for_status()
+            until(lambda: not works(link, web.url(1000), timeout=0.5), timeout=30, step=0)
+            block.append(time.monotonic() - t)
 
-            log("usage lag rounds")
-            lag = []
-            subject = clients[0]
-            link = link_of(ctl, subject)
-            with client_from_link(link) as client:
-                for _ in range(args.rounds):
-                    before = ctl.api.get(f"/api/v1/clients/{subject['id']}").json()["used_download_bytes"]
-                    fetch(client.socks_port, web.url(MB), timeout=10)
-                    t = time.monotonic()
-                    until(lambda: ctl.api.get(f"/api/v1/clients/{subject['id']}").json()["used_download_bytes"]
-                          >= before + MB, timeout=60, step=0.05)
-                    lag.append(time.monotonic() - t)
+        log("usage lag rounds")
+        lag = []
+        subject = clients[0]
+        link = link_of(ctl, subject)
+        with client_from_link(link) as client:
+            for _ in range(args.rounds):
+                before = ctl.api.get(f"/api/v1/clients/{subject['id']}").json()["used_download_bytes"]
+                fetch(client.socks_port, web.url(MB), timeout=10)
+                t = time.monotonic()
+                until(lambda: ctl.api.get(f"/api/v1/clients/{subject['id']}").json()["used_download_bytes"]
+                      >= before + MB, timeout=60, step=0.05)
+                lag.append(time.monotonic() - t)
         pids_end = v2ray_pids(ctl, node["id"])
     finally:
         ctl.cleanup()

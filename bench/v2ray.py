@@ -41,7 +41,8 @@ from agent.drivers.v2ray import V2RayComponent  # noqa: E402
 from agent.v2ray import process  # noqa: E402
 from bench.figures import BenchAbort, log, mib, ms, pct  # noqa: E402
 from protos import agent_pb2  # noqa: E402
-from tests.v2ray_lab import HttpServer, V2RayClient, can_fetch, fetch, free_port, v2ray_binary  # noqa: E402
+from tests.world import World, enter_for_benchmark  # noqa: E402
+from tests.v2ray_lab import V2RayClient, can_fetch, fetch, free_port, v2ray_binary  # noqa: E402
 
 MB = 1_000_000
 UNCHANGED_ROUNDS = 10
@@ -93,7 +94,7 @@ class Bench:
         if self.component.pid != pid or self.component.starts != 1:
             raise RuntimeError(f"{what}: V2Ray pid {self.component.pid} (was {pid}), {self.component.starts} starts")
 
-    async def run(self, web: HttpServer) -> dict:
+    async def run(self, web: World) -> dict:
         out: dict = {}
         c = self.component
         part = self.part(self.base)  # built before the timer, as the agent gets it decoded
@@ -195,11 +196,10 @@ def report(args: argparse.Namespace, f: dict, v2ray_version: str) -> str:
     return "\n".join(lines)
 
 
-async def amain(args: argparse.Namespace, workdir: Path) -> dict:
+async def amain(args: argparse.Namespace, workdir: Path, web: World) -> dict:
     bench = Bench(workdir, args.users, args.rounds)
     try:
-        with HttpServer() as web:
-            return await bench.run(web)
+        return await bench.run(web)
     finally:
         await bench.component.close()
         await bench.component.apply(None)
@@ -212,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=600.0, help="overall limit, seconds (default 600)")
     p.add_argument("--keep", action="store_true", help="keep the temporary dir (driver state, V2Ray logs)")
     args = p.parse_args(argv)
+    web = enter_for_benchmark()  # the internet host; first: every process started later inherits its network
     if args.users < 1 or args.rounds < 1:
         p.error("--users and --rounds must be at least 1")
     if v2ray_binary() is None:
@@ -227,9 +228,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, abort)
     signal.alarm(max(1, int(args.timeout)))
     workdir = Path(tempfile.mkdtemp(prefix="vpnfleet-v2bench-"))
+    workdir.chmod(0o701)  # V2Ray's unprivileged user passes through it (agent/dataplane_user.py)
     failed = True
     try:
-        figures = asyncio.run(amain(args, workdir))
+        figures = asyncio.run(amain(args, workdir, web))
         signal.alarm(0)
         print(report(args, figures, version()), flush=True)
         failed = False

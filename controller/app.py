@@ -66,8 +66,11 @@ class Controller:
         self.ca = CertificateAuthority(settings.data_dir / "pki")
         self.keys = ApiKeyStore(self.sessions)
         self.operations = OperationLog(self.sessions)
-        self.logs = LogStore(self.bus, settings.logs_per_node)
-        self.ingest = TelemetryIngest(self.sessions)
+        self.logs = LogStore(self.bus, settings.logs_per_node, line_max_bytes=settings.log_line_max_bytes,
+                             lines_per_second=settings.log_lines_per_second,
+                             max_clock_skew=settings.telemetry_max_clock_skew)
+        self.ingest = TelemetryIngest(self.sessions, max_link_mbps=settings.telemetry_max_link_mbps,
+                                      max_clock_skew=settings.telemetry_max_clock_skew)
         self.state = NodeStateWriter(self.sessions, self.bus)
         self.hub = Hub(settings, self.sessions, self.state, self.ingest, self.logs)
         self.enrollment = EnrollmentService(self.sessions, self.ca, settings.enrollment_token_ttl)
@@ -103,7 +106,12 @@ class Controller:
         revision is bumped once so agents get the new state (otherwise a reconnecting agent is "in sync")."""
         s = self.settings
         return {"v2ray_enabled": s.v2ray_enabled, "v2ray_port": s.v2ray_port, "v2ray_vless_port": s.v2ray_vless_port,
-                "relay_users": [u.email for u in self.hub.extra_v2ray_users], "metrics_interval": s.metrics_interval}
+                "relay_users": [u.email for u in self.hub.extra_v2ray_users], "metrics_interval": s.metrics_interval,
+                # per-node ids and the egress policy: a controller upgraded to them pushes them to every node once
+                "credentials": "per-node-v1", "egress_blocked_cidrs": list(s.egress_blocked_cidrs),
+                "egress_allowed_cidrs": list(s.egress_allowed_cidrs), "egress_block_bittorrent": s.egress_block_bittorrent,
+                "v2ray_access_log": s.v2ray_access_log, "v2ray_access_log_addresses": s.v2ray_access_log_addresses,
+                "diagnostics_allow_private_targets": s.diagnostics_allow_private_targets}
 
     def bundle(self) -> AgentBundle:
         assert self._bundle is not None, "controller not started"

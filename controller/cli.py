@@ -36,6 +36,25 @@ STREAM_READ_TIMEOUT = 60.0
 MAX_BACKOFF = 10.0
 STATUS_STYLE = {"running": "green", "error": "bold red", "stopped": "dim", "deleted": "dim"}
 LEVEL_STYLE = {"debug": "dim", "info": "", "warning": "yellow", "error": "red", "critical": "bold red"}
+#: What a terminal would act on instead of printing: ESC sequences (CSI; OSC, DCS, SOS, PM and APC strings up
+#: to their terminator; the other escapes), then every C0 control but tab, DEL and the C1 controls.
+_TERMINAL_CONTROLS = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]?"
+    r"|\x1b[\]PX^_][^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"
+    r"|\x1b[ -/]*[0-~]?"
+    r"|[\x00-\x08\x0a-\x1f\x7f-\x9f]"
+)
+
+
+def terminal_safe(value: object) -> str:
+    """Text a node (or anyone) supplied, as it may be printed: terminal control characters removed, so a log
+    line, a host name or a component's error cannot move the cursor, retitle the window or rewrite the screen."""
+    return _TERMINAL_CONTROLS.sub("", str(value))
+
+
+def plain(value: object, style: str = "") -> Text:
+    """terminal_safe text as a rich Text: printed as is (rich reads no markup in it)."""
+    return Text(terminal_safe(value), style=style)
 
 
 # -- the API ------------------------------------------------------------------------------------------------
@@ -176,7 +195,7 @@ class Ctx:
 
     def progress(self, message: str) -> None:
         """Human progress notes: on stdout, or stderr when stdout carries JSON."""
-        (self.err if self.as_json else self.out).print(Text(message))
+        (self.err if self.as_json else self.out).print(plain(message))
 
 
 def fmt_time(value: str | None, ms: bool = False) -> str:
@@ -205,7 +224,7 @@ def fmt_duration(seconds: int | float | None) -> str:
 
 
 def status_text(status: str) -> Text:
-    return Text(status, style=STATUS_STYLE.get(status, "yellow"))
+    return plain(status, style=STATUS_STYLE.get(status, "yellow"))
 
 
 def table(*columns: str) -> Table:
@@ -220,7 +239,7 @@ def key_values(rows: list[tuple[str, Any]]) -> Table:
     grid.add_column(style="bold")
     grid.add_column()
     for key, value in rows:
-        grid.add_row(key, value if isinstance(value, Text) else Text("-" if value in (None, "") else str(value)))
+        grid.add_row(key, value if isinstance(value, Text) else plain("-" if value in (None, "") else value))
     return grid
 
 
@@ -291,8 +310,8 @@ def cmd_nodes_ls(ctx: Ctx, args: argparse.Namespace) -> int:
     t = table("ID", "NAME", "REGION", "STATUS", "AGENT", "IP", "REV", "CREATED")
     for n in res["items"]:
         a = n["agent"]
-        t.add_row(n["id"], Text(n["name"]), n["region"], status_text(n["status"]),
-                  Text(a["connectivity"], style="green" if a["online"] else "dim"), n["public_ip"] or "-",
+        t.add_row(plain(n["id"]), plain(n["name"]), plain(n["region"]), status_text(n["status"]),
+                  plain(a["connectivity"], style="green" if a["online"] else "dim"), plain(n["public_ip"] or "-"),
                   f"{a['applied_revision']}/{a['desired_revision']}", fmt_time(n["created_at"]))
     if not res["items"]:
         ctx.out.print("no nodes")
@@ -311,7 +330,7 @@ def show_node(ctx: Ctx, n: dict[str, Any]) -> None:
     a = n["agent"]
     status = status_text(n["status"])
     if n.get("status_reason"):
-        status.append(f" ({n['status_reason']})")
+        status.append(f" ({terminal_safe(n['status_reason'])})")
     ctx.show(key_values([
         ("ID", n["id"]), ("Name", n["name"]), ("Region", f"{n['region']} ({n['region_name']})"),
         ("Provider", n["provider"]), ("Instance", n["instance_id"]), ("Public IP", n["public_ip"]),
@@ -320,7 +339,7 @@ def show_node(ctx: Ctx, n: dict[str, Any]) -> None:
     ]))
     ctx.out.print(Text("\nAgent", style="bold underline"))
     ctx.show(key_values([
-        ("Connectivity", Text(a["connectivity"], style="green" if a["online"] else "dim")),
+        ("Connectivity", plain(a["connectivity"], style="green" if a["online"] else "dim")),
         ("Last seen", fmt_time(a["last_seen_at"])),
         ("Enrolled", fmt_time(a["enrolled_at"]) if a["enrolled"] else "no"),
         ("Version", a["version"]), ("Hostname", a["hostname"]),
@@ -329,12 +348,15 @@ def show_node(ctx: Ctx, n: dict[str, Any]) -> None:
                      f"{'' if a['in_sync'] else '  (not in sync)'}"),
         ("Settings", json.dumps(a["settings"]) if a["settings"] else None),
         ("Telemetry dropped", a["telemetry_dropped"]),
+        # entries the controller refused (usage for others' subscribers or peers, impossible values)
+        ("Telemetry rejected", a.get("telemetry_rejected", 0)),
     ]))
     if a["components"]:
         t = table("COMPONENT", "STATE", "CONFIG", "ERROR")
         for c in a["components"]:
-            t.add_row(c.get("name", "?"), Text(str(c.get("state")), style="green" if c.get("state") == "ok" else "red"),
-                      (c.get("config_hash") or "-")[:12], Text(c.get("error") or ""))
+            state_style = "green" if c.get("state") == "ok" else "red"
+            t.add_row(plain(c.get("name", "?")), plain(c.get("state"), style=state_style),
+                      plain((c.get("config_hash") or "-")[:12]), plain(c.get("error") or ""))
         ctx.out.print()
         ctx.show(t)
 
@@ -422,20 +444,20 @@ def cmd_nodes_tcping(ctx: Ctx, args: argparse.Namespace) -> int:
     if ctx.as_json:
         ctx.emit_json(res)
     elif res["connected"]:
-        ctx.out.print(Text(f"{res['target']}: connected from node {node_id} in {res['latency']} ms", style="green"))
+        ctx.out.print(plain(f"{res['target']}: connected from node {node_id} in {res['latency']} ms", style="green"))
     else:
-        ctx.out.print(Text(f"{res['target']}: not connected from node {node_id}: {res['error']}", style="red"))
+        ctx.out.print(plain(f"{res['target']}: not connected from node {node_id}: {res['error']}", style="red"))
     return 0 if res["connected"] else 1
 
 
 # -- logs and events ----------------------------------------------------------------------------------------
 
 def log_line(line: dict[str, Any]) -> Text:
-    level = line["level"]
-    text = Text(f"{fmt_time(line['time'], ms=True)} ")
+    level = terminal_safe(line["level"])
+    text = plain(f"{fmt_time(line['time'], ms=True)} ")
     text.append(f"{level.upper():<8}", style=LEVEL_STYLE.get(level, ""))
-    text.append(f" {line['source']:<8} ")
-    text.append(line["message"], style=LEVEL_STYLE.get(level, "") if level != "info" else "")
+    text.append(f" {terminal_safe(line['source']):<8} ")
+    text.append(terminal_safe(line["message"]), style=LEVEL_STYLE.get(level, "") if level != "info" else "")
     return text
 
 
@@ -460,7 +482,7 @@ def follow(ctx: Ctx, path: str, params: Callable[[], dict[str, Any]],
                     if data.get("dropped"):
                         ctx.err.print(f"({data['dropped']} events dropped: this reader was too slow)", style="dim")
                     if data.get("type") == "shutdown":
-                        ctx.err.print(f"stream ended: {data.get('reason') or 'the controller is shutting down'}")
+                        ctx.err.print(plain(f"stream ended: {data.get('reason') or 'the controller is shutting down'}"))
                         return 0
                     on_data(data)
                 problem = "the controller closed the stream"
@@ -468,7 +490,7 @@ def follow(ctx: Ctx, path: str, params: Callable[[], dict[str, Any]],
                 if not (exc.network and connected):
                     raise
                 problem = str(exc)
-            ctx.err.print(f"{problem}; reconnecting in {delay:g}s", style="yellow")
+            ctx.err.print(plain(f"{problem}; reconnecting in {delay:g}s", style="yellow"))
             time.sleep(delay)
             delay = min(delay * 2, MAX_BACKOFF)
     except KeyboardInterrupt:
@@ -487,7 +509,8 @@ def cmd_logs(ctx: Ctx, args: argparse.Namespace) -> int:
         for line in res["lines"]:
             ctx.out.print(log_line(line), soft_wrap=True)
         if res.get("dropped_by_agent"):
-            ctx.err.print(f"({res['dropped_by_agent']} lines were dropped by the agent)", style="dim")
+            ctx.err.print(f"({res['dropped_by_agent']} lines were dropped: the agent's buffer overflowed or the node "
+                          "sent more than the controller accepts per second)", style="dim")
         return 0
     last: dict[str, str] = {}
 
@@ -509,19 +532,19 @@ def cmd_logs(ctx: Ctx, args: argparse.Namespace) -> int:
 
 def event_line(data: dict[str, Any]) -> Text:
     kind = data.get("type", "?")
-    text = Text(f"{fmt_time(data.get('time'))} {kind:<8} ", style="bold" if kind != "log" else "")
+    text = plain(f"{fmt_time(data.get('time'))} {kind:<8} ", style="bold" if kind != "log" else "")
     if kind == "initial":
         text.append(f"{len(data.get('nodes', []))} nodes")
     elif "node" in data:
         n = data["node"]
         a = n["agent"]
-        text.append(f"{n['id']} {n['name']} ")
+        text.append(terminal_safe(f"{n['id']} {n['name']} "))
         text.append_text(status_text(n["status"]))
-        text.append(f" agent={a['connectivity']} rev={a['applied_revision']}/{a['desired_revision']}"
-                    f"{' ip=' + n['public_ip'] if n.get('public_ip') else ''}")
+        text.append(terminal_safe(f" agent={a['connectivity']} rev={a['applied_revision']}/{a['desired_revision']}"
+                                  f"{' ip=' + n['public_ip'] if n.get('public_ip') else ''}"))
     elif "log" in data:
         line = data["log"]
-        text.append(f"{line['node_id']} ")
+        text.append(terminal_safe(f"{line['node_id']} "))
         text.append_text(log_line(line))
     return text
 
@@ -547,7 +570,7 @@ def cmd_regions(ctx: Ctx, args: argparse.Namespace) -> int:
         return 0
     t = table("REGION", "NAME", "PROVIDER")
     for r in regions:
-        t.add_row(r["region"], r["name"], r["provider"])
+        t.add_row(plain(r["region"]), plain(r["name"]), plain(r["provider"]))
     ctx.show(t)
     return 0
 
@@ -560,8 +583,8 @@ def cmd_ops(ctx: Ctx, args: argparse.Namespace) -> int:
     t = table("TIME", "ACTOR", "ACTION", "TARGET", "STATUS", "ERROR")
     for op in res["items"]:
         ok = op["result"] == "success"
-        t.add_row(fmt_time(op["created_at"]), op["actor"], Text(op["action"]), op["target_id"] or "-",
-                  Text(str(op["status_code"]), style="green" if ok else "red"), Text(op["error"] or ""))
+        t.add_row(fmt_time(op["created_at"]), plain(op["actor"]), plain(op["action"]), plain(op["target_id"] or "-"),
+                  plain(op["status_code"], style="green" if ok else "red"), plain(op["error"] or ""))
     ctx.show(t if res["items"] else "no operations")
     return 0
 
@@ -587,10 +610,10 @@ def show_client(ctx: Ctx, c: dict[str, Any]) -> None:
         return
     limit = fmt_bytes(c["data_limit_bytes"]) if c["data_limit_bytes"] else "unlimited"
     ctx.show(key_values([
-        ("ID", c["id"]), ("Username", Text(c["username"])), ("Status", status_text(c["status"])),
+        ("ID", c["id"]), ("Username", plain(c["username"])), ("Status", status_text(c["status"])),
         ("Expires", fmt_time(c["expires_at"])), ("Used", f"{fmt_bytes(c['used_bytes'])} of {limit}"),
         ("Nodes", ", ".join(c["node_ids"] or []) or ", ".join(c["regions"] or []) or "all"),
-        ("Subscription", c["subscription_url"]), ("Note", Text(c["note"] or "")),
+        ("Subscription", c["subscription_url"]), ("Note", plain(c["note"] or "")),
     ]))
 
 
@@ -602,7 +625,7 @@ def cmd_clients_ls(ctx: Ctx, args: argparse.Namespace) -> int:
         return 0
     t = table("ID", "USERNAME", "STATUS", "EXPIRES", "USED", "LIMIT")
     for c in res["items"]:
-        t.add_row(c["id"], Text(c["username"]), status_text(c["status"]), fmt_time(c["expires_at"]),
+        t.add_row(plain(c["id"]), plain(c["username"]), status_text(c["status"]), fmt_time(c["expires_at"]),
                   fmt_bytes(c["used_bytes"]), fmt_bytes(c["data_limit_bytes"]) if c["data_limit_bytes"] else "-")
     ctx.show(t if res["items"] else "no clients")
     return 0
@@ -636,7 +659,7 @@ def cmd_clients_config(ctx: Ctx, args: argparse.Namespace) -> int:
     if ctx.as_json:
         ctx.emit_json(cfg)
     else:
-        ctx.out.print(cfg["subscription_url"])
+        ctx.out.print(plain(cfg["subscription_url"]))
     return 0
 
 
@@ -649,7 +672,7 @@ def cmd_clients_usage(ctx: Ctx, args: argparse.Namespace) -> int:
     t = table("NODE", "DAY", "UPLOAD", "DOWNLOAD")
     for n in usage["nodes"]:
         for d in n["days"]:
-            t.add_row(Text(n["node_name"] or n["node_id"]), d["date"], fmt_bytes(d["upload_bytes"]),
+            t.add_row(plain(n["node_name"] or n["node_id"]), plain(d["date"]), fmt_bytes(d["upload_bytes"]),
                       fmt_bytes(d["download_bytes"]))
     ctx.show(t if usage["nodes"] else "no usage in this period")
     used = usage["used"]
@@ -669,8 +692,9 @@ def cmd_version(ctx: Ctx, args: argparse.Namespace) -> int:
     if ctx.as_json:
         ctx.emit_json({"cli_version": __version__, "controller": health})
         return 0
-    ctx.out.print(f"vpnfleet CLI {__version__}\ncontroller {health['version']} at {ctx.api.url} "
-                  f"(database {health['database']}, {health['agents_connected']} agents connected)")
+    ctx.out.print(plain(f"vpnfleet CLI {__version__}"))
+    ctx.out.print(plain(f"controller {health['version']} at {ctx.api.url} "
+                        f"(database {health['database']}, {health['agents_connected']} agents connected)"))
     return 0
 
 
@@ -791,7 +815,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(ctx, args)
     except ApiError as exc:
-        err.print(Text(f"error: {exc}"))
+        err.print(plain(f"error: {exc}"))
         return 1
     except KeyboardInterrupt:
         return 130

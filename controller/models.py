@@ -6,7 +6,7 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, false as sa_false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -88,6 +88,9 @@ class Node(Base):
     telemetry_seq: Mapped[int] = mapped_column(BigInteger, default=0)
     #: telemetry samples the agent reported as dropped (spool overflow)
     telemetry_dropped: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: telemetry entries the controller refused from the node: usage of subscribers or peers that are not the
+    #: node's, values beyond its link, samples stamped in the future (controller/services/telemetry.py)
+    telemetry_rejected: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
     # -- data plane ----------------------------------------------------------------------------------------
     #: V2Ray inbounds subscribers connect to: [{tag, protocol, port, listen}], fixed when the node is created
@@ -201,6 +204,8 @@ class WireguardServer(Base):
     allowed_ips: Mapped[list[str]] = mapped_column(JSON, default=list)
     #: forward and masquerade client traffic out of the node (internet egress)
     nat: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: peers may reach each other through the node (else the egress policy drops the interface's own subnets)
+    peer_to_peer: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
     #: host clients dial; default: the node's public IP
     endpoint_host: Mapped[str | None] = mapped_column(String(255), nullable=True)
     auto_start: Mapped[bool] = mapped_column(Boolean, default=True)
@@ -291,8 +296,13 @@ class Subscriber(Base):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_uuid)
     username: Mapped[str] = mapped_column(String(64), unique=True)
-    #: the VMess/VLESS id on every node; replaced by a rotation
+    #: the legacy VMess/VLESS id shared by every node (subscribers made before per-node ids); nodes carry it only
+    #: while shared_credential is set
     credential_uuid: Mapped[str] = mapped_column(String(36))
+    #: the secret every node's own id is derived from (controller.credentials); replaced by a rotation
+    credential_secret: Mapped[str] = mapped_column(String(64))
+    #: credential_uuid still works on every node (until the cut-over: the next rotation, or the fleet's)
+    shared_credential: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
     #: the secret in the subscription URL (/sub/<short_uuid>); replaced by a rotation
     short_uuid: Mapped[str] = mapped_column(String(32), unique=True)
     #: "active", "blocked" (by an operator), "expired" or "limited" (by the schedule)

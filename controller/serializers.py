@@ -44,6 +44,8 @@ def node_to_dict(node: Node) -> dict[str, Any]:
             "components": node.component_status or [],
             "settings": node.agent_settings or {},
             "telemetry_dropped": node.telemetry_dropped,
+            # entries the controller refused (usage for subscribers/peers not on the node, impossible values)
+            "telemetry_rejected": node.telemetry_rejected or 0,
         },
         # where subscribers connect (None for nodes created before V2Ray: the settings' ports)
         "v2ray_inbounds": node.v2ray_inbounds,

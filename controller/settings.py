@@ -190,6 +190,7 @@ _ENV_OVERRIDES = {
     "VPNFLEET_V2RAY_LOCAL_CONFIG_PATH": "v2ray_local_config_path",
     "VPNFLEET_V2RAY_RELOAD_COMMAND": "v2ray_reload_command",
     "VPNFLEET_CLIENT_CHECK_INTERVAL": "client_check_interval",
+    "VPNFLEET_V2RAY_ACCESS_LOG": "v2ray_access_log",
     "VPNFLEET_EGRESS_BLOCKED_CIDRS": "egress_blocked_cidrs",
     "VPNFLEET_EGRESS_ALLOWED_CIDRS": "egress_allowed_cidrs",
     "VPNFLEET_DIAGNOSTICS_ALLOW_PRIVATE_TARGETS": "diagnostics_allow_private_targets",

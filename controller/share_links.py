@@ -1,6 +1,7 @@
 """What a subscriber's app imports: VMess/VLESS share links and subscription bodies.
 
-Pure: endpoints and a credential in, text out. Three subscription formats:
+Pure: endpoints and a credential in, text out. The credential is one id, or a function giving each
+endpoint's own (per-node ids, controller.credentials). Three subscription formats:
 
 * ``base64`` — newline-joined share links, base64-encoded (v2rayN, v2rayNG, Shadowrocket, ...);
 * ``sing-box`` — a complete sing-box client config (JSON);
@@ -19,13 +20,14 @@ apps, and falling back to "direct" would silently send traffic outside the VPN),
 from __future__ import annotations
 
 import base64
+import dataclasses
 import ipaddress
 import json
 import re
 import unicodedata
 import uuid as uuidlib
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Callable, Literal, Sequence
 from urllib.parse import quote
 
 import yaml
@@ -72,6 +74,8 @@ class Endpoint:
     host: str
     port: int
     protocol: Protocol
+    #: the node the inbound is on (the subscriber's credential differs per node)
+    node_id: str = ""
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -103,6 +107,18 @@ class Endpoint:
         except ValueError:
             pass
         return f"{self.address}:{self.port}"
+
+
+#: A subscriber's credential: one id for every endpoint, or the id per endpoint (per-node ids).
+Credential = str | Callable[[Endpoint], str]
+
+
+def _credential_of(credential: Credential) -> Callable[[Endpoint], str]:
+    """The credential as a function of the endpoint, each id checked when it is used."""
+    if callable(credential):
+        return lambda endpoint: _check_uuid(credential(endpoint))
+    _check_uuid(credential)
+    return lambda endpoint: credential
 
 
 def _check_uuid(uuid: str) -> str:
@@ -158,23 +174,24 @@ def _named(endpoints: Sequence[Endpoint]) -> list[Endpoint]:
     """The endpoints renamed to their unique names; refuses an empty list."""
     if not endpoints:
         raise NoEndpoints("no endpoint to put in the subscription")
-    return [Endpoint(name, e.host, e.port, e.protocol) for e, name in zip(endpoints, unique_names(endpoints))]
+    return [dataclasses.replace(e, name=name) for e, name in zip(endpoints, unique_names(endpoints))]
 
 
-def render_base64(endpoints: Sequence[Endpoint], uuid: str) -> str:
+def render_base64(endpoints: Sequence[Endpoint], uuid: Credential) -> str:
     """Newline-joined share links, base64-encoded: what v2rayN/v2rayNG/Shadowrocket import."""
-    links = "\n".join(share_link(e, uuid) for e in _named(endpoints))
+    credential = _credential_of(uuid)
+    links = "\n".join(share_link(e, credential(e)) for e in _named(endpoints))
     return base64.b64encode(links.encode()).decode("ascii")
 
 
-def render_sing_box(endpoints: Sequence[Endpoint], uuid: str) -> str:
+def render_sing_box(endpoints: Sequence[Endpoint], uuid: Credential) -> str:
     """A complete sing-box client config: a local mixed inbound, one outbound per endpoint, selector + urltest."""
     named = _named(endpoints)
-    _check_uuid(uuid)
+    credential = _credential_of(uuid)
     nodes: list[dict[str, object]] = []
     for e in named:
         node: dict[str, object] = {"type": e.protocol, "tag": e.name, "server": e.address,
-                                   "server_port": e.port, "uuid": uuid}
+                                   "server_port": e.port, "uuid": credential(e)}
         if e.protocol == "vmess":
             node |= {"alter_id": 0, "security": "auto"}
         nodes.append(node)
@@ -194,22 +211,22 @@ def render_sing_box(endpoints: Sequence[Endpoint], uuid: str) -> str:
     return json.dumps(config, indent=2, ensure_ascii=False) + "\n"
 
 
-def render_clash_legacy(endpoints: Sequence[Endpoint], uuid: str) -> str:
+def render_clash_legacy(endpoints: Sequence[Endpoint], uuid: Credential) -> str:
     """render_clash with the VMess endpoints only (the original Clash core has no VLESS)."""
     return render_clash(endpoints, uuid, protocols=("vmess",))
 
 
-def render_clash(endpoints: Sequence[Endpoint], uuid: str, protocols: Sequence[Protocol] = PROTOCOLS) -> str:
+def render_clash(endpoints: Sequence[Endpoint], uuid: Credential, protocols: Sequence[Protocol] = PROTOCOLS) -> str:
     """A Clash/Mihomo config: the proxies, a "vpnfleet" select group, an "auto" url-test group, MATCH rule."""
     # Named before filtering, so an endpoint has the same name in every format.
     named = [e for e in _named(endpoints) if e.protocol in protocols]
     if not named:
         raise NoEndpoints(f"no {'/'.join(protocols)} endpoint to put in the subscription")
-    _check_uuid(uuid)
+    credential = _credential_of(uuid)
     proxies: list[dict[str, object]] = []
     for e in named:
         proxy: dict[str, object] = {"name": e.name, "type": e.protocol, "server": e.address, "port": e.port,
-                                    "uuid": uuid}
+                                    "uuid": credential(e)}
         if e.protocol == "vmess":
             proxy |= {"alterId": 0, "cipher": "auto", "udp": True}
         else:
@@ -249,7 +266,7 @@ def pick_format(user_agent: str | None, requested: str | None) -> str:
     return "base64"
 
 
-def render(format: str, endpoints: Sequence[Endpoint], uuid: str) -> tuple[str, str]:
+def render(format: str, endpoints: Sequence[Endpoint], uuid: Credential) -> tuple[str, str]:
     """``(body, media type)`` of the subscription in ``format`` (one of :data:`SUBSCRIPTION_FORMATS`)."""
     if format not in _RENDERERS:
         raise ValueError(f"unknown format {format!r}; use one of: {', '.join(SUBSCRIPTION_FORMATS)}")

@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import httpx
 import pytest
@@ -81,8 +81,14 @@ def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: flo
 
 
 @pytest.fixture(scope="module")
-def controller(shared_controller: ControllerProcess) -> Controller:
-    return Controller(shared_controller)
+def controller(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Controller]:
+    # diagnostics.allow_private_targets: `nodes tcping` targets the controller's own loopback port
+    ctl = ControllerProcess(tmp_path_factory.mktemp("ctl") / "data",
+                            env={"VPNFLEET_DIAGNOSTICS_ALLOW_PRIVATE_TARGETS": "1"})
+    try:
+        yield Controller(ctl.start())
+    finally:
+        ctl.cleanup()
 
 
 Run = Callable[..., tuple[int, str, str]]
@@ -377,3 +383,53 @@ def test_clients_lifecycle(cli: Run) -> None:
     assert code == 0
     code, _, err = cli("clients", "show", "cli-alice")
     assert code == 1 and "no client named 'cli-alice'" in err
+
+
+# -- node-supplied text on the operator's terminal (no server) ------------------------------------------------
+
+EVIL = "ok\x1b[2J\x1b[H\x1b]0;pwned\x07\x1bPq#0\x1b\\\x9b31m\x7f\x85\x00\x08\r\n\tdone"
+
+
+class FakeNodeApi:
+    """Answers what `logs NODE` and `nodes show NODE` ask, with text a hostile node chose."""
+
+    node_id = "abcd1234-0000-4000-8000-000000000001"
+
+    def request(self, method: str, path: str, params: dict[str, Any] | None = None, body: Any = None) -> Any:
+        if path.endswith("/logs"):
+            return {"node_id": self.node_id, "dropped_by_agent": 0, "lines": [
+                {"node_id": self.node_id, "time": "2026-01-01T00:00:00Z", "level": "warning\x1b[8m",
+                 "source": "v2ray\x1b[1A", "message": EVIL}]}
+        agent = {"connectivity": "online", "online": True, "last_seen_at": None, "enrolled": True,
+                 "enrolled_at": None, "version": "1.0\x1b[5m", "hostname": EVIL, "capabilities": [EVIL],
+                 "desired_revision": 2, "applied_revision": 1, "in_sync": False, "settings": {},
+                 "telemetry_dropped": 0, "telemetry_rejected": 7,
+                 "components": [{"name": "v2ray", "state": "failed", "error": EVIL, "config_hash": EVIL}]}
+        return {"id": self.node_id, "name": EVIL, "region": "local", "region_name": "Local", "provider": "local",
+                "instance_id": None, "public_ip": EVIL, "private_ip": None, "status": "error",
+                "status_reason": EVIL, "status_changed_at": None, "created_at": None, "deleted_at": None,
+                "agent": agent}
+
+
+def test_terminal_controls_are_stripped_from_node_supplied_text() -> None:
+    import argparse
+    import io
+
+    from rich.console import Console
+
+    from controller.cli import Ctx, cmd_logs, cmd_nodes_show, event_line, terminal_safe
+
+    assert terminal_safe(EVIL) == "ok31m\tdone"
+    assert terminal_safe("x\x1b]8;;http://evil.example\x1b\\link\x1b]8;;\x1b\\ é😀") == "xlink é😀"
+    out, err = io.StringIO(), io.StringIO()
+    # a real terminal's console (colours on), so the only escapes in the output are rich's own styles
+    ctx = Ctx(api=FakeNodeApi(), out=Console(file=out, force_terminal=True, color_system="standard", width=400),
+              err=Console(file=err, width=400), as_json=False)
+    cmd_logs(ctx, argparse.Namespace(node=FakeNodeApi.node_id, level=None, search=None, since=None, limit=None,
+                                     follow=False))
+    cmd_nodes_show(ctx, argparse.Namespace(node=FakeNodeApi.node_id))
+    ctx.out.print(event_line({"type": "update", "time": None, "node": FakeNodeApi().request("GET", "/node")}))
+    printed = re.sub(r"\x1b\[[0-9;]*m", "", out.getvalue())  # rich's colours (SGR) are all that may remain
+    assert "\x1b" not in printed and "\x07" not in printed and "\x9b" not in printed and "\x7f" not in printed
+    assert "ok31m" in printed and "Telemetry rejected" in printed
+    assert not re.search(r"\x1b\[[0-9;]*[^0-9;m]", out.getvalue())  # no cursor movement, no screen clearing

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -102,6 +103,41 @@ def test_systemd_unit() -> None:
         assert line in lines
     prevent = next(line for line in lines if line.startswith("RestartPreventExitStatus="))
     assert "3" in prevent.split("=", 1)[1].split()  # 3: permanent authentication failure
+
+
+def test_the_data_plane_user_is_an_unprivileged_system_user() -> None:
+    users = yaml.safe_load(render())["users"]
+    assert users[0] == "default"  # the image's normal login user stays
+    entry = next(u for u in users if isinstance(u, dict) and u["name"] == "vpnfleet-dp")
+    assert entry["system"] is True and entry["lock_passwd"] is True and entry["no_create_home"] is True
+    assert entry["shell"] == "/usr/sbin/nologin" and entry["homedir"] == "/nonexistent"
+    assert not {"sudo", "groups", "ssh_authorized_keys", "passwd"} & set(entry)
+
+
+def test_the_agent_stays_root_and_only_its_state_directory_is_searchable() -> None:
+    unit = written(render(), "/etc/systemd/system/vpnfleet-agent.service")["content"]
+    lines = unit.splitlines()
+    assert not any(line.startswith(("User=", "DynamicUser=")) for line in lines)  # WireGuard, iptables: root
+    assert "StateDirectoryMode=0701" in lines  # search only: vpnfleet-dp reaches state_dir/v2ray/, lists nothing
+    assert "firewall" in unit and "vpnfleet-dp" in unit  # the comment says why it stays root and who is not
+
+
+def test_runcmd_takes_debian_s_file_capability_off_v2ray(tmp_path: Path) -> None:
+    """Debian's postinst runs `setcap cap_net_bind_service+ep /usr/bin/v2ray`: runcmd removes it before the agent
+    starts (the agent grants the capability itself, only when a port needs it). Run the step on a copy."""
+    runcmd = yaml.safe_load(render())["runcmd"]
+    step = next(cmd for cmd in runcmd if isinstance(cmd, str) and "setcap -r /usr/bin/v2ray" in cmd)
+    assert runcmd.index(step) < runcmd.index(["systemctl", "enable", "--now", "vpnfleet-agent.service"])
+    assert "libcap2-bin" in yaml.safe_load(render())["packages"]  # getcap, setcap
+    if os.geteuid() != 0 or shutil.which("setcap") is None or shutil.which("getcap") is None:
+        pytest.skip("running the step needs root and getcap/setcap (Debian package libcap2-bin)")
+    binary = tmp_path / "v2ray"
+    binary.write_bytes(b"#!/bin/sh\n")
+    script = f"set -eu\n{step.replace('/usr/bin/v2ray', str(binary))}\n"
+    subprocess.run(["setcap", "cap_net_bind_service+ep", str(binary)], check=True)
+    for _ in range(2):  # with the capability, then without it (the step must not fail then either)
+        subprocess.run(["sh", "-c", script], check=True, timeout=30)
+        assert subprocess.run(["getcap", str(binary)], capture_output=True, text=True).stdout.strip() == ""
 
 
 def test_packages() -> None:

@@ -6,7 +6,8 @@
 A `V2RayClient` is a second real `v2ray` process with a SOCKS inbound on a free 127.0.0.1 port and one
 VMess or VLESS outbound; `client_from_link()` builds one from a share link exactly as a subscriber's app
 would read it. `fetch()` downloads through its SOCKS port. Every process started here is killed on exit.
-Used by the agent's V2Ray driver tests, the end-to-end tests and the benchmarks.
+Used by the agent's V2Ray driver tests, the end-to-end tests and the benchmarks. Traffic through a tunnel
+goes to the internet host (tests/world.py: the `internet` fixture), never to loopback.
 """
 
 from __future__ import annotations
@@ -83,16 +84,21 @@ class _BytesHandler(http.server.BaseHTTPRequestHandler):
 
 
 class HttpServer:
-    """A threaded HTTP server on a free 127.0.0.1 port serving /bytes/N; use as a context manager."""
+    """A threaded HTTP server serving /bytes/N (default: a free 127.0.0.1 port); use as a context manager.
 
-    def __init__(self) -> None:
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _BytesHandler)
+    Through a subscriber's tunnel loopback is out of reach (the nodes' egress policy): tunnels download from
+    the internet host of tests/world.py, which runs one of these (`python -m tests.v2ray_lab serve HOST PORT`).
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host = host
+        self.server = http.server.ThreadingHTTPServer((host, port), _BytesHandler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self._thread = threading.Thread(target=self.server.serve_forever, name="http-bytes", daemon=True)
 
     def url(self, size: int) -> str:
-        return f"http://127.0.0.1:{self.port}/bytes/{size}"
+        return f"http://{self.host}:{self.port}/bytes/{size}"
 
     def __enter__(self) -> HttpServer:
         self._thread.start()
@@ -208,3 +214,12 @@ def parse_link(link: str) -> tuple[str, str, int, str]:
 def client_from_link(link: str) -> V2RayClient:
     """A V2RayClient for a subscriber's share link (use it as a context manager)."""
     return V2RayClient(*parse_link(link))
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:2] != ["serve"] or len(sys.argv) != 4:
+        raise SystemExit("usage: python -m tests.v2ray_lab serve HOST PORT")
+    with HttpServer(sys.argv[2], int(sys.argv[3])) as web:
+        web._thread.join()

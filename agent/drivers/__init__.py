@@ -25,11 +25,13 @@ def build_components(
     set_log_level: Callable[[str], None],
     log_push: LogPush | None = None,
     add_traffic_source: Callable[[TrafficSource], None] | None = None,
+    set_allow_private_targets: Callable[[bool], None] | None = None,
 ) -> list[Component]:
     """Every component of this agent, in the order they are applied.
 
     log_push lets drivers stream their own lines (source "v2ray", "wireguard", ...); without it they go to the
     agent's logger. add_traffic_source registers a driver's per-user/per-peer traffic with the telemetry loop.
+    set_allow_private_targets receives AgentSettings.allow_private_targets (for tcping) at every apply.
     """
     v2ray = V2RayComponent(state_dir=config.state_dir, log_push=log_push)
     wireguard = WireGuardComponent(state_dir=config.state_dir, log_push=log_push)
@@ -42,6 +44,7 @@ def build_components(
             default_log_level=config.log_level,
             set_metrics_interval=set_metrics_interval,
             set_log_level=set_log_level,
+            set_allow_private_targets=set_allow_private_targets,
         ),
         v2ray,
         wireguard,

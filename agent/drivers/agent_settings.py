@@ -1,4 +1,4 @@
-"""Component "agent": the agent's own settings (metrics interval, log level)."""
+"""Component "agent": the agent's own settings (metrics interval, log level, private tcping targets)."""
 
 from __future__ import annotations
 
@@ -37,11 +37,13 @@ class AgentSettingsComponent(Component):
         default_log_level: str,
         set_metrics_interval: Callable[[int], None],
         set_log_level: Callable[[str], None],
+        set_allow_private_targets: Callable[[bool], None] | None = None,
     ) -> None:
         self.default_metrics_interval = default_metrics_interval
         self.default_log_level = default_log_level
         self._set_metrics_interval = set_metrics_interval
         self._set_log_level = set_log_level
+        self._set_allow_private_targets = set_allow_private_targets
 
     def effective(self, part: agent_pb2.AgentSettings | None) -> tuple[int, str]:
         """(metrics interval, log level) that part asks for, defaults filled in."""
@@ -65,3 +67,6 @@ class AgentSettingsComponent(Component):
         check_log_level(level)
         self._set_metrics_interval(interval)
         self._set_log_level(level)
+        if self._set_allow_private_targets is not None:
+            # Off unless the controller turns it on (no config-file default: it is the operator's switch).
+            self._set_allow_private_targets(part is not None and part.allow_private_targets)

@@ -1,13 +1,20 @@
 """Component "v2ray": V2Ray's inbounds and users (DesiredState.v2ray).
 
-Binary: $VPNFLEET_V2RAY, default `v2ray` on PATH. State lives in state_dir/v2ray/ (0700):
+Binary: $VPNFLEET_V2RAY, default `v2ray` on PATH. V2Ray runs as the unprivileged data-plane user
+(agent.dataplane_user; as the agent's own user when the agent is not root). State lives in state_dir/v2ray/
+(root, group of the data-plane user, 0750):
 
-    config.json       what V2Ray runs (its -config file), rewritten after every user change
+    config.json       what V2Ray runs (its -config file), rewritten after every user change (0640: V2Ray reads it)
     last_good.json    the last configuration that was applied successfully (what a restart goes back to)
     candidate.json    a new structure while `v2ray -test` checks it
-    process.json      the V2Ray this driver started: pid, start time, boot id (agent.v2ray.process)
-    traffic.json      per-user traffic read from V2Ray and not yet in a spooled batch (agent.v2ray.traffic)
-    access.log, error.log   V2Ray's logs (plus its stdout/stderr), streamed as live logs, kept bounded
+    process.json      the V2Ray this driver started: pid, start time, boot id (agent.v2ray.process; 0600)
+    traffic.json      per-user traffic read from V2Ray and not yet in a spooled batch (agent.v2ray.traffic; 0600)
+    access.log, error.log   V2Ray's logs (plus its stdout/stderr), owned by V2Ray's user, streamed as live
+                      logs, kept bounded. The access log is off unless the desired state asks for it, and
+                      subscribers' source addresses in it are masked unless it says to show them.
+
+Every config carries the egress policy (agent.egress, rendered by agent.v2ray.config): subscribers reach the
+internet, not the node, its API or anything private behind it.
 
 Apply: a change of structure (inbounds, log level), or no V2Ray running, renders the whole config to
 candidate.json and runs `v2ray -test` on it; only if V2Ray accepts it is the traffic counted so far read,
@@ -46,13 +53,15 @@ import time
 from pathlib import Path
 from typing import Awaitable, Callable
 
+from agent import dataplane_user
+from agent import egress
 from agent.atomicfile import fsync_dir, write_atomic
 from agent.logbuffer import LOG_LEVELS
 from agent.state import Component
 from agent.v2ray import config as v2config
 from agent.v2ray import process
 from agent.v2ray.api import ApiError, V2RayApi
-from agent.v2ray.logtail import LogTailer, parse_line
+from agent.v2ray.logtail import LogTailer, mask_source_addresses, parse_line
 from agent.v2ray.process import ConfigRejected, ProcessRecord
 from agent.v2ray.spec import UserPlan, UserStep, V2RaySpec, email_key, plan_users, spec_from_proto
 from agent.v2ray.traffic import USER_PREFIX, UsageMeter, parse_user_stats
@@ -332,9 +341,13 @@ class V2RayComponent(Component):
     def _check(self, spec: V2RaySpec, port: int) -> None:
         """`v2ray -test` on spec rendered to candidate.json (blocking: run it in a thread)."""
         candidate = self._dir / CANDIDATE_FILE
+        # As root, V2Ray (and its -test, which opens the log files) runs as the data-plane user (agent.v2ray.process).
+        user = dataplane_user.resolve()
+        process.prepare_dir(self._dir, user, (self._dir / ACCESS_LOG, self._dir / ERROR_LOG))
         try:
             write_atomic(candidate, self._render(spec, port), 0o600)
-            process.check_config(self.binary, candidate)
+            process.share(candidate, user)
+            process.check_config(self.binary, candidate, user=user)
         finally:
             candidate.unlink(missing_ok=True)
 
@@ -352,9 +365,15 @@ class V2RayComponent(Component):
             port = process.pick_free_port(avoid={inbound.port for inbound in spec.inbounds})
         # From here the counters of whatever starts are read on this port (also if it fails to come up).
         self._api_port = port
+        user = await asyncio.to_thread(dataplane_user.resolve)
+        await asyncio.to_thread(process.prepare_dir, self._dir, user, (self._dir / ACCESS_LOG, self._dir / ERROR_LOG))
         data = await asyncio.to_thread(self._render, spec, port)
         await asyncio.to_thread(write_atomic, self.config_path, data, 0o600)
-        child = await asyncio.to_thread(process.launch, self.binary, self.config_path, self._dir / ERROR_LOG)
+        await asyncio.to_thread(process.share, self.config_path, user)
+        # No capability at all, unless an inbound's port is below the kernel's unprivileged-port start.
+        bind = dataplane_user.needs_bind_capability([inbound.port for inbound in spec.inbounds] + [port])
+        child = await asyncio.to_thread(process.launch, self.binary, self.config_path, self._dir / ERROR_LOG,
+                                        user, bind)
         self.starts += 1
         self._child, self._started_at = child, time.monotonic()
         ticks = process.start_ticks(child.pid)
@@ -463,6 +482,7 @@ class V2RayComponent(Component):
             data = self._render(spec, port)  # ~20 ms for 10,000 users: in this thread, not on the event loop
             if not self.config_path.exists() or self.config_path.read_bytes() != data:
                 write_atomic(self.config_path, data, 0o600)
+                process.share(self.config_path, dataplane_user.resolve())  # root:its group 0640; the link too
             # last_good.json holds the same bytes: a hard link to config.json's file rather than another
             # megabyte-sized write. config.json is only ever replaced by rename, so the link keeps them.
             link = self._dir / f".{LAST_GOOD_FILE}.link"
@@ -480,9 +500,9 @@ class V2RayComponent(Component):
 
     def _render(self, spec: V2RaySpec, api_port: int) -> bytes:
         """config.json's content for spec (pure CPU, ~20 ms for 10,000 users: callers run it in a thread)."""
-        return v2config.dumps(
-            v2config.render(spec, api_port, str(self._dir / ACCESS_LOG), str(self._dir / ERROR_LOG))
-        )
+        # The node's own addresses are read now: they are blocked like loopback (agent.egress).
+        return v2config.dumps(v2config.render(spec, api_port, str(self._dir / ACCESS_LOG), str(self._dir / ERROR_LOG),
+                                              egress.node_addresses()))
 
     # -- users: HandlerService, no restart ---------------------------------------------------------------
 
@@ -767,7 +787,11 @@ class V2RayComponent(Component):
             self._log_push(level, "v2ray", message)
 
     def _v2ray_line(self, level: str, message: str) -> None:
-        """A line from V2Ray's own logs."""
+        """A line from V2Ray's own logs; subscribers' source addresses masked unless the desired state says
+        to show them (v2ray.access_log_addresses)."""
+        running = self._running or self._good
+        if running is None or not running.access_log_addresses:
+            message = mask_source_addresses(message)
         self._event(level, message)
 
     def _load_record(self) -> ProcessRecord | None:

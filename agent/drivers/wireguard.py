@@ -61,6 +61,15 @@ MAX_RESTART_DELAY_SECONDS = 30.0
 LogPush = Callable[[str, str, str], None]
 
 
+def _masquerades(record: dict | None) -> bool:
+    """Does a firewall record (agent.wireguard.nat) include NAT? (Records hold the egress rules as well.)"""
+    if not record:
+        return False
+    if record.get("tool") == "iptables":
+        return any(rule["table"] == "nat" for rule in record.get("rules", []))
+    return "masquerade" in record.get("script", "")
+
+
 @dataclasses.dataclass
 class Record:
     """An interface this driver owns (created or adopted)."""
@@ -274,9 +283,12 @@ class WireGuardComponent(Component):
             listen_port=device.listen_port,
             addresses=tuple(link.addresses(rec.name)),
             mtu=info.mtu if info else 0,
-            nat=rec.nat is not None,
+            nat=_masquerades(rec.nat),
             peers=peers,
         )
+        applied = self._applied.get(rec.name)
+        if applied is not None:  # not readable from the device: as applied
+            spec = dataclasses.replace(spec, peer_to_peer=applied.peer_to_peer, egress=applied.egress)
         endpoints = {public: s.endpoint for public, s in device.peers.items() if s.endpoint}
         return spec, endpoints, device
 

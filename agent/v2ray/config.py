@@ -5,8 +5,20 @@ Besides the desired inbounds, every rendered config carries what the agent needs
     inbound "api"      dokodemo-door on 127.0.0.1:<api port>, routed to the "api" tag, where V2Ray serves
                        HandlerService (users), StatsService (traffic) and LoggerService
     "stats": {}        plus policy level 0 with statsUserUplink/Downlink: per-user traffic counters
-    log                access and error log files, which the agent tails into live log lines
+    log                the error log file (and the access log only when asked for), tailed into live log lines
     outbound "direct"  freedom: subscribers' traffic leaves from the node
+    outbound "blocked" blackhole: where the egress policy (agent.egress) sends what subscribers may not reach
+
+Routing, first match wins (domainStrategy IPIfNonMatch: a name no domain rule matches is resolved and its
+addresses matched against the IP rules, so a name that resolves to a private address is blocked too):
+
+    1. the API inbound to the API (nothing else reaches it: it has no rule of its own for users)
+    2. a user's inbound to the API's port, whatever address it names -> blocked
+    3. "localhost" and its subdomains -> blocked
+    4. the node itself (loopback, unspecified, every address of the node) -> blocked (before any exception)
+    5. the operator's exceptions (egress.allowed_cidrs) -> direct
+    6. the built-in blocked set and the operator's additions -> blocked
+    7. BitTorrent, when blocked (the inbounds then sniff the protocol) -> blocked
 
 Every user is a client of every inbound, at level 0 (where the user counters are switched on).
 parse() is the inverse for the parts the driver compares: a config on disk tells what a V2Ray started by an
@@ -15,15 +27,23 @@ earlier agent process runs.
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
 import json
 from typing import Any
 
+from agent.egress import IPV4_MAPPED, NODE_ITSELF, EgressSpec
 from agent.v2ray.spec import RESERVED_TAG, Inbound, V2RaySpec
 
 API_TAG = RESERVED_TAG
 API_SERVICES = ["HandlerService", "StatsService", "LoggerService"]
 OUTBOUND_TAG = "direct"
+BLOCKED_TAG = "blocked"
 USER_LEVEL = 0
+#: V2Ray's domain matchers for the name "localhost" and every name under it.
+LOCALHOST_DOMAINS = ["full:localhost", "domain:localhost"]
+#: V2Ray's "no access log" value.
+NO_ACCESS_LOG = "none"
 
 
 def _clients(spec: V2RaySpec, protocol: str) -> list[dict[str, Any]]:
@@ -37,17 +57,55 @@ def _inbound(spec: V2RaySpec, inbound: Inbound) -> dict[str, Any]:
     settings: dict[str, Any] = {"clients": _clients(spec, inbound.protocol)}
     if inbound.protocol == "vless":
         settings["decryption"] = "none"
-    return {
+    item = {
         "tag": inbound.tag,
         "listen": inbound.listen,
         "port": inbound.port,
         "protocol": inbound.protocol,
         "settings": settings,
     }
+    if spec.egress is not None and spec.egress.block_bittorrent:
+        # Sniffing tells the router the protocol; no destOverride, so destinations stay what the app asked for.
+        item["sniffing"] = {"enabled": True, "destOverride": []}
+    return item
 
 
-def render(spec: V2RaySpec, api_port: int, access_log: str, error_log: str) -> dict[str, Any]:
-    """The whole V2Ray configuration for spec, as a JSON-ready dict."""
+def _v2ray_ips(networks: list[str]) -> list[str]:
+    """CIDRs as V2Ray's IP rules take them: IPv4-mapped ranges left out (V2Ray matches those destinations as
+    IPv4 addresses, so the IPv4 ranges cover them, and refuses a rule inside ::ffff:0:0/96)."""
+    out = []
+    for cidr in networks:
+        network = ipaddress.ip_network(cidr)
+        if network.version == 6 and network.subnet_of(IPV4_MAPPED):
+            continue
+        out.append(cidr)
+    return out
+
+
+def _rule(outbound: str, **match: Any) -> dict[str, Any]:
+    return {"type": "field", **match, "outboundTag": outbound}
+
+
+def routing(spec: V2RaySpec, api_port: int, node_addresses: list[str] = ()) -> dict[str, Any]:
+    """The routing section: the API's own rule, then the egress policy (see the module docstring)."""
+    egress = spec.egress or EgressSpec()
+    rules = [_rule(API_TAG, inboundTag=[API_TAG])]
+    if spec.inbounds:
+        rules.append(_rule(BLOCKED_TAG, inboundTag=[i.tag for i in spec.inbounds], port=str(api_port)))
+    rules.append(_rule(BLOCKED_TAG, domain=list(LOCALHOST_DOMAINS)))
+    rules.append(_rule(BLOCKED_TAG, ip=_v2ray_ips(egress.node_itself(node_addresses))))
+    if egress.allowed:
+        rules.append(_rule(OUTBOUND_TAG, ip=_v2ray_ips(list(egress.allowed))))
+    rules.append(_rule(BLOCKED_TAG, ip=_v2ray_ips(egress.blocked_networks())))
+    if egress.block_bittorrent:
+        rules.append(_rule(BLOCKED_TAG, protocol=["bittorrent"]))
+    return {"domainStrategy": "IPIfNonMatch", "rules": rules}
+
+
+def render(spec: V2RaySpec, api_port: int, access_log: str, error_log: str,
+           node_addresses: list[str] = ()) -> dict[str, Any]:
+    """The whole V2Ray configuration for spec, as a JSON-ready dict. node_addresses: the node's own addresses
+    (agent.egress.node_addresses()), blocked like loopback."""
     api_inbound = {
         "tag": API_TAG,
         "listen": "127.0.0.1",
@@ -56,13 +114,15 @@ def render(spec: V2RaySpec, api_port: int, access_log: str, error_log: str) -> d
         "settings": {"address": "127.0.0.1"},
     }
     return {
-        "log": {"access": access_log, "error": error_log, "loglevel": spec.log_level},
+        "log": {"access": access_log if spec.access_log else NO_ACCESS_LOG, "error": error_log,
+                "loglevel": spec.log_level},
         "api": {"tag": API_TAG, "services": list(API_SERVICES)},
         "stats": {},
         "policy": {"levels": {str(USER_LEVEL): {"statsUserUplink": True, "statsUserDownlink": True}}},
         "inbounds": [api_inbound] + [_inbound(spec, inbound) for inbound in spec.inbounds],
-        "outbounds": [{"tag": OUTBOUND_TAG, "protocol": "freedom", "settings": {}}],
-        "routing": {"rules": [{"type": "field", "inboundTag": [API_TAG], "outboundTag": API_TAG}]},
+        "outbounds": [{"tag": OUTBOUND_TAG, "protocol": "freedom", "settings": {}},
+                      {"tag": BLOCKED_TAG, "protocol": "blackhole", "settings": {}}],
+        "routing": routing(spec, api_port, node_addresses),
     }
 
 
@@ -86,8 +146,28 @@ def parse(data: bytes | str) -> tuple[V2RaySpec, int]:
             if not users:  # every inbound has the same clients
                 users = {client["email"]: client["id"] for client in item["settings"]["clients"]}
         level = config["log"]["loglevel"]
+        access_log = config["log"].get("access") != NO_ACCESS_LOG
+        egress = _parse_egress(config.get("routing") or {})
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"not a configuration written by the agent: {exc!r}") from None
     if not api_port:
         raise ValueError("not a configuration written by the agent: no API inbound")
-    return V2RaySpec(inbounds=tuple(inbounds), users=users, log_level=level), api_port
+    return V2RaySpec(inbounds=tuple(inbounds), users=users, log_level=level, egress=egress,
+                     access_log=access_log), api_port
+
+
+def _parse_egress(section: dict[str, Any]) -> EgressSpec | None:
+    """The policy a routing section made by routing() enforces; None if it does not enforce this agent's
+    built-in policy in full (an older config): the V2Ray running it must be restarted."""
+    rules = section.get("rules") or []
+    blocked_ip_rules = [r["ip"] for r in rules if r.get("outboundTag") == BLOCKED_TAG and "ip" in r]
+    allowed = next((tuple(r["ip"]) for r in rules if r.get("outboundTag") == OUTBOUND_TAG and "ip" in r), ())
+    bittorrent = any(r.get("protocol") == ["bittorrent"] for r in rules)
+    spec = EgressSpec(blocked=(), allowed=allowed, block_bittorrent=bittorrent)
+    builtin = _v2ray_ips(spec.blocked_networks())
+    itself = _v2ray_ips([n.with_prefixlen for n in NODE_ITSELF])
+    if (section.get("domainStrategy") != "IPIfNonMatch" or len(blocked_ip_rules) != 2
+            or not any(r.get("domain") == LOCALHOST_DOMAINS for r in rules)
+            or blocked_ip_rules[0][:len(itself)] != itself or blocked_ip_rules[1][:len(builtin)] != builtin):
+        return None
+    return dataclasses.replace(spec, blocked=tuple(blocked_ip_rules[1][len(builtin):]))

@@ -11,11 +11,18 @@ Error log lines look like `2024/05/01 10:00:00 [Warning] [3140262134] v2ray.com/
 lines like `2024/05/01 10:00:00 127.0.0.1:50000 accepted tcp:example.com:443 [vmess -> direct] email: x`.
 The timestamp is dropped (the LogLine has its own), the level tag becomes the line's level, and anything
 shaped like a UUID is redacted: user credentials never reach the logs.
+
+mask_source_addresses() takes the subscriber out of an access log line: V2Ray 4.34 writes
+`FROM STATUS TO [DETOUR] REASON email: EMAIL`, FROM being the client's address as Go prints it
+(`203.0.113.7:51234`, `[2001:db8::7]:51234`; `udp:...` for some UDP inbounds), STATUS `accepted` or
+`rejected` (then TO is empty and REASON says why). FROM becomes its network (`203.0.x.x`, `2001:db8:7::/48`,
+the port dropped); the destination, detour, reason and email stay, since operators debug destinations.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 from pathlib import Path
@@ -37,6 +44,55 @@ _FATAL = ("panic:", "fatal error:", "Failed to start", "main: failed")
 
 #: emit(level, message)
 Emit = Callable[[str, str], None]
+
+#: An access log line: optional timestamp, optional network, the source, then the status.
+_ACCESS_LINE = re.compile(
+    r"(?P<lead>(?:\d{4}/\d{2}/\d{2} \d{2}:\d{2}:\d{2}(?:\.\d+)? )?(?:(?:tcp|udp):)?)"
+    r"(?P<source>\S*)(?P<rest> (?:accepted|rejected)(?: .*)?)", re.DOTALL,
+)
+#: The same source in V2Ray's error log: "...inbound: invalid request from 203.0.113.7:51234 > ...".
+_REQUEST_FROM = re.compile(
+    r"(?P<lead>invalid request from (?:(?:tcp|udp):)?)(?P<source>\[[^\]\s]*\](?::\d+)?|[^\s:]+:\d+)"
+)
+#: What this module's masking produces (so masking twice changes nothing).
+_MASKED = re.compile(r"\d{1,3}\.\d{1,3}\.x\.x|[0-9a-f:]+/48|<source>")
+IPV6_MASK_PREFIX = 48
+
+
+def mask_address(source: str) -> str:
+    """A client address (`ip:port`, `[ipv6]:port`, or a bare IP) reduced to its network, port dropped:
+    IPv4 to its /16 written `203.0.x.x`, IPv6 to its /48 (`2001:db8:7::/48`; IPv4-mapped ones as IPv4).
+    Anything else becomes `<source>`: what cannot be read cannot be kept either."""
+    if _MASKED.fullmatch(source):
+        return source
+    host = source
+    if host.startswith("["):
+        host = host[1:host.find("]")] if "]" in host else host[1:]
+    elif host.count(":") == 1:  # IPv4 with a port (a bare IPv6 address has more colons)
+        host = host.rsplit(":", 1)[0]
+    host = host.split("%", 1)[0]  # an IPv6 zone
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return "<source>"
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv4Address):
+        first, second = str(address).split(".")[:2]
+        return f"{first}.{second}.x.x"
+    return str(ipaddress.IPv6Network((address, IPV6_MASK_PREFIX), strict=False))
+
+
+def mask_source_addresses(message: str) -> str:
+    """message (a V2Ray access log line, with or without its timestamp) with the subscriber's source address
+    masked by mask_address(); the destination and the rest are kept. The same source in the error log's
+    "invalid request from ADDR" is masked too; other lines come back unchanged."""
+    line = _ACCESS_LINE.fullmatch(message)
+    if line is not None:
+        return line["lead"] + mask_address(line["source"]) + line["rest"]
+    if "invalid request from " in message:
+        return _REQUEST_FROM.sub(lambda m: m["lead"] + mask_address(m["source"]), message)
+    return message
 
 
 def parse_line(line: str, access: bool) -> tuple[str, str]:

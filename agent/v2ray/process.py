@@ -7,6 +7,21 @@ other v2ray": all of pid, start time, boot and the `-config PATH` argument must 
 V2Ray's listeners set SO_REUSEPORT, so a second V2Ray on the same ports starts without complaint and the
 kernel then splits connections between the two. stray_processes() finds any V2Ray still running our config
 file (e.g. started by an agent that crashed before writing the record) so it can be stopped first.
+
+Privileges: an agent running as root runs V2Ray (and `v2ray -test`) as the data-plane user
+(agent.dataplane_user: uid/gid switched by setpriv, which then execs V2Ray, so the pid and the command line
+above are V2Ray's own), with no capability but CAP_NET_BIND_SERVICE when an inbound port needs it. Its state
+directory is then shared with that user as far as V2Ray needs and no further (prepare_dir(), share()):
+
+    state_dir/            the agent's: search permission only (o+x) added, so V2Ray can reach v2ray/
+    state_dir/v2ray/      root, group of the data-plane user, 0750: V2Ray reads, cannot create or replace files
+    config.json, last_good.json, candidate.json
+                          root, that group, 0640: V2Ray reads its configuration
+    access.log, error.log the data-plane user, 0600: V2Ray opens and appends to them itself
+    process.json, traffic.json
+                          root, 0600: V2Ray can neither read nor change what the agent tracks and counts
+
+Without a data-plane user (the agent is not root) everything stays the agent's own, 0700/0600, as before.
 """
 
 from __future__ import annotations
@@ -16,17 +31,25 @@ import json
 import os
 import signal
 import socket
+import stat
 import subprocess
 import time
 from pathlib import Path
+from typing import Iterable
 
 import psutil
 
+from agent import dataplane_user
+from agent.dataplane_user import DataplaneUser
 from agent.v2ray.spec import redact_uuids
 
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 TEST_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 5.0
+#: Modes in the state directory when V2Ray runs as the data-plane user (see the module docstring).
+SHARED_DIR_MODE = 0o750
+SHARED_FILE_MODE = 0o640
+OWNED_LOG_MODE = 0o600
 
 
 class ConfigRejected(ValueError):
@@ -110,47 +133,108 @@ def stray_processes(config: str, exclude: int | None = None) -> list[tuple[int, 
     return found
 
 
-def check_config(binary: str, path: Path, timeout: float = TEST_TIMEOUT_SECONDS) -> None:
-    """Run `v2ray -test -config path`; raise ConfigRejected if V2Ray refuses it (exit status not 0).
+def check_config(binary: str, path: Path, timeout: float = TEST_TIMEOUT_SECONDS,
+                 user: DataplaneUser | None = None) -> None:
+    """Run `v2ray -test -config path` (as user, without capabilities: it binds nothing); raise ConfigRejected
+    if V2Ray refuses it (exit status not 0).
 
     A test that does not finish in time raises TimeoutError instead: that says nothing about the config (a busy
     node), so unlike a rejection it is worth trying again.
     """
     try:
         done = subprocess.run(
-            [binary, "-test", "-config", str(path)],
+            dataplane_user.command(user, [binary, "-test", "-config", str(path)]),
             stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
         )
     except subprocess.TimeoutExpired:
         raise TimeoutError(f"`v2ray -test` did not finish within {timeout:.0f} s") from None
     if done.returncode != 0:
         reason = _reason(done.stdout + done.stderr)
+        if user is not None and reason.startswith("setpriv:"):  # V2Ray never ran: says nothing about the config
+            raise RuntimeError(f"cannot run V2Ray as {user.name}: {reason}")
+        if "permission denied" in reason:  # a file it may not read: fixable, unlike a rejected config
+            raise RuntimeError(f"V2Ray cannot read what its configuration needs (exit {done.returncode}): {reason}")
         raise ConfigRejected(f"V2Ray rejected the configuration (exit {done.returncode}): {reason}")
 
 
 def _reason(output: str) -> str:
     """The lines of V2Ray's output that explain a failure (not its banner), redacted."""
     lines = [line.strip() for line in output.splitlines() if line.strip()]
+    panic = next((line for line in lines if line.startswith("panic: ")), None)
+    if panic is not None:  # what went wrong, not the goroutine trace after it
+        return redact_uuids(panic)[:1000]
     skip = ("V2Ray ", "A unified platform", "Configuration OK")
     useful = [line for line in lines if not line.startswith(skip) and "Reading config:" not in line]
     return redact_uuids(" | ".join((useful or lines)[-3:]))[:1000] or "no output"
 
 
-def launch(binary: str, config: Path, log_path: Path) -> subprocess.Popen:
+def launch(binary: str, config: Path, log_path: Path, user: DataplaneUser | None = None,
+           bind_privileged_ports: bool = False) -> subprocess.Popen:
     """Start `v2ray -config config` in its own session, stdout/stderr appended to log_path.
 
     Its own session: the agent's signals (and its death) never reach the data plane. The output goes to a
-    file, not a pipe, so V2Ray never dies of SIGPIPE once the agent is gone.
+    file, not a pipe, so V2Ray never dies of SIGPIPE once the agent is gone. As user (if not None), with
+    CAP_NET_BIND_SERVICE only if bind_privileged_ports; the returned pid is V2Ray's (setpriv execs it).
     """
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
     try:
         return subprocess.Popen(
-            [binary, "-config", str(config)],
+            dataplane_user.command(user, [binary, "-config", str(config)], bind_privileged_ports),
             stdin=subprocess.DEVNULL, stdout=fd, stderr=subprocess.STDOUT,
             start_new_session=True, close_fds=True, cwd=str(config.parent),
         )
     finally:
         os.close(fd)
+
+
+def prepare_dir(directory: Path, user: DataplaneUser | None, log_files: Iterable[Path] = ()) -> None:
+    """Create directory (0700) and, with a data-plane user, share it with that user for reading (0750, its
+    group), make its parent searchable for it if it is not, and pre-create log_files owned by it (0600).
+
+    Idempotent: run before every `v2ray -test` and start (systemd resets the state directory's mode when the
+    agent starts; another data-plane user may have been configured). Raises PermissionError if a directory
+    further up (not the agent's) keeps the user from reaching directory: V2Ray never falls back to root.
+    """
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if user is None:
+        return
+    parent = directory.parent
+    st = parent.stat()
+    if not dataplane_user.can_search(st, user):
+        os.chmod(parent, stat.S_IMODE(st.st_mode) | stat.S_IXOTH)  # search only: no listing, no reading
+    os.chown(directory, os.geteuid(), user.gid)
+    os.chmod(directory, SHARED_DIR_MODE)
+    for path in log_files:
+        _give_log(path, user)
+    blocked = dataplane_user.blocked_directory(directory, user)
+    if blocked is not None:
+        raise PermissionError(
+            f"V2Ray runs as {user.name}, which cannot reach {directory}: it may not search {blocked} "
+            f"(give that directory o+x, or use a state_dir under a directory it can search)"
+        )
+
+
+def _give_log(path: Path, user: DataplaneUser) -> None:
+    """A log file V2Ray opens itself: the user's own, 0600. The directory is not writable by the user, so
+    nothing it made can sit at this path; O_NOFOLLOW and O_NONBLOCK make sure of it (no symlink, no FIFO)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                 OWNED_LOG_MODE)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise PermissionError(f"{path} is not a regular file")
+        os.fchown(fd, user.uid, user.gid)
+        os.fchmod(fd, OWNED_LOG_MODE)
+    finally:
+        os.close(fd)
+
+
+def share(path: Path, user: DataplaneUser | None) -> None:
+    """A file V2Ray reads (its configuration, written 0600 by the agent): root, the user's group, 0640.
+    Group first, mode second: the file is never readable by anyone but root and that group."""
+    if user is None:
+        return
+    os.chown(path, -1, user.gid)
+    os.chmod(path, SHARED_FILE_MODE)
 
 
 def _still(pid: int, ticks: int) -> bool:

@@ -14,6 +14,7 @@ import re
 import uuid
 from typing import Mapping
 
+from agent.egress import EgressSpec, egress_from_proto
 from protos import agent_pb2
 
 PROTOCOLS = ("vmess", "vless")
@@ -48,10 +49,17 @@ class V2RaySpec:
     #: email -> canonical UUID, in the order the controller listed them.
     users: Mapping[str, str]
     log_level: str
+    #: Where subscribers may not go. None only for a config on disk written before the policy existed: it
+    #: differs from every desired spec, so such a V2Ray is restarted into one that enforces it.
+    egress: EgressSpec | None = EgressSpec()
+    #: V2Ray's access log on (off by default: it records every subscriber's source and destinations).
+    access_log: bool = False
+    #: Show source addresses in the streamed access log (the agent masks them otherwise; no restart needed).
+    access_log_addresses: bool = False
 
     @property
-    def structure(self) -> tuple[tuple[Inbound, ...], str]:
-        return self.inbounds, self.log_level
+    def structure(self) -> tuple:
+        return self.inbounds, self.log_level, self.egress, self.access_log
 
 
 def email_key(email: str) -> str:
@@ -134,7 +142,8 @@ def spec_from_proto(part: agent_pb2.V2RayConfig) -> V2RaySpec:
     level = part.log_level.strip().lower() or DEFAULT_LOG_LEVEL
     if level not in LOG_LEVELS:
         raise ValueError(f"log_level {part.log_level!r} is not one of {', '.join(LOG_LEVELS)} (or \"\")")
-    return V2RaySpec(inbounds=tuple(inbounds), users=users, log_level=level)
+    return V2RaySpec(inbounds=tuple(inbounds), users=users, log_level=level, egress=egress_from_proto(part.egress),
+                     access_log=part.access_log, access_log_addresses=part.access_log_addresses)
 
 
 @dataclasses.dataclass(frozen=True)

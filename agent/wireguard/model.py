@@ -14,6 +14,7 @@ from typing import Iterable
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from agent.egress import EgressSpec, egress_from_proto
 from protos import agent_pb2
 
 KEY_BYTES = 32
@@ -105,6 +106,10 @@ class InterfaceSpec:
     nat: bool = False
     #: By public key, in the order given.
     peers: dict[str, PeerSpec] = dataclasses.field(default_factory=dict)
+    #: Peers may reach each other: the interface's own subnets are exempt from the egress policy.
+    peer_to_peer: bool = False
+    #: What peers' forwarded traffic may not reach (the node's, shared by its interfaces).
+    egress: EgressSpec = EgressSpec()
 
     @property
     def subnets(self) -> list[str]:
@@ -170,17 +175,19 @@ def interface_from_proto(msg: agent_pb2.WireGuardInterface) -> InterfaceSpec:
             if network not in allowed:
                 allowed.append(network)
         peers[public] = PeerSpec(public, psk, tuple(sorted(allowed)), peer.persistent_keepalive, peer.peer_id)
-    return InterfaceSpec(msg.name, private, msg.listen_port, tuple(addresses), mtu, msg.nat, peers)
+    return InterfaceSpec(msg.name, private, msg.listen_port, tuple(addresses), mtu, msg.nat, peers,
+                         peer_to_peer=msg.peer_to_peer)
 
 
 def config_from_proto(config: agent_pb2.WireGuardConfig) -> dict[str, InterfaceSpec]:
     """Every interface of the config, validated, by name. Raises ValueError before anything is applied."""
     specs: dict[str, InterfaceSpec] = {}
+    policy = egress_from_proto(config.egress)
     ports: dict[int, str] = {}
     owners: dict[str, str] = {}  # address (without prefix) -> interface
     publics: dict[str, str] = {}
     for msg in config.interfaces:
-        spec = interface_from_proto(msg)
+        spec = dataclasses.replace(interface_from_proto(msg), egress=policy)
         if spec.name in specs:
             raise ValueError(f"interface {spec.name} is listed twice")
         if spec.listen_port:

@@ -21,7 +21,7 @@ from controller import __version__
 from controller.errors import GatewayTimeout, Unavailable
 from controller.hub.session import AgentSession
 from controller.models import FleetSetting, Node, utcnow
-from controller.services.desired_state import (FLEET_AGENT_SETTINGS_KEY, effective_agent_settings,
+from controller.services.desired_state import (FLEET_AGENT_SETTINGS_KEY, NodeUser, effective_agent_settings,
                                                render_desired_state, v2ray_desired, wireguard_desired)
 from controller.services.logs import LogStore
 from controller.services.node_state import NodeStateWriter
@@ -51,7 +51,7 @@ class Hub:
         #: creating/starting nodes to running)
         self.on_connected: Callable[[str], Awaitable[None]] | None = None
         #: V2Ray users every node carries besides the subscribers (the local relay's own credential)
-        self.extra_v2ray_users: list[agent_pb2.V2RayUser] = []
+        self.extra_v2ray_users: list[NodeUser] = []
         self.messages_received = 0
         self.shutting_down = False
         ingest.on_store_failed = self._resync_telemetry
@@ -190,9 +190,8 @@ class Hub:
             for i in range(0, len(connected), 500):
                 chunk = connected[i:i + 500]
                 rows = (await s.scalars(select(Node).where(Node.uuid.in_(chunk)))).all()
-                wireguard = await wireguard_desired(s, chunk)
-                v2ray = (await v2ray_desired(s, list(rows), self.settings.v2ray_port, self.settings.v2ray_vless_port,
-                                             self.extra_v2ray_users)
+                wireguard = await wireguard_desired(s, list(rows), self.settings)
+                v2ray = (await v2ray_desired(s, list(rows), self.settings, self.extra_v2ray_users)
                          if self.settings.v2ray_enabled else {})
                 for node in rows:
                     session = self.sessions.get(node.uuid)
@@ -203,7 +202,10 @@ class Hub:
                     session.send(agent_pb2.ControllerMessage(desired_state=state))
 
     def default_agent_settings(self) -> dict[str, Any]:
-        return {"metrics_interval_seconds": self.settings.metrics_interval, "log_level": "info"}
+        # allow_private_targets comes only from the config file (diagnostics.allow_private_targets): the REST
+        # API's validate_agent_settings refuses it, so no fleet or node override can set it.
+        return {"metrics_interval_seconds": self.settings.metrics_interval, "log_level": "info",
+                "allow_private_targets": self.settings.diagnostics_allow_private_targets}
 
     @staticmethod
     async def fleet_agent_settings(s: AsyncSession) -> dict[str, Any]:

@@ -45,6 +45,12 @@ MAX_TOKEN_ATTEMPTS = 4
 # Prefer the most useful instance when a crash left several tagged with one node id.
 _STATE_RANK = {RUNNING: 0, PENDING: 1, STOPPED: 2, STOPPING: 3}
 
+#: Instance metadata (IMDS) only with a session token (IMDSv2), and a hop limit of 1: the token's reply
+#: cannot cross a second hop, so nothing forwarded through the node (a subscriber's tunnel, a container)
+#: can use the metadata service. Overrides whatever the launch template says.
+METADATA_OPTIONS: dict[str, Any] = {"HttpTokens": "required", "HttpPutResponseHopLimit": 1,
+                                    "HttpEndpoint": "enabled"}
+
 _BOTO_CONFIG = Config(
     connect_timeout=10,
     read_timeout=30,
@@ -212,7 +218,7 @@ class Ec2Provider:
 
 
 def run_instances_params(region: RegionSettings, request: LaunchRequest, client_token: str) -> dict[str, Any]:
-    """The run_instances arguments for a node: launch template plus per-region overrides and tags."""
+    """The run_instances arguments for a node: launch template plus per-region overrides, tags and IMDSv2."""
     tags = [
         {"Key": NODE_TAG, "Value": request.node_id},
         {"Key": "Name", "Value": request.node_name},
@@ -225,6 +231,7 @@ def run_instances_params(region: RegionSettings, request: LaunchRequest, client_
         "ClientToken": client_token,
         "TagSpecifications": [{"ResourceType": "instance", "Tags": tags},
                               {"ResourceType": "volume", "Tags": tags}],
+        "MetadataOptions": dict(METADATA_OPTIONS),
     }
     if region.template_id:
         params["LaunchTemplate"] = {"LaunchTemplateId": region.template_id}

@@ -15,7 +15,7 @@ from controller.errors import ValidationFailed
 from controller.http import json, page_params, paginated, path_uuid, query_bool, query_int, read_body
 from controller.models import Subscriber, utcnow
 from controller.serializers import iso
-from controller.services.subscribers import GIB, MAX_DAYS, STATUSES, SubscriberService
+from controller.services.subscribers import GIB, MAX_DAYS, STATUSES, SubscriberService, endpoint_credentials
 from controller.share_links import render_base64
 
 USERNAME = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{2,63}$"
@@ -114,6 +114,8 @@ def client_to_dict(sub: Subscriber, subscription_url: str) -> dict[str, Any]:
         "usage_reset_at": iso(sub.usage_reset_at),
         "node_ids": sub.node_ids,
         "regions": sub.regions,
+        # the pre-per-node-id credential still works on every node (until rotation or the fleet cut-over)
+        "shared_credential": sub.shared_credential,
         "note": sub.note,
         "created_at": iso(sub.created_at),
         "updated_at": iso(sub.updated_at),
@@ -300,7 +302,7 @@ async def _config(svc: SubscriberService, sub: Subscriber) -> dict[str, Any]:
     running node serves the subscriber)."""
     endpoints = await svc.endpoints(sub)
     return {"client_id": sub.id, "short_uuid": sub.short_uuid, "subscription_url": svc.subscription_url(sub),
-            "config_data": render_base64(endpoints, sub.credential_uuid) if endpoints else ""}
+            "config_data": render_base64(endpoints, endpoint_credentials(sub)) if endpoints else ""}
 
 
 async def client_usage(request: Request):
@@ -333,7 +335,23 @@ async def reset_client_usage(request: Request):
     return _out(request, await _svc(request).reset_usage(_id(request)))
 
 
+async def cut_over_shared_credentials(request: Request):
+    """End every subscriber's legacy shared id (from before per-node ids) on every node at once.
+
+    Subscribers made before per-node ids keep their old id, valid on every node, until their next rotation or
+    this cut-over, so their apps work until they refresh the subscription (which already serves each node's
+    own id). Apps that have not refreshed since lose access.
+    ---
+    summary: Cut over legacy shared credentials
+    tags: [clients]
+    responses:
+      200: {description: "{subscribers: how many were cut over}"}
+    """
+    return json({"subscribers": await _svc(request).cut_over_shared_credentials()})
+
+
 routes = [
+    Route("/api/v1/clients/shared-credentials/cut-over", cut_over_shared_credentials, methods=["POST"]),
     Route("/api/v1/clients", list_clients, methods=["GET"]),
     Route("/api/v1/clients", create_client, methods=["POST"]),
     Route("/api/v1/clients/{id}", get_client, methods=["GET"]),

@@ -9,6 +9,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from controller.errors import NotFound, Unavailable, ValidationFailed
+from controller.services.subscribers import endpoint_credentials
 from controller.share_links import SUBSCRIPTION_FORMATS, NoEndpoints, pick_format, render, subscription_userinfo
 
 #: what services.subscribers.new_short_uuid makes (22 characters), with room for other lengths
@@ -48,7 +49,7 @@ async def subscription(request: Request):
     if not endpoints:  # an empty config would leave the app with nothing (or bypass the VPN): say so instead
         raise Unavailable("no running node serves this subscription right now; try again later")
     try:
-        body, media_type = render(fmt, endpoints, sub.credential_uuid)
+        body, media_type = render(fmt, endpoints, endpoint_credentials(sub))
     except NoEndpoints:  # none in this format (clash-legacy has no VLESS)
         raise Unavailable(f"no running node serves this subscription in the {fmt} format right now") from None
     headers = {

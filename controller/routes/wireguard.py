@@ -72,6 +72,8 @@ class ServerBody(BaseModel):
     persistent_keepalive: int = Field(default=25, ge=0, le=3600)
     allowed_ips: list[str] | None = None
     nat: bool = True
+    #: peers may reach each other through the node (else the egress policy keeps them apart)
+    peer_to_peer: bool = False
     endpoint_host: str | None = Field(default=None, max_length=255)
     auto_start: bool = True
     description: str = Field(default="", max_length=1000)
@@ -94,6 +96,7 @@ class ServerUpdate(BaseModel):
     persistent_keepalive: int | None = Field(default=None, ge=0, le=3600)
     allowed_ips: list[str] | None = None
     nat: bool | None = None
+    peer_to_peer: bool | None = None
     endpoint_host: str | None = Field(default=None, max_length=255)
     auto_start: bool | None = None
     description: str | None = Field(default=None, max_length=1000)
@@ -146,6 +149,7 @@ def server_to_dict(srv: WireguardServer, clients_count: int | None = None) -> di
         "id": srv.id, "node_id": srv.node_uuid, "name": srv.name, "interface": srv.interface,
         "listen_port": srv.listen_port, "ipv4_address": srv.ipv4_address, "ipv6_address": srv.ipv6_address,
         "public_key": srv.public_key, "status": srv.status, "auto_start": srv.auto_start, "nat": srv.nat,
+        "peer_to_peer": srv.peer_to_peer,
         "endpoint_host": srv.endpoint_host, "description": srv.description,
         "created_at": iso(srv.created_at), "updated_at": iso(srv.updated_at),
         "config": {"dns_servers": srv.dns_servers, "mtu": srv.mtu, "persistent_keepalive": srv.persistent_keepalive,

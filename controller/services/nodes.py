@@ -25,7 +25,7 @@ from controller.hub.hub import Hub
 from controller.models import EnrollmentToken, FleetSetting, Node, utcnow
 from controller.providers.base import STOPPED, TERMINATED, Instance, LaunchRequest, Provider, ProviderError
 from controller.serializers import node_to_dict
-from controller.services.desired_state import FLEET_AGENT_SETTINGS_KEY, validate_agent_settings
+from controller.services.desired_state import EDITABLE_AGENT_SETTINGS, FLEET_AGENT_SETTINGS_KEY, validate_agent_settings
 from controller.services.enrollment import EnrollmentService
 from controller.settings import Settings
 
@@ -204,7 +204,8 @@ class NodeService:
     async def fleet_agent_settings(self) -> dict[str, Any]:
         async with self._sessions() as s:
             fleet = await self._hub.fleet_agent_settings(s)
-        return {**self._hub.default_agent_settings(), **fleet}
+        merged = {**self._hub.default_agent_settings(), **fleet}
+        return {k: merged[k] for k in EDITABLE_AGENT_SETTINGS if k in merged}  # what PUT takes back
 
     async def set_fleet_agent_settings(self, values: dict[str, Any]) -> dict[str, Any]:
         """Change the agent settings of every node (unless overridden): one revision bump for all nodes."""

@@ -1,7 +1,7 @@
 """Keeps the local relay (controller/local_relay.py) in step with the running nodes.
 
-The relay connects to the nodes as a V2Ray user of its own ("vpnfleet-relay", credential kept in the
-fleet settings), which every node carries besides the subscribers. The sync runs at start, whenever a node
+The relay connects to the nodes as a V2Ray user of its own ("vpnfleet-relay", a per-node id derived from a
+secret kept in the fleet settings), which every node carries besides the subscribers. The sync runs at start, whenever a node
 event arrives (a node started, stopped or was deleted) and every `period` seconds as a safety net; a failed
 sync (V2Ray rejected the config, reload failed) is logged and retried on the next trigger.
 """
@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from controller import credentials
 from controller.events import EventBus
 from controller.local_relay import LocalRelay, RelayError, RelayNode
 from controller.models import FleetSetting
-from controller.services.desired_state import node_v2ray_inbounds, reachable_nodes
+from controller.services.desired_state import NodeUser, node_v2ray_inbounds, reachable_nodes
 from controller.settings import Settings
-from protos import agent_pb2
 
 log = logging.getLogger("vpnfleet.relay")
 
@@ -35,19 +34,25 @@ class RelaySync:
         self._bus = bus
         self.relay = relay
         self.period = period
-        self.credential = ""
+        self.secret = ""
         self.last_error: str | None = None
 
-    async def prepare(self) -> agent_pb2.V2RayUser:
-        """The relay's own V2Ray user (created once, kept in the fleet settings)."""
+    async def prepare(self) -> NodeUser:
+        """The relay's own V2Ray user (its secret made once, kept in the fleet settings). Like a subscriber's,
+        its id differs per node, so a node only learns the relay id that works on it."""
         async with self._sessions() as s:
             row = await s.get(FleetSetting, RELAY_SETTING_KEY)
-            if row is None:
-                row = FleetSetting(key=RELAY_SETTING_KEY, value={"uuid": str(uuid.uuid4())})
-                s.add(row)
+            if row is None or "secret" not in row.value:  # (before per-node ids the row held one shared uuid)
+                value = {"secret": credentials.new_secret()}
+                if row is None:
+                    s.add(FleetSetting(key=RELAY_SETTING_KEY, value=value))
+                else:
+                    row.value = value
                 await s.commit()
-            self.credential = row.value["uuid"]
-        return agent_pb2.V2RayUser(email=RELAY_EMAIL, uuid=self.credential)
+                self.secret = value["secret"]
+            else:
+                self.secret = row.value["secret"]
+        return NodeUser(email=RELAY_EMAIL, secret=self.secret)
 
     async def nodes(self) -> list[RelayNode]:
         async with self._sessions() as s:
@@ -58,7 +63,8 @@ class RelaySync:
                      if i["protocol"] == "vmess"]
             if vmess:
                 out.append(RelayNode(node_id=node.uuid, name=node.name, host=node.public_ip,
-                                     port=int(vmess[0]["port"]), uuid=self.credential))
+                                     port=int(vmess[0]["port"]),
+                                     uuid=credentials.node_credential(self.secret, node.uuid)))
         return out
 
     async def sync_once(self) -> bool:

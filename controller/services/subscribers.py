@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
+from controller import credentials
 from controller.db import fetch_page
 from controller.errors import AlreadyExists, Conflict, NotFound, ValidationFailed
 from controller.hub.hub import Hub
@@ -115,7 +116,9 @@ class SubscriberService:
                 raise _taken(values["username"])
             selection = Selection(await self._check_node_ids(s, values.get("node_ids")),
                                   self._check_regions(values.get("regions")))
+            # credential_uuid is only the legacy shared id: a new subscriber never has it carried by any node.
             sub = Subscriber(username=values["username"], credential_uuid=str(uuid.uuid4()),
+                             credential_secret=credentials.new_secret(), shared_credential=False,
                              short_uuid=new_short_uuid(), expires_at=_expiry(values, now),
                              data_limit_bytes=_limit_bytes(values.get("data_limit_gb")),
                              node_ids=selection.node_ids, regions=selection.regions,
@@ -215,10 +218,25 @@ class SubscriberService:
         async def change(s: AsyncSession) -> tuple[Subscriber, list[str]]:
             sub = await self._get(s, client_id)
             sub.credential_uuid = str(uuid.uuid4())
+            sub.credential_secret = credentials.new_secret()  # every node's id changes
+            sub.shared_credential = False  # the cut-over from a legacy shared id
             sub.short_uuid = new_short_uuid()
             return sub, await self._bump_nodes(s, [Selection.of(sub)])
 
         return await self._change(client_id, change)
+
+    async def cut_over_shared_credentials(self) -> int:
+        """End every legacy shared id at once (subscribers made before per-node ids): from now on each node
+        only accepts its own id, which the subscriptions already serve. Returns how many were cut over."""
+        async with self._sessions() as s:
+            result = await s.execute(update(Subscriber).where(Subscriber.shared_credential.is_(True))
+                                     .values(shared_credential=False, version=Subscriber.version + 1)
+                                     .execution_options(synchronize_session=False))
+            count = result.rowcount or 0
+            nodes = await self._bump_nodes(s, [Selection(None, None)]) if count else []
+            await s.commit()
+        self._push(nodes)
+        return count
 
     async def reset_usage(self, client_id: str) -> Subscriber:
         """Start counting towards the data limit from zero (the hourly history is kept)."""
@@ -359,7 +377,7 @@ class SubscriberService:
                 continue
             for inbound in node_v2ray_inbounds(node, self.settings.v2ray_port, self.settings.v2ray_vless_port):
                 out.append(Endpoint(name=f"{node.name} {inbound['protocol']}", host=node.public_ip,
-                                    port=int(inbound["port"]), protocol=inbound["protocol"]))
+                                    port=int(inbound["port"]), protocol=inbound["protocol"], node_id=node.uuid))
         return out
 
     def subscription_url(self, sub: Subscriber) -> str:
@@ -405,6 +423,11 @@ class SubscriberService:
     def _push(self, nodes: list[str]) -> None:
         if nodes:
             self._hub.mark_dirty(nodes)
+
+
+def endpoint_credentials(sub: Subscriber) -> Callable[[Endpoint], str]:
+    """The subscriber's id on each endpoint's node (per-node ids: see controller.credentials)."""
+    return lambda endpoint: credentials.node_credential(sub.credential_secret, endpoint.node_id)
 
 
 def _taken(username: str) -> AlreadyExists:

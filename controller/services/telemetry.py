@@ -13,6 +13,33 @@ sequences are read back from the database first: nothing is counted twice). If i
 batches are tried on their own, so one node's bad batch cannot hold back the others; a node whose batches
 still fail is resynchronised: its stream is closed (on_store_failed) and nothing more of it is stored or
 acknowledged until it reconnects, so a later batch can never be acknowledged over one that was not stored.
+
+A node speaks only for itself (DESIGN.md, security rule 2). Every entry of a batch is checked on its own;
+a refused entry is dropped and counted (Node.telemetry_rejected, and a warning per node at most once a
+minute), the rest of the batch is stored, and the batch's seq is stored and acknowledged as usual, so the
+agent does not send it again. Checked values never reach anything that could raise (datetime, the database's
+64-bit integers), so no hostile batch can fail or slow a write for the other nodes. Reasons:
+
+* ``foreign_user`` / ``foreign_peer``: usage of a subscriber the node may not serve (``allowed_on`` its
+  node/region selection, whatever the subscriber's status, so a just-blocked user's last bytes count) or of a
+  WireGuard peer of another node's server. A V2Ray email that is no subscriber at all (the local relay's own
+  user, a deleted subscriber) and a peer id that is no peer (deleted) are ignored, as always, not counted.
+* ``over_link``: more bytes than the node's link could have carried. Per node, a budget (both directions)
+  accrues at ``telemetry_max_link_mbps`` from the node's creation (after a controller start: creation to now,
+  plus LINK_SLACK_SECONDS) and every accepted usage entry (up + down) is taken from it; metric samples'
+  network counters have a budget of their own. Capacity a node did not use stays available, which lets the
+  replay of a long outage through (and a spool overflow's batch that carries many hours of traffic): no node
+  ever reports more than its link could have carried since it was created. A refused entry costs nothing.
+* ``sample_time``: a sample stamped more than ``telemetry_max_clock_skew`` ahead of the controller's clock,
+  before the node was created (minus the same skew), or not after the node's previous accepted sample.
+* ``sample_value``: a sample with a NaN or infinite cpu/load reading.
+* ``sample_count``: samples beyond MAX_SAMPLES_PER_BATCH in one batch (an agent sends one).
+* ``bad_seq``: a batch whose seq does not fit the database (the batch is not stored; the stored seq is acked).
+
+Clamped, not refused (the sample still counts; logged with the refusals): cpu_percent to 0..100 (the agent
+reports the whole machine's busy share), load averages to 0..MAX_LOAD, byte totals to MAX_GAUGE_BYTES and
+used memory/swap/disk to their totals, uptime to MAX_UPTIME_SECONDS, dropped_samples to MAX_DROPPED_PER_BATCH.
+A handshake time outside the node's lifetime (plus skew) is ignored; the peer's bytes still count.
 """
 
 from __future__ import annotations
@@ -21,17 +48,22 @@ import asyncio
 import datetime as dt
 import functools
 import logging
-from collections import defaultdict
-from dataclasses import dataclass
-from typing import Any, Callable
+import math
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
 
 from sqlalchemy import BigInteger, bindparam, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from controller.credentials import subscriber_of
 from controller.errors import ValidationFailed
-from controller.models import (MetricBucket, Node, Subscriber, SubscriberUsage, WireguardClient, WireguardUsage,
-                               utcnow)
+from controller.models import (MetricBucket, Node, Subscriber, SubscriberUsage, WireguardClient, WireguardServer,
+                               WireguardUsage, utcnow)
+from controller.services.desired_state import allowed_on
+from controller.settings import Settings
 from protos import agent_pb2
 
 log = logging.getLogger("vpnfleet.telemetry")
@@ -40,6 +72,25 @@ BUCKET = dt.timedelta(minutes=1)
 #: Pauses between tries of a write that failed (then each node's batches are tried on their own).
 STORE_RETRY_PAUSES = (0.5, 1.0, 2.0)
 MAX_HISTORY_POINTS = 2000
+
+#: Link capacity granted on top of the elapsed time (agents' sampling and sending take time too).
+LINK_SLACK_SECONDS = 60.0
+#: A node's unused link budget never exceeds this: keeps every sum far from the database's 64-bit limit.
+MAX_LINK_CREDIT = float(2**53)
+MAX_SAMPLES_PER_BATCH = 60
+MAX_GAUGE_BYTES = 2**53
+MAX_LOAD = 1e6
+MAX_UPTIME_SECONDS = 100 * 365 * 86400
+MAX_DROPPED_PER_BATCH = 10**7
+#: The database's BIGINT; a seq above it cannot be stored.
+MAX_SEQ = 2**63 - 1
+#: Subscriber ids are uuids; a longer email is no subscriber (and is not looked up).
+MAX_SUBSCRIBER_ID = 36
+#: At most one warning per node this often, with the counts since the previous one.
+REFUSAL_LOG_SECONDS = 60.0
+
+FOREIGN_USER, FOREIGN_PEER, OVER_LINK = "foreign_user", "foreign_peer", "over_link"
+SAMPLE_TIME, SAMPLE_VALUE, SAMPLE_COUNT, BAD_SEQ = "sample_time", "sample_value", "sample_count", "bad_seq"
 
 
 def hour_start(ts_ms: int) -> dt.datetime:
@@ -53,6 +104,40 @@ def bucket_start(ts_ms: int) -> dt.datetime:
     return dt.datetime.fromtimestamp(seconds - seconds % 60, dt.timezone.utc)
 
 
+def peer_number(peer_id: str) -> int | None:
+    """The WireGuard client id a PeerTraffic names, or None when it names none (ASCII digits, fits BIGINT)."""
+    return int(peer_id) if peer_id.isascii() and peer_id.isdigit() and len(peer_id) <= 18 else None
+
+
+def sample_problem(s: agent_pb2.MetricSample, earliest_ms: int, latest_ms: int) -> str | None:
+    """Why a sample is refused (None: it is not). earliest_ms is exclusive, latest_ms inclusive."""
+    if not earliest_ms < s.ts_ms <= latest_ms:
+        return SAMPLE_TIME
+    if not all(map(math.isfinite, (s.cpu_percent, s.load1, s.load5, s.load15))):
+        return SAMPLE_VALUE
+    return None
+
+
+def clamp_sample(s: agent_pb2.MetricSample) -> agent_pb2.MetricSample | None:
+    """A copy of a (finite) sample with its gauges brought into range, or None when they already are."""
+    mem_total, swap_total, disk_total = (min(v, MAX_GAUGE_BYTES) for v in (s.mem_total, s.swap_total, s.disk_total))
+    fixed = dict(
+        cpu_percent=min(max(s.cpu_percent, 0.0), 100.0),
+        load1=min(max(s.load1, 0.0), MAX_LOAD), load5=min(max(s.load5, 0.0), MAX_LOAD),
+        load15=min(max(s.load15, 0.0), MAX_LOAD),
+        mem_total=mem_total, mem_used=min(s.mem_used, mem_total), swap_total=swap_total,
+        swap_used=min(s.swap_used, swap_total), disk_total=disk_total, disk_used=min(s.disk_used, disk_total),
+        uptime_seconds=min(s.uptime_seconds, MAX_UPTIME_SECONDS),
+    )
+    if all(getattr(s, name) == value for name, value in fixed.items()):
+        return None
+    copy = agent_pb2.MetricSample()
+    copy.CopyFrom(s)
+    for name, value in fixed.items():
+        setattr(copy, name, value)
+    return copy
+
+
 @dataclass
 class _Pending:
     node_uuid: str
@@ -61,6 +146,88 @@ class _Pending:
     batch: agent_pb2.TelemetryBatch
     #: called with the acknowledged seq once stored (sends TelemetryAck on the batch's stream)
     ack: Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class _NodeInfo:
+    """What the checks need of a node's row (neither changes after creation)."""
+
+    region: str
+    #: unix seconds
+    created: float
+
+
+@dataclass
+class _LinkBudget:
+    """Bytes (both directions together) the node's link could have carried that it has not reported yet."""
+
+    usage: float
+    nic: float
+    #: unix seconds of the last refill
+    at: float
+
+    def take(self, kind: str, cost: int) -> bool:
+        """Take cost bytes from the usage or nic budget; False (nothing taken) when they do not fit."""
+        left = getattr(self, kind)
+        if cost > left:
+            return False
+        setattr(self, kind, left - cost)
+        return True
+
+
+@dataclass
+class _Members:
+    """Who may report usage, read once per write: subscriber id -> (node_ids, regions); peer id -> its node."""
+
+    subscribers: dict[str, tuple[list[str] | None, list[str] | None]] = field(default_factory=dict)
+    peers: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass
+class _Write:
+    """One write's telemetry, checked and summed. Applied to the ingest's state only after the commit."""
+
+    buckets: dict[tuple[str, dt.datetime], dict[str, Any]] = field(default_factory=lambda: defaultdict(_empty_bucket))
+    #: WireGuard client id -> {"hours": {hour: [rx, tx]}, "handshake_ms"}; only the peer's own node gets here
+    peers: dict[int, dict[str, Any]] = field(
+        default_factory=lambda: defaultdict(lambda: {"hours": {}, "handshake_ms": 0}))
+    #: V2Ray usage: (subscriber id, node, hour) -> [upload, download]
+    users: dict[tuple[str, str, dt.datetime], list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
+    new_seq: dict[str, int] = field(default_factory=dict)
+    dropped: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    refused: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    clamped: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    budgets: dict[str, _LinkBudget] = field(default_factory=dict)
+    last_sample_ms: dict[str, int] = field(default_factory=dict)
+    latest: dict[str, agent_pb2.MetricSample] = field(default_factory=dict)
+
+
+class _RefusalLog:
+    """Warns about a node's refused telemetry at most once per ``every`` seconds, with the counts since."""
+
+    def __init__(self, every: float = REFUSAL_LOG_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
+        self._every = every
+        self._clock = clock
+        self._pending: dict[str, tuple[Counter[str], int]] = {}
+        self._last: dict[str, float] = {}
+
+    def add(self, node: str, refused: Counter[str], clamped: int) -> None:
+        counts, clamps = self._pending.get(node, (Counter(), 0))
+        self._pending[node] = (counts + refused, clamps + clamped)
+
+    def flush(self) -> None:
+        now = self._clock()
+        for node in [n for n in self._pending if now - self._last.get(n, -math.inf) >= self._every]:
+            counts, clamps = self._pending.pop(node)
+            since = now - self._last[node] if node in self._last else None
+            self._last[node] = now
+            reasons = ", ".join(f"{reason}={n}" for reason, n in sorted(counts.items())) or "none"
+            log.warning("node %s: refused %d telemetry entries%s (%s); %d values clamped", node,
+                        sum(counts.values()), f" in the last {since:.0f}s" if since else "", reasons, clamps)
+
+    def forget(self, node: str) -> None:
+        self._pending.pop(node, None)
+        self._last.pop(node, None)
 
 
 def _add_sample(acc: dict[str, Any], s: agent_pb2.MetricSample) -> None:
@@ -84,22 +251,37 @@ def _empty_bucket() -> dict[str, Any]:
 
 class TelemetryIngest:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], queue_size: int = 20_000,
-                 max_batches_per_write: int = 2000, linger: float = 0.25) -> None:
+                 max_batches_per_write: int = 2000, linger: float = 0.25, *,
+                 max_link_mbps: float = Settings.telemetry_max_link_mbps,
+                 max_clock_skew: float = Settings.telemetry_max_clock_skew,
+                 clock: Callable[[], float] = time.time) -> None:
         self._sessions = sessions
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(queue_size)
         self._max = max_batches_per_write
         #: after the first waiting batch, gather for this long: one transaction for many agents' batches
         self._linger = linger
+        #: bytes per second a node's link carries, both directions together
+        self._link_rate = max_link_mbps * 1_000_000 / 8 * 2
+        self._skew_ms = int(max_clock_skew * 1000)
+        #: wall clock (unix seconds): node creation times are wall-clock times
+        self._clock = clock
         #: highest stored seq per node (primed from the database when a session opens)
         self.stored_seq: dict[str, int] = {}
         #: per node, the session epoch whose batches are stored; absent: none (not connected, or resyncing)
         self._epochs: dict[str, int] = {}
         #: nodes in a write that failed: their stored seq is read back from the database before the next one
         self._uncertain: set[str] = set()
+        #: region and creation time per node (read with the first batch after a start)
+        self._info: dict[str, _NodeInfo] = {}
+        self._budgets: dict[str, _LinkBudget] = {}
+        #: newest accepted sample time per node: samples must move forward
+        self._last_sample_ms: dict[str, int] = {}
+        self._refusals = _RefusalLog()
         #: newest sample per node, for "current" metrics
         self.latest: dict[str, agent_pb2.MetricSample] = {}
         self.batches_stored = 0
         self.duplicates_ignored = 0
+        self.entries_refused = 0
         #: called after subscribers' V2Ray usage was stored (the subscriber service checks data limits)
         self.on_subscriber_usage: Callable[[], None] = lambda: None
         #: called with the nodes whose batches could not be stored (the hub closes their streams)
@@ -157,81 +339,170 @@ class TelemetryIngest:
         items = [i for i in items if self._epochs.get(i.node_uuid) == i.epoch]  # current streams only
         if not items:
             return
+        now = self._clock()
         async with self._sessions() as s:
             nodes = {i.node_uuid for i in items}
-            missing = (nodes - self.stored_seq.keys()) | (nodes & self._uncertain)
-            if missing:
-                rows = await s.execute(select(Node.uuid, Node.telemetry_seq).where(Node.uuid.in_(missing)))
-                self.stored_seq.update({u: seq for u, seq in rows})
-            buckets: dict[tuple[str, dt.datetime], dict[str, Any]] = defaultdict(_empty_bucket)
-            peers: dict[int, dict[str, Any]] = defaultdict(lambda: {"hours": {}, "handshake_ms": 0})
-            # V2Ray users: (subscriber id, node, hour) -> [upload, download]
-            users: dict[tuple[str, str, dt.datetime], list[int]] = defaultdict(lambda: [0, 0])
-            new_seq: dict[str, int] = {}
-            dropped: dict[str, int] = defaultdict(int)
-            for item in items:
-                if item.node_uuid not in self.stored_seq:
-                    continue  # node deleted meanwhile
-                current = new_seq.get(item.node_uuid, self.stored_seq[item.node_uuid])
-                if item.batch.seq <= current:
-                    self.duplicates_ignored += 1
-                    continue
-                new_seq[item.node_uuid] = item.batch.seq
-                dropped[item.node_uuid] += item.batch.dropped_samples
-                for peer in item.batch.wireguard_peers:
-                    if peer.peer_id.isdigit():
-                        acc = peers[int(peer.peer_id)]
-                        hour = hour_start(item.batch.metrics[0].ts_ms if item.batch.metrics else 0)
-                        acc["hours"][hour] = [a + b for a, b in zip(acc["hours"].get(hour, [0, 0]),
-                                                                    (peer.rx_bytes, peer.tx_bytes))]
-                        acc["handshake_ms"] = max(acc["handshake_ms"], peer.last_handshake_ms)
-                if item.batch.v2ray_users:
-                    hour = hour_start(item.batch.metrics[0].ts_ms if item.batch.metrics else 0)
-                    for user in item.batch.v2ray_users:
-                        acc = users[(user.email, item.node_uuid, hour)]
-                        acc[0] += user.uplink_bytes
-                        acc[1] += user.downlink_bytes
-                for sample in item.batch.metrics:
-                    _add_sample(buckets[(item.node_uuid, bucket_start(sample.ts_ms))], sample)
-                    latest = self.latest.get(item.node_uuid)
-                    if latest is None or sample.ts_ms >= latest.ts_ms:
-                        self.latest[item.node_uuid] = sample
+            await self._load_nodes(s, nodes)
+            w = _Write()
+            fresh = self._fresh_batches(items, w)
+            members = await _read_members(s, [item.batch for item in fresh])
+            for item in fresh:
+                self._check_batch(item.node_uuid, item.batch, members, w, now)
             conn = await s.connection()
-            if buckets:  # one executemany for every bucket touched
+            if w.buckets:  # one executemany for every bucket touched
                 await conn.execute(_bucket_upsert(conn.dialect.name),
-                                   [dict(node_uuid=u, bucket_start=b, **acc) for (u, b), acc in buckets.items()])
-            await self._store_peer_usage(s, peers)
-            stored_users = await self._store_subscriber_usage(s, users)
-            if new_seq:
-                await conn.execute(_SEQ_UPDATE, [dict(u=u, seq=q, dropped=dropped[u]) for u, q in new_seq.items()])
+                                   [dict(node_uuid=u, bucket_start=b, **acc) for (u, b), acc in w.buckets.items()])
+            await self._store_peer_usage(s, w.peers)
+            stored_users = await self._store_subscriber_usage(s, w.users)
+            touched = w.new_seq.keys() | w.refused.keys()
+            if touched:
+                await conn.execute(_SEQ_UPDATE, [
+                    dict(u=u, seq=w.new_seq.get(u, self.stored_seq[u]), dropped=w.dropped[u],
+                         rejected=sum(w.refused[u].values()) if u in w.refused else 0) for u in touched])
             await s.commit()
         self._uncertain.difference_update(nodes)
-        self.stored_seq.update(new_seq)
-        self.batches_stored += len(new_seq)
+        self._applied(w)
         if stored_users:
             self.on_subscriber_usage()
         for item in items:
             if item.node_uuid in self.stored_seq:
                 item.ack(self.stored_seq[item.node_uuid])
 
+    async def _load_nodes(self, s: AsyncSession, nodes: set[str]) -> None:
+        """Read the stored seq of nodes not known (or uncertain) and the region and creation of new ones."""
+        missing_seq = (nodes - self.stored_seq.keys()) | (nodes & self._uncertain)
+        missing = missing_seq | (nodes - self._info.keys())
+        if not missing:
+            return
+        rows = await s.execute(select(Node.uuid, Node.telemetry_seq, Node.region, Node.created_at)
+                               .where(Node.uuid.in_(missing)))
+        for uuid, seq, region, created in rows:
+            if uuid in missing_seq:
+                self.stored_seq[uuid] = seq
+            self._info[uuid] = _NodeInfo(region, created.timestamp() if created else 0.0)
+
+    def _fresh_batches(self, items: list[_Pending], w: _Write) -> list[_Pending]:
+        """The batches to store: of nodes that exist, above the stored seq (re-sends are only acknowledged)."""
+        fresh = []
+        for item in items:
+            node = item.node_uuid
+            if node not in self.stored_seq or node not in self._info:
+                continue  # node deleted meanwhile
+            if item.batch.seq > MAX_SEQ:
+                w.refused[node][BAD_SEQ] += 1
+                continue
+            if item.batch.seq <= w.new_seq.get(node, self.stored_seq[node]):
+                self.duplicates_ignored += 1
+                continue
+            w.new_seq[node] = item.batch.seq
+            fresh.append(item)
+        return fresh
+
+    def _budget(self, node: str, w: _Write, now: float) -> _LinkBudget:
+        """The node's link budget for this write (a copy: kept only if the write commits)."""
+        if node not in w.budgets:
+            had = self._budgets.get(node)
+            if had is None:  # first batch since the controller started: all the time since the node was created
+                credit = self._link_rate * (max(0.0, now - self._info[node].created) + LINK_SLACK_SECONDS)
+                had = _LinkBudget(credit, credit, now)
+            gain = self._link_rate * max(0.0, now - had.at)
+            w.budgets[node] = _LinkBudget(min(had.usage + gain, MAX_LINK_CREDIT),
+                                          min(had.nic + gain, MAX_LINK_CREDIT), now)
+        return w.budgets[node]
+
+    def _check_batch(self, node: str, batch: agent_pb2.TelemetryBatch, members: _Members, w: _Write,
+                     now: float) -> None:
+        """Check every entry of one batch and add what passes to the write (never raises on hostile values)."""
+        info = self._info[node]
+        budget = self._budget(node, w, now)
+        refused = w.refused[node]
+        now_ms = int(now * 1000)
+        floor_ms = int(info.created * 1000) - self._skew_ms
+        latest_ms = now_ms + self._skew_ms
+        w.dropped[node] += min(batch.dropped_samples, MAX_DROPPED_PER_BATCH)
+        w.clamped[node] += batch.dropped_samples > MAX_DROPPED_PER_BATCH
+        first_ms = 0
+        if len(batch.metrics) > MAX_SAMPLES_PER_BATCH:
+            refused[SAMPLE_COUNT] += len(batch.metrics) - MAX_SAMPLES_PER_BATCH
+        for sample in batch.metrics[:MAX_SAMPLES_PER_BATCH]:
+            previous_ms = w.last_sample_ms.get(node, self._last_sample_ms.get(node, floor_ms))
+            problem = sample_problem(sample, max(floor_ms, previous_ms), latest_ms)
+            if problem is None and not budget.take("nic", sample.net_rx_bytes + sample.net_tx_bytes):
+                problem = OVER_LINK
+            if problem is not None:
+                refused[problem] += 1
+                continue
+            clamped = clamp_sample(sample)
+            if clamped is not None:
+                w.clamped[node] += 1
+                sample = clamped
+            w.last_sample_ms[node] = sample.ts_ms
+            first_ms = first_ms or sample.ts_ms
+            _add_sample(w.buckets[(node, bucket_start(sample.ts_ms))], sample)
+            w.latest[node] = sample
+        if not (batch.wireguard_peers or batch.v2ray_users):
+            return
+        hour = hour_start(first_ms or now_ms)  # a batch's usage counts in its (first accepted) sample's hour
+        handshake_floor, handshake_ceiling = int(info.created * 1000) - self._skew_ms, latest_ms
+        for peer in batch.wireguard_peers:
+            client_id = peer_number(peer.peer_id)
+            owner = members.peers.get(client_id) if client_id is not None else None
+            if owner is None:
+                continue  # not a peer (deleted meanwhile): ignored, as ever
+            if owner != node:
+                refused[FOREIGN_PEER] += 1
+            elif not budget.take("usage", peer.rx_bytes + peer.tx_bytes):
+                refused[OVER_LINK] += 1
+            else:
+                acc = w.peers[client_id]
+                acc["hours"][hour] = [a + b for a, b in zip(acc["hours"].get(hour, [0, 0]),
+                                                            (peer.rx_bytes, peer.tx_bytes))]
+                if handshake_floor <= peer.last_handshake_ms <= handshake_ceiling:
+                    acc["handshake_ms"] = max(acc["handshake_ms"], peer.last_handshake_ms)
+        for user in batch.v2ray_users:
+            subscriber = subscriber_of(user.email)  # the per-node user and the legacy "+shared" one alike
+            where = members.subscribers.get(subscriber)
+            if where is None:
+                continue  # not a subscriber (the local relay's user, a deleted subscriber): ignored, as ever
+            if not allowed_on(where[0], where[1], node, info.region):
+                refused[FOREIGN_USER] += 1
+            elif not budget.take("usage", user.uplink_bytes + user.downlink_bytes):
+                refused[OVER_LINK] += 1
+            else:
+                acc = w.users[(subscriber, node, hour)]
+                acc[0] += user.uplink_bytes
+                acc[1] += user.downlink_bytes
+
+    def _applied(self, w: _Write) -> None:
+        """The write committed: keep its sequences, budgets and sample times; report what was refused."""
+        self.stored_seq.update(w.new_seq)
+        self.batches_stored += len(w.new_seq)
+        self._budgets.update(w.budgets)
+        self._last_sample_ms.update(w.last_sample_ms)
+        for node, sample in w.latest.items():
+            latest = self.latest.get(node)
+            if latest is None or sample.ts_ms >= latest.ts_ms:
+                self.latest[node] = sample
+        for node in w.refused.keys() | {n for n, c in w.clamped.items() if c}:
+            refused = w.refused.get(node, Counter())
+            self.entries_refused += sum(refused.values())
+            if refused or w.clamped.get(node):
+                self._refusals.add(node, +refused, w.clamped.get(node, 0))
+        self._refusals.flush()
+
     @staticmethod
     async def _store_peer_usage(s: AsyncSession, peers: dict[int, dict[str, Any]]) -> None:
-        """WireGuard peers' transfer: hourly usage rows and the clients' totals and latest handshake."""
+        """WireGuard peers' transfer (checked: each peer's own node): hourly rows, totals, latest handshake."""
         if not peers:
             return
-        known = set((await s.scalars(select(WireguardClient.id).where(WireguardClient.id.in_(list(peers))))).all())
         usage, totals = [], []
         for client_id, acc in peers.items():
-            if client_id not in known:
-                continue  # deleted meanwhile
             usage += [dict(client_id=client_id, hour_start=hour, rx_bytes=rx, tx_bytes=tx)
                       for hour, (rx, tx) in acc["hours"].items()]
             handshake = (dt.datetime.fromtimestamp(acc["handshake_ms"] / 1000, dt.timezone.utc)
                          if acc["handshake_ms"] else None)
             totals.append(dict(cid=client_id, rx=sum(rx for rx, _ in acc["hours"].values()),
                                tx=sum(tx for _, tx in acc["hours"].values()), handshake=handshake))
-        if not totals:
-            return
         conn = await s.connection()
         if usage:  # as with the metric buckets: one executemany, statement built once
             await conn.execute(_usage_upsert(conn.dialect.name), usage)
@@ -239,18 +510,12 @@ class TelemetryIngest:
 
     @staticmethod
     async def _store_subscriber_usage(s: AsyncSession, users: dict[tuple[str, str, dt.datetime], list[int]]) -> int:
-        """V2Ray users' transfer: hourly rows per subscriber and node, and the totals that drive data limits.
-        Returns how many subscribers had usage stored."""
+        """V2Ray users' transfer (checked: subscribers allowed on the node): hourly rows per subscriber and node,
+        and the totals that drive data limits. Returns how many subscribers had usage stored."""
         if not users:
             return 0
-        emails = list({email for email, _, _ in users})
-        known: set[str] = set()
-        for i in range(0, len(emails), 500):
-            known.update((await s.scalars(select(Subscriber.id).where(Subscriber.id.in_(emails[i:i + 500])))).all())
-        usage = [dict(client_id=email, node_uuid=node, hour_start=hour, upload_bytes=up, download_bytes=down)
-                 for (email, node, hour), (up, down) in users.items() if email in known]
-        if not usage:
-            return 0  # deleted subscribers, or a user that is not a subscriber (the local relay's)
+        usage = [dict(client_id=sub, node_uuid=node, hour_start=hour, upload_bytes=up, download_bytes=down)
+                 for (sub, node, hour), (up, down) in users.items()]
         totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
         for row in usage:
             totals[row["client_id"]][0] += row["upload_bytes"]
@@ -265,12 +530,39 @@ class TelemetryIngest:
         self._epochs.pop(node_uuid, None)
         self._uncertain.discard(node_uuid)
         self.latest.pop(node_uuid, None)
+        self._info.pop(node_uuid, None)
+        self._budgets.pop(node_uuid, None)
+        self._last_sample_ms.pop(node_uuid, None)
+        self._refusals.forget(node_uuid)
+
+
+async def _read_members(s: AsyncSession, batches: Iterable[agent_pb2.TelemetryBatch]) -> _Members:
+    """Where the subscribers and peers these batches report may be used: one query per 500 of each."""
+    subscribers: set[str] = set()
+    peers: set[int] = set()
+    for batch in batches:
+        subscribers.update(sub for u in batch.v2ray_users if len(sub := subscriber_of(u.email)) <= MAX_SUBSCRIBER_ID)
+        peers.update(n for p in batch.wireguard_peers if (n := peer_number(p.peer_id)) is not None)
+    members = _Members()
+    ids = list(subscribers)
+    for i in range(0, len(ids), 500):
+        rows = await s.execute(select(Subscriber.id, Subscriber.node_ids, Subscriber.regions)
+                               .where(Subscriber.id.in_(ids[i:i + 500])))
+        members.subscribers.update({sid: (node_ids, regions) for sid, node_ids, regions in rows})
+    numbers = list(peers)
+    for i in range(0, len(numbers), 500):
+        rows = await s.execute(select(WireguardClient.id, WireguardServer.node_uuid)
+                               .join(WireguardServer, WireguardServer.id == WireguardClient.server_id)
+                               .where(WireguardClient.id.in_(numbers[i:i + 500])))
+        members.peers.update({cid: node for cid, node in rows})
+    return members
 
 
 _NODES = Node.__table__
 _SEQ_UPDATE = (update(_NODES).where(_NODES.c.uuid == bindparam("u"))
                .values(telemetry_seq=bindparam("seq", type_=_NODES.c.telemetry_seq.type),
-                       telemetry_dropped=_NODES.c.telemetry_dropped + bindparam("dropped", type_=BigInteger())))
+                       telemetry_dropped=_NODES.c.telemetry_dropped + bindparam("dropped", type_=BigInteger()),
+                       telemetry_rejected=_NODES.c.telemetry_rejected + bindparam("rejected", type_=BigInteger())))
 
 
 _CLIENTS = WireguardClient.__table__

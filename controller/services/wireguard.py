@@ -80,6 +80,7 @@ class WireguardService:
                 dns_servers=values.get("dns_servers") or [], mtu=values.get("mtu") or 1420,
                 persistent_keepalive=values.get("persistent_keepalive", 25),
                 allowed_ips=values.get("allowed_ips") or ["0.0.0.0/0", "::/0"], nat=values.get("nat", True),
+                peer_to_peer=values.get("peer_to_peer", False),
                 endpoint_host=values.get("endpoint_host"), auto_start=values.get("auto_start", True),
                 status="running" if values.get("auto_start", True) else "stopped",
                 description=values.get("description") or "",

@@ -212,7 +212,8 @@ async def test_node_life_enroll_stream_apply_command_and_controller_restart(thro
         assert hello.hostname == socket.gethostname()
 
         # Desired state: applied and reported; a bad one fails and changes nothing.
-        settings = agent_pb2.AgentSettings(metrics_interval_seconds=1, log_level="debug")
+        # allow_private_targets: the tcping below targets this test's own loopback listener
+        settings = agent_pb2.AgentSettings(metrics_interval_seconds=1, log_level="debug", allow_private_targets=True)
         controller.send(desired_state=agent_pb2.DesiredState(revision=3, agent=settings))
         report = await eventually(
             lambda: next((r for r in controller.of_kind("applied") if r.attempted_revision == 3), None), "report 3"

@@ -119,20 +119,23 @@ def test_render_has_the_inbounds_users_api_stats_and_logs():
         [user("alice", U1), user("bob", U2)], log_level="info",
     ))
     config = v2config.render(spec, 10085, "/s/access.log", "/s/error.log")
-    assert config["log"] == {"access": "/s/access.log", "error": "/s/error.log", "loglevel": "info"}
+    # The access log (every subscriber's source and destinations) is off unless asked for.
+    assert config["log"] == {"access": "none", "error": "/s/error.log", "loglevel": "info"}
     assert config["api"] == {"tag": "api", "services": ["HandlerService", "StatsService", "LoggerService"]}
     assert config["stats"] == {}
     assert config["policy"]["levels"]["0"] == {"statsUserUplink": True, "statsUserDownlink": True}
     api, vm, vl = config["inbounds"]
     assert api == {"tag": "api", "listen": "127.0.0.1", "port": 10085, "protocol": "dokodemo-door",
                    "settings": {"address": "127.0.0.1"}}
-    assert config["routing"]["rules"] == [{"type": "field", "inboundTag": ["api"], "outboundTag": "api"}]
+    # The API's own rule comes first; everything else is the egress policy (tests/agent/test_agent_egress.py).
+    assert config["routing"]["rules"][0] == {"type": "field", "inboundTag": ["api"], "outboundTag": "api"}
+    assert config["routing"]["domainStrategy"] == "IPIfNonMatch"
     assert vm["listen"] == "0.0.0.0" and vm["port"] == 443 and vm["protocol"] == "vmess"
     assert vm["settings"] == {"clients": [{"id": U1, "alterId": 0, "email": "alice", "level": 0},
                                           {"id": U2, "alterId": 0, "email": "bob", "level": 0}]}
     assert vl["settings"] == {"clients": [{"id": U1, "email": "alice", "level": 0},
                                           {"id": U2, "email": "bob", "level": 0}], "decryption": "none"}
-    assert [o["protocol"] for o in config["outbounds"]] == ["freedom"]
+    assert [o["protocol"] for o in config["outbounds"]] == ["freedom", "blackhole"]
 
 
 def test_parse_reads_back_what_render_wrote():

@@ -9,6 +9,7 @@ refuses shows as a failed download: over VMess the connection hangs until the cl
 from __future__ import annotations
 
 import asyncio
+import grp
 import logging
 import os
 import signal
@@ -20,6 +21,7 @@ from typing import Callable
 
 import pytest
 
+from agent import dataplane_user
 from agent.drivers import v2ray as driver
 from agent.drivers.v2ray import V2RayComponent
 from agent.v2ray import config as v2config
@@ -28,7 +30,7 @@ from agent.v2ray.api import ApiError, V2RayApi
 from agent.v2ray.process import ConfigRejected
 from agent.v2ray.spec import spec_from_proto
 from protos import agent_pb2
-from tests.v2ray_lab import HttpServer, V2RayClient, can_fetch, free_port, v2ray_binary
+from tests.v2ray_lab import V2RayClient, can_fetch, free_port, v2ray_binary
 
 pytestmark = [
     pytest.mark.timeout(90),
@@ -72,9 +74,9 @@ class Node:
 
 
 @pytest.fixture(scope="module")
-def web():
-    with HttpServer() as server:
-        yield server
+def web(internet):
+    """Where the test subscribers download from: the internet host (loopback is out of a tunnel's reach)."""
+    return internet
 
 
 @pytest.fixture
@@ -113,12 +115,14 @@ async def refused(protocol: str, port: int, user_uuid: str, url: str) -> bool:
     return not await works(protocol, port, user_uuid, url, REFUSED_TIMEOUT)
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+async def wait_until(predicate: Callable[[], object], timeout: float, what: str):
+    """predicate's first truthy value, polled until timeout."""
     deadline = time.monotonic() + timeout
-    while not predicate():
+    while not (value := predicate()):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         await asyncio.sleep(0.05)
+    return value
 
 
 def running_users(tmp_path: Path) -> dict[str, str]:
@@ -139,9 +143,16 @@ async def test_fresh_apply_serves_both_protocols_to_every_user(make, web, tmp_pa
         assert await works("vmess", vm, user_uuid, web.url(100_000)), f"{email} over VMess"
         assert await works("vless", vl, user_uuid, web.url(100_000)), f"{email} over VLESS"
     state = tmp_path / "v2ray"
-    assert state.stat().st_mode & 0o777 == 0o700
-    for name in ("config.json", "last_good.json", "process.json"):
-        assert (state / name).stat().st_mode & 0o777 == 0o600, name
+    if os.geteuid() == 0:  # V2Ray runs as the data-plane user: it may read its config, nothing else of ours
+        group = grp.getgrgid(state.stat().st_gid).gr_name
+        assert state.stat().st_mode & 0o777 == 0o750 and group == dataplane_user.DEFAULT_USER
+        for name in ("config.json", "last_good.json"):
+            assert (state / name).stat().st_mode & 0o777 == 0o640, name
+        assert (state / "process.json").stat().st_mode & 0o777 == 0o600
+    else:
+        assert state.stat().st_mode & 0o777 == 0o700
+        for name in ("config.json", "last_good.json", "process.json"):
+            assert (state / name).stat().st_mode & 0o777 == 0o600, name
     assert running_users(tmp_path) == node.users
     # The process outlives the agent: its own session, not the agent's.
     assert os.getsid(component.pid) == component.pid != os.getsid(0)
@@ -440,19 +451,25 @@ async def test_a_failed_user_change_is_undone(make, web, monkeypatch):
 
 
 async def test_v2ray_logs_become_live_log_lines_without_credentials(make, web, events, caplog):
+    """With the access log switched on: its lines become live log lines, without ids or source addresses."""
     caplog.set_level(logging.DEBUG, logger=driver.__name__)
     node = Node()
     vm = node.inbound("vm", "vmess")
     node.users = {"alice": new_uuid()}
     node.log_level = "info"
     component = make()
-    await component.apply(node.part())
+    part = node.part()
+    part.access_log = True  # off by default (every subscriber's source and destinations): on for debugging
+    await component.apply(part)
     assert await works("vmess", vm, node.users["alice"], web.url(1000))
 
-    def access_line() -> bool:
-        return any(level == "info" and "email: alice" in m for level, source, m in events if source == "v2ray")
+    def access_line() -> str | None:
+        return next((m for level, source, m in events if source == "v2ray" and level == "info" and "email: alice" in m),
+                    None)
 
-    await wait_until(access_line, 5, "the access log line of alice's download")
+    line = await wait_until(access_line, 5, "the access log line of alice's download")
+    # the subscriber's source address is masked unless access_log_addresses; the destination is kept
+    assert "127.0.0.1:" not in line.split(" accepted ")[0] and "203.0.113.10:8080" in line
     assert any(level == "warning" and "V2Ray 4" in m and "started" in m for level, _s, m in events)
     assert not any(node.users["alice"] in m for _l, _s, m in events)
 

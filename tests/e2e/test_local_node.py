@@ -6,8 +6,11 @@ import json
 import os
 import socket
 import threading
+from pathlib import Path
+from typing import Iterator
 
 import httpx
+import pytest
 from httpx_sse import connect_sse
 
 from tests.controller_process import ControllerProcess, wait_for
@@ -21,7 +24,18 @@ def _pid_alive(pid: int) -> bool:
     return os.path.exists(f"/proc/{pid}/cmdline") and open(f"/proc/{pid}/cmdline", "rb").read() != b""
 
 
-def test_node_lifecycle_metrics_commands_and_delete(controller: ControllerProcess) -> None:
+@pytest.fixture
+def diagnostics_controller(tmp_path: Path) -> Iterator[ControllerProcess]:
+    """A controller with diagnostics.allow_private_targets on: the test tcpings its own loopback port."""
+    ctl = ControllerProcess(tmp_path / "data", env={"VPNFLEET_DIAGNOSTICS_ALLOW_PRIVATE_TARGETS": "1"})
+    try:
+        yield ctl.start()
+    finally:
+        ctl.cleanup()
+
+
+def test_node_lifecycle_metrics_commands_and_delete(diagnostics_controller: ControllerProcess) -> None:
+    controller = diagnostics_controller
     api = controller.api
     created = controller.create_node(name="edge-1")
     assert created["status"] == "pending" and created["name"] == "edge-1"

@@ -18,7 +18,8 @@ import pytest
 
 from controller.providers.local import kill_processes_of, processes_of
 from tests.controller_process import V2RAY_ENV, ControllerProcess, running_controller, wait_for
-from tests.v2ray_lab import HttpServer, client_from_link, fetch
+from tests.conftest import Internet
+from tests.v2ray_lab import client_from_link, fetch
 
 pytestmark = [pytest.mark.timeout(300),
               pytest.mark.skipif(shutil.which("v2ray") is None, reason="needs the v2ray binary (Debian package v2ray)")]
@@ -42,9 +43,9 @@ def node(ctl: ControllerProcess) -> dict:
 
 
 @pytest.fixture(scope="module")
-def web() -> Iterator[HttpServer]:
-    with HttpServer() as server:
-        yield server
+def web(internet) -> Internet:
+    """Where the subscribers download from: the internet host (loopback is out of a tunnel's reach)."""
+    return internet
 
 
 def _v2ray_ok(ctl: ControllerProcess, node_id: str) -> bool:
@@ -87,7 +88,7 @@ def _used(ctl: ControllerProcess, client: dict) -> int:
     return ctl.api.get(f"/api/v1/clients/{client['id']}").json()["used_download_bytes"]
 
 
-def test_bytes_land_on_the_right_subscriber(ctl: ControllerProcess, node: dict, web: HttpServer) -> None:
+def test_bytes_land_on_the_right_subscriber(ctl: ControllerProcess, node: dict, web: Internet) -> None:
     alice, bob = _create(ctl, "alice"), _create(ctl, "bob")
     _in_sync(ctl, node["id"])
     links = _links(ctl, alice)
@@ -105,7 +106,7 @@ def test_bytes_land_on_the_right_subscriber(ctl: ControllerProcess, node: dict, 
 
 
 def test_block_cuts_one_subscriber_without_restarting_v2ray(ctl: ControllerProcess, node: dict,
-                                                             web: HttpServer) -> None:
+                                                             web: Internet) -> None:
     carol, dave = _create(ctl, "carol"), _create(ctl, "dave")
     _in_sync(ctl, node["id"])
     pids = _v2ray_pids(ctl, node["id"])
@@ -125,7 +126,7 @@ def test_block_cuts_one_subscriber_without_restarting_v2ray(ctl: ControllerProce
     assert _v2ray_pids(ctl, node["id"]) == pids
 
 
-def test_rotation_invalidates_the_old_links(ctl: ControllerProcess, node: dict, web: HttpServer) -> None:
+def test_rotation_invalidates_the_old_links(ctl: ControllerProcess, node: dict, web: Internet) -> None:
     erin = _create(ctl, "erin")
     _in_sync(ctl, node["id"])
     pids = _v2ray_pids(ctl, node["id"])
@@ -141,7 +142,7 @@ def test_rotation_invalidates_the_old_links(ctl: ControllerProcess, node: dict, 
     assert _v2ray_pids(ctl, node["id"]) == pids
 
 
-def test_data_limit_and_expiry_cut_off_and_come_back(ctl: ControllerProcess, node: dict, web: HttpServer) -> None:
+def test_data_limit_and_expiry_cut_off_and_come_back(ctl: ControllerProcess, node: dict, web: Internet) -> None:
     frank = _create(ctl, "frank", data_limit_gb=0.0015)  # ~1.6 MB
     soon = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=6)).isoformat()
     gina = ctl.api.post("/api/v1/clients", json={"username": "gina", "expires_at": soon}).json()
@@ -166,7 +167,7 @@ def test_data_limit_and_expiry_cut_off_and_come_back(ctl: ControllerProcess, nod
 
 
 def test_controller_killed_while_traffic_flows_loses_and_doubles_nothing(ctl: ControllerProcess, node: dict,
-                                                                         web: HttpServer) -> None:
+                                                                         web: Internet) -> None:
     hank = _create(ctl, "hank")
     _in_sync(ctl, node["id"])
     pids = _v2ray_pids(ctl, node["id"])
@@ -199,7 +200,7 @@ def test_controller_killed_while_traffic_flows_loses_and_doubles_nothing(ctl: Co
     assert _v2ray_pids(ctl, node["id"]) == pids
 
 
-def test_deleting_the_node_stops_its_v2ray(ctl: ControllerProcess, web: HttpServer) -> None:
+def test_deleting_the_node_stops_its_v2ray(ctl: ControllerProcess, web: Internet) -> None:
     node = ctl.wait_running(ctl.create_node(name="v2-gone")["id"])
     wait_for(lambda: _v2ray_ok(ctl, node["id"]), 30, message="V2Ray up")
     node_dir = ctl.data_dir / "local-nodes" / node["id"]

@@ -10,7 +10,7 @@ import pytest
 
 from agent.config import AgentConfig
 from controller.providers.base import NODE_TAG, RUNNING, STOPPED, TERMINATED, LaunchRequest, ProviderError
-from controller.providers.ec2 import Ec2Provider
+from controller.providers.ec2 import Ec2Provider, run_instances_params
 from controller.settings import RegionSettings, Settings
 from tests.conftest_moto import FAKE_SECRET, create_launch_template, ec2_client, moto_settings
 
@@ -68,6 +68,27 @@ async def test_launch_with_template_tags_and_user_data(provider: Ec2Provider, mo
     attr = ec2_client(moto_endpoint, REGION).describe_instance_attribute(InstanceId=inst.instance_id,
                                                                          Attribute="userData")
     assert base64.b64decode(attr["UserData"]["Value"]).decode() == USER_DATA
+
+
+IMDSV2_HOP_1 = {"HttpTokens": "required", "HttpPutResponseHopLimit": 1, "HttpEndpoint": "enabled"}
+
+
+def test_run_instances_requires_imdsv2_with_hop_limit_1() -> None:
+    for region in (RegionSettings(code=REGION, name="T", provider="ec2", template_id="lt-0123456789abcdef0"),
+                   RegionSettings(code=REGION, name="A", provider="ec2", ami_id="ami-12345678")):
+        params = run_instances_params(region, request(), "node-1")
+        assert params["MetadataOptions"] == IMDSV2_HOP_1
+
+
+@pytest.mark.parametrize("region", [REGION, OTHER_REGION])  # launch template; AMI and type overrides
+async def test_launched_instance_requires_imdsv2_with_hop_limit_1(provider: Ec2Provider, moto_endpoint: str,
+                                                                  region: str) -> None:
+    # moto stores the MetadataOptions run_instances sends and echoes them in describe_instances (its
+    # defaults when none are sent: HttpTokens "optional", hop limit 1, endpoint "enabled"; it does not take
+    # them from a launch template, which real EC2 does — the explicit options win there too).
+    inst = await provider.launch(request(region=region))
+    options = raw_instance(moto_endpoint, region, inst.instance_id)["MetadataOptions"]
+    assert {k: options[k] for k in IMDSV2_HOP_1} == IMDSV2_HOP_1
 
 
 async def test_launch_with_ami_and_type_overrides(provider: Ec2Provider, moto_endpoint: str) -> None:

@@ -10,10 +10,11 @@ from typing import AsyncIterator
 import pytest
 from sqlalchemy import update
 
+from controller.credentials import new_secret, node_credential
 from controller.db import make_engine, make_sessionmaker, prepare_database
 from controller.errors import ValidationFailed
 from controller.models import Node, Subscriber, utcnow
-from controller.services.desired_state import allowed_on, node_v2ray_inbounds, v2ray_desired
+from controller.services.desired_state import NodeUser, allowed_on, node_v2ray_inbounds, v2ray_desired
 from controller.services.subscribers import GIB, MIB, SubscriberService, scheduled_status
 from controller.settings import Settings
 from protos import agent_pb2
@@ -22,7 +23,8 @@ NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.timezone.utc)
 
 
 def _sub(**kw) -> Subscriber:
-    values = dict(username="u", credential_uuid=str(uuid.uuid4()), short_uuid="s" * 22, status="active",
+    values = dict(username="u", credential_uuid=str(uuid.uuid4()), credential_secret=new_secret(),
+                  shared_credential=False, short_uuid="s" * 22, status="active",
                   expires_at=NOW + dt.timedelta(days=1), data_limit_bytes=None, used_upload_bytes=0,
                   used_download_bytes=0)
     values.update(kw)
@@ -79,8 +81,9 @@ async def test_v2ray_desired_carries_only_live_subscribers_allowed_on_each_node(
         }
         s.add_all(subs.values())
         await s.commit()
-        relay = agent_pb2.V2RayUser(email="vpnfleet-relay", uuid=str(uuid.uuid4()))
-        out = await v2ray_desired(s, [a, b], 11994, 11995, [relay])
+        relay = NodeUser(email="vpnfleet-relay", secret=new_secret())
+        settings = Settings(egress_blocked_cidrs=("198.51.100.0/24",), egress_block_bittorrent=True)
+        out = await v2ray_desired(s, [a, b], settings, [relay])
     await engine.dispose()
 
     def emails(node: Node) -> set[str]:
@@ -89,10 +92,43 @@ async def test_v2ray_desired_carries_only_live_subscribers_allowed_on_each_node(
     ids = {k: v.id for k, v in subs.items()}
     assert emails(a) == {ids["everywhere"], ids["only-a"], "vpnfleet-relay"}
     assert emails(b) == {ids["everywhere"], ids["region-r2"], "vpnfleet-relay"}
-    user = next(u for u in out[a.uuid].users if u.email == ids["everywhere"])
-    assert user.uuid == subs["everywhere"].credential_uuid
     assert [(i.protocol, i.port) for i in out[a.uuid].inbounds] == [("vmess", 11994), ("vless", 11995)]
     assert [(i.protocol, i.port) for i in out[b.uuid].inbounds] == [("vless", 3000)]
+    # Each node gets only its own ids: the same subscriber (and the relay) has another id on the other node.
+    on = {node.uuid: {u.email: u.uuid for u in out[node.uuid].users} for node in (a, b)}
+    everywhere = subs["everywhere"]
+    assert on[a.uuid][everywhere.id] == node_credential(everywhere.credential_secret, a.uuid)
+    assert on[b.uuid][everywhere.id] == node_credential(everywhere.credential_secret, b.uuid)
+    assert on[a.uuid][everywhere.id] != on[b.uuid][everywhere.id]
+    assert on[a.uuid]["vpnfleet-relay"] != on[b.uuid]["vpnfleet-relay"]
+    assert everywhere.credential_uuid not in on[a.uuid].values()  # no shared id for a new subscriber
+    # The egress policy travels with the part: the operator's additions and switches.
+    assert list(out[a.uuid].egress.blocked_cidrs) == ["198.51.100.0/24"]
+    assert out[a.uuid].egress.block_bittorrent and not out[a.uuid].access_log
+
+
+async def test_legacy_shared_id_is_carried_until_the_cut_over(tmp_path: Path) -> None:
+    """A subscriber from before per-node ids keeps the old shared id on every node (its apps keep working)
+    next to the node's own id, until rotation or the fleet cut-over."""
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'd.db'}")
+    await prepare_database(engine)
+    sessions = make_sessionmaker(engine)
+    async with sessions() as s:
+        node = Node(name="a", region="r1", provider="local", status="running")
+        legacy = _sub(username="legacy", short_uuid="g" * 22, expires_at=utcnow() + dt.timedelta(days=1),
+                      shared_credential=True)
+        s.add_all([node, legacy])
+        await s.commit()
+        users = {u.email: u.uuid for u in (await v2ray_desired(s, [node], Settings()))[node.uuid].users}
+    assert users == {legacy.id: node_credential(legacy.credential_secret, node.uuid),
+                     legacy.id + "+shared": legacy.credential_uuid}
+    svc = SubscriberService(Settings(), sessions, FakeHub())
+    assert await svc.cut_over_shared_credentials() == 1
+    assert await svc.cut_over_shared_credentials() == 0
+    async with sessions() as s:
+        users = {u.email for u in (await v2ray_desired(s, [node], Settings()))[node.uuid].users}
+    assert users == {legacy.id}
+    await engine.dispose()
 
 
 class FakeHub:

@@ -227,3 +227,27 @@ async def test_existing_subscribers_get_a_version(tmp_path: Path) -> None:
     assert (await svc.get("c1")).version == 1
     assert (await svc.extend("c1", 1)).version == 2
     await engine.dispose()
+
+
+async def test_existing_subscribers_keep_their_shared_id_and_get_a_secret_each(tmp_path: Path) -> None:
+    """Migration 0006: subscribers from before per-node ids get their own secret and keep the shared id valid
+    (shared_credential) until their next rotation; new subscribers never have one."""
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'm.db'}")
+    async with engine.begin() as conn:
+        await conn.run_sync(lambda c: command.upgrade(alembic_config(c), "0005"))
+        for cid in ("c1", "c2"):
+            await conn.execute(text(
+                "INSERT INTO clients (id, username, credential_uuid, short_uuid, status, expires_at,"
+                " used_upload_bytes, used_download_bytes, note, created_at, updated_at, version) VALUES"
+                f" ('{cid}', '{cid}', 'u-{cid}', 's-{cid}', 'active', '2099-01-01 00:00:00', 0, 0, '',"
+                " '2026-01-01 00:00:00', '2026-01-01 00:00:00', 1)"))
+    await prepare_database(engine)
+    svc = SubscriberService(Settings(data_dir=tmp_path), make_sessionmaker(engine), FakeHub())  # type: ignore[arg-type]
+    c1, c2 = await svc.get("c1"), await svc.get("c2")
+    assert c1.shared_credential and c2.shared_credential and c1.credential_uuid == "u-c1"
+    assert len(c1.credential_secret) >= 40 and c1.credential_secret != c2.credential_secret
+    rotated = await svc.rotate("c1")
+    assert not rotated.shared_credential and rotated.credential_secret != c1.credential_secret
+    new = await svc.create({"username": "new", "days": 1})
+    assert not new.shared_credential
+    await engine.dispose()

@@ -16,6 +16,8 @@ from controller.errors import ValidationFailed
 from protos import agent_pb2
 
 T0 = int(dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.timezone.utc).timestamp() * 1000)
+#: the test nodes exist since before T0: samples stamped before a node was created are refused
+CREATED = dt.datetime(2025, 12, 1, tzinfo=dt.timezone.utc)
 
 
 def batch(seq: int, ts_ms: int, cpu: float = 10.0, rx: int = 100) -> agent_pb2.TelemetryBatch:
@@ -35,7 +37,7 @@ async def db(tmp_path: Path):
     await prepare_database(engine)
     sessions = make_sessionmaker(engine)
     async with sessions() as s:
-        s.add(Node(uuid="n1", name="n1", region="local", provider="local", status="running"))
+        s.add(Node(uuid="n1", name="n1", region="local", provider="local", status="running", created_at=CREATED))
         await s.commit()
     yield sessions
     await engine.dispose()
@@ -119,7 +121,7 @@ async def test_v2ray_user_usage_is_counted_once_per_batch(db) -> None:
     from controller.models import Subscriber, SubscriberUsage
 
     async with db() as s:
-        sub = Subscriber(username="alice", credential_uuid="c", short_uuid="s" * 22, status="active",
+        sub = Subscriber(username="alice", credential_uuid="c", credential_secret="x", short_uuid="s" * 22, status="active",
                          expires_at=dt.datetime(2099, 1, 1, tzinfo=dt.timezone.utc), used_upload_bytes=0,
                          used_download_bytes=0)
         s.add(sub)
@@ -202,8 +204,16 @@ async def test_a_write_whose_commit_landed_but_raised_is_retried_without_countin
 
 async def test_a_batch_that_cannot_be_stored_holds_back_only_its_own_node(db, monkeypatch) -> None:
     monkeypatch.setattr("controller.services.telemetry.STORE_RETRY_PAUSES", (0.01, 0.01, 0.01))
+    from controller.models import WireguardClient, WireguardServer
+
     async with db() as s:
-        s.add(Node(uuid="n2", name="n2", region="local", provider="local", status="running"))
+        s.add(Node(uuid="n2", name="n2", region="local", provider="local", status="running", created_at=CREATED))
+        server = WireguardServer(node_uuid="n2", name="wg0", interface="wg0", listen_port=51820,
+                                 ipv4_address="10.8.0.1/24", private_key="k", public_key="p")
+        s.add(server)
+        await s.flush()
+        peer = WireguardClient(server_id=server.id, name="c", public_key="pk", ipv4_address="10.8.0.2/32")
+        s.add(peer)
         await s.commit()
     ingest = connected(TelemetryIngest(db))
     ingest.begin_session("n2", 1, 0)
@@ -212,13 +222,13 @@ async def test_a_batch_that_cannot_be_stored_holds_back_only_its_own_node(db, mo
     real_peers = ingest._store_peer_usage
 
     async def refuses_n2(s, peers):  # stands in for a batch the database refuses (say, a value out of range)
-        if 999 in peers:
+        if peer.id in peers:
             raise ValueError("value out of range")
         await real_peers(s, peers)
 
     ingest._store_peer_usage = refuses_n2
     poison = batch(1, T0)
-    poison.wireguard_peers.add(interface="wg0", public_key="pk", peer_id="999", rx_bytes=1)
+    poison.wireguard_peers.add(interface="wg0", public_key="pk", peer_id=str(peer.id), rx_bytes=1)
     acks: dict[str, list[int]] = {"n1": [], "n2": []}
     await ingest._store_or_resync([_Pending("n1", 1, batch(1, T0), acks["n1"].append),
                                    _Pending("n2", 1, poison, acks["n2"].append)])
