@@ -441,3 +441,34 @@ def test_nat_masquerades_out_of_the_default_route_or_fails_clearly(site, lab):
     assert status(agent.apply(agent_pb2.DesiredState(revision=4))).state == ABSENT  # interface gone: rule gone
     assert "10.77.0.0/24" not in ruleset()
     agent.stop()
+
+
+def test_the_egress_chain_comes_first_and_goes_with_the_interface(site, lab):
+    """FORWARD jumps to the interface's egress chain before anything else (NAT or not); re-applying does not
+    add it twice; removing the interface removes the chain and the jump."""
+    from agent.wireguard import nat
+
+    if nat.tool() != "iptables":
+        pytest.skip("the chain is iptables' form of the policy (nft puts it in the interface's table)")
+    agent = site.agent()
+    assert status(agent.apply(site.state(1, site.interface("a", nat=True)))).state == OK
+    chain = nat.chain_name(site.iface)
+
+    def forward() -> list[str]:
+        return lab.exec(site.srv, ["iptables", "-S", "FORWARD"]).stdout.splitlines()
+
+    def chain_rules() -> list[str]:
+        done = lab.exec(site.srv, ["iptables", "-S", chain], check=False)
+        return done.stdout.splitlines() if done.returncode == 0 else []
+
+    assert forward()[1].startswith(f"-A FORWARD -i {site.iface}") and forward()[1].endswith(f"-j {chain}")
+    rules = chain_rules()
+    assert f"-A {chain} -d 169.254.0.0/16 -j REJECT --reject-with icmp-port-unreachable" in rules
+    assert f"-A {chain} -d 127.0.0.0/8 -j REJECT --reject-with icmp-port-unreachable" in rules
+    agent.stop()
+    agent = site.agent()  # an agent restart re-applies: still one jump, same chain
+    assert status(agent.startup_report).state == OK
+    assert sum(line.endswith(f"-j {chain}") for line in forward()) == 1 and chain_rules() == rules
+    assert status(agent.apply(agent_pb2.DesiredState(revision=2))).state == ABSENT
+    assert not any(chain in line for line in forward()) and chain_rules() == []
+    agent.stop()
