@@ -2,10 +2,10 @@
 
     python -m tests.egress_lab fetch URL [SOCKS_PORT] [TIMEOUT]
         GET URL (through the SOCKS5 proxy on 127.0.0.1:SOCKS_PORT when given): {"ok", "bytes"|"error"}
-    python -m tests.egress_lab attack PORT TAG EMAIL UUID
+    python -m tests.egress_lab attack PORT TAG EMAIL UUID VICTIM
         what a subscriber would do with V2Ray's API if it reached it (through a tunnel: PORT is a client's
-        dokodemo-door to the node's API port): QueryStats with reset, then AlterInbound adding a hidden user
-        on inbound TAG. {"query_stats": "ok"|error, "add_user": "ok"|error}
+        dokodemo-door to the node's API port): QueryStats with reset, AlterInbound adding a hidden user EMAIL
+        on inbound TAG, and removing the user VICTIM. {"query_stats"|"add_user"|"remove_user": "ok"|error}
     python -m tests.egress_lab open PORT
         does something listen on 127.0.0.1:PORT? {"ok"}
     python -m tests.egress_lab stats PORT
@@ -32,13 +32,14 @@ def fetch(url: str, socks_port: int = 0, timeout: float = 3.0) -> dict:
         return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
 
 
-async def attack(port: int, tag: str, email: str, uuid: str) -> dict:
+async def attack(port: int, tag: str, email: str, uuid: str, victim: str) -> dict:
     from agent.v2ray.api import V2RayApi
 
     out = {}
     async with V2RayApi(port) as api:
         for name, call in (("query_stats", lambda: api.query_stats("user>>>", reset=True)),
-                           ("add_user", lambda: api.add_user(tag, "vmess", email, uuid))):
+                           ("add_user", lambda: api.add_user(tag, "vmess", email, uuid)),
+                           ("remove_user", lambda: api.remove_user(tag, victim))):
             try:
                 await asyncio.wait_for(call(), 5)
                 out[name] = "ok"
@@ -59,7 +60,7 @@ def main(argv: list[str]) -> None:
     if command == "fetch":
         result = fetch(argv[1], int(argv[2]) if len(argv) > 2 else 0, float(argv[3]) if len(argv) > 3 else 3.0)
     elif command == "attack":
-        result = asyncio.run(attack(int(argv[1]), argv[2], argv[3], argv[4]))
+        result = asyncio.run(attack(int(argv[1]), argv[2], argv[3], argv[4], argv[5]))
     elif command == "open":
         import socket
 
