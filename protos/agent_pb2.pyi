@@ -128,32 +128,64 @@ class EgressPolicy(_message.Message):
     def __init__(self, blocked_cidrs: _Optional[_Iterable[str]] = ..., allowed_cidrs: _Optional[_Iterable[str]] = ..., block_bittorrent: _Optional[bool] = ...) -> None: ...
 
 class V2RayConfig(_message.Message):
-    __slots__ = ("inbounds", "users", "log_level", "egress", "access_log", "access_log_addresses")
+    __slots__ = ("inbounds", "users", "log_level", "egress", "access_log", "access_log_addresses", "core")
     INBOUNDS_FIELD_NUMBER: _ClassVar[int]
     USERS_FIELD_NUMBER: _ClassVar[int]
     LOG_LEVEL_FIELD_NUMBER: _ClassVar[int]
     EGRESS_FIELD_NUMBER: _ClassVar[int]
     ACCESS_LOG_FIELD_NUMBER: _ClassVar[int]
     ACCESS_LOG_ADDRESSES_FIELD_NUMBER: _ClassVar[int]
+    CORE_FIELD_NUMBER: _ClassVar[int]
     inbounds: _containers.RepeatedCompositeFieldContainer[V2RayInbound]
     users: _containers.RepeatedCompositeFieldContainer[V2RayUser]
     log_level: str
     egress: EgressPolicy
     access_log: bool
     access_log_addresses: bool
-    def __init__(self, inbounds: _Optional[_Iterable[_Union[V2RayInbound, _Mapping]]] = ..., users: _Optional[_Iterable[_Union[V2RayUser, _Mapping]]] = ..., log_level: _Optional[str] = ..., egress: _Optional[_Union[EgressPolicy, _Mapping]] = ..., access_log: _Optional[bool] = ..., access_log_addresses: _Optional[bool] = ...) -> None: ...
+    core: str
+    def __init__(self, inbounds: _Optional[_Iterable[_Union[V2RayInbound, _Mapping]]] = ..., users: _Optional[_Iterable[_Union[V2RayUser, _Mapping]]] = ..., log_level: _Optional[str] = ..., egress: _Optional[_Union[EgressPolicy, _Mapping]] = ..., access_log: _Optional[bool] = ..., access_log_addresses: _Optional[bool] = ..., core: _Optional[str] = ...) -> None: ...
 
 class V2RayInbound(_message.Message):
-    __slots__ = ("tag", "protocol", "port", "listen")
+    __slots__ = ("tag", "protocol", "port", "listen", "profile", "reality", "tls", "ws_path")
     TAG_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_FIELD_NUMBER: _ClassVar[int]
     PORT_FIELD_NUMBER: _ClassVar[int]
     LISTEN_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_FIELD_NUMBER: _ClassVar[int]
+    REALITY_FIELD_NUMBER: _ClassVar[int]
+    TLS_FIELD_NUMBER: _ClassVar[int]
+    WS_PATH_FIELD_NUMBER: _ClassVar[int]
     tag: str
     protocol: str
     port: int
     listen: str
-    def __init__(self, tag: _Optional[str] = ..., protocol: _Optional[str] = ..., port: _Optional[int] = ..., listen: _Optional[str] = ...) -> None: ...
+    profile: str
+    reality: RealitySettings
+    tls: TlsSettings
+    ws_path: str
+    def __init__(self, tag: _Optional[str] = ..., protocol: _Optional[str] = ..., port: _Optional[int] = ..., listen: _Optional[str] = ..., profile: _Optional[str] = ..., reality: _Optional[_Union[RealitySettings, _Mapping]] = ..., tls: _Optional[_Union[TlsSettings, _Mapping]] = ..., ws_path: _Optional[str] = ...) -> None: ...
+
+class RealitySettings(_message.Message):
+    __slots__ = ("private_key", "short_ids", "dest", "server_names")
+    PRIVATE_KEY_FIELD_NUMBER: _ClassVar[int]
+    SHORT_IDS_FIELD_NUMBER: _ClassVar[int]
+    DEST_FIELD_NUMBER: _ClassVar[int]
+    SERVER_NAMES_FIELD_NUMBER: _ClassVar[int]
+    private_key: str
+    short_ids: _containers.RepeatedScalarFieldContainer[str]
+    dest: str
+    server_names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, private_key: _Optional[str] = ..., short_ids: _Optional[_Iterable[str]] = ..., dest: _Optional[str] = ..., server_names: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class TlsSettings(_message.Message):
+    __slots__ = ("certificate_file", "key_file", "server_name")
+    CERTIFICATE_FILE_FIELD_NUMBER: _ClassVar[int]
+    KEY_FILE_FIELD_NUMBER: _ClassVar[int]
+    SERVER_NAME_FIELD_NUMBER: _ClassVar[int]
+    certificate_file: str
+    key_file: str
+    server_name: str
+    def __init__(self, certificate_file: _Optional[str] = ..., key_file: _Optional[str] = ..., server_name: _Optional[str] = ...) -> None: ...
 
 class V2RayUser(_message.Message):
     __slots__ = ("email", "uuid")
