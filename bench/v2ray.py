@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""V2Ray driver benchmark: one node with N users (default 10,000) on a VMess and a VLESS inbound.
+"""V2Ray driver benchmark: one node with N users (default 10,000) on a VMess and a VLESS inbound, per core.
 
-The agent's V2RayComponent runs in this process (as in the agent: apply() on the event loop, V2Ray as its
-own process in its own session) against the real `v2ray` binary, on random loopback ports. Measured:
+The agent's V2RayComponent runs in this process (as in the agent: apply() on the event loop, the core as its
+own process in its own session) against the real `v2ray` (`--core v2ray`, VLESS over WebSocket + TLS) or
+`xray` (`--core xray`, VLESS REALITY Vision with a local TLS 1.3 target), on random loopback ports. Measured:
 
   - first apply: N users onto a node without V2Ray (render, `v2ray -test`, start, wait until it serves);
   - unchanged re-apply: the driver's cost when nothing changed;
@@ -14,7 +15,7 @@ own process in its own session) against the real `v2ray` binary, on random loopb
     client until take_traffic() (polled every 20 ms) reports it;
   - RSS of V2Ray and of this process.
 
-    .venv/bin/python bench/v2ray.py --users 10000 --rounds 50
+    .venv/bin/python bench/v2ray.py --users 10000 --rounds 50 [--core xray]
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ from agent.v2ray import process  # noqa: E402
 from bench.figures import BenchAbort, log, mib, ms, pct  # noqa: E402
 from protos import agent_pb2  # noqa: E402
 from tests.world import World, enter_for_benchmark  # noqa: E402
-from tests.v2ray_lab import V2RayClient, can_fetch, fetch, free_port, v2ray_binary  # noqa: E402
+from tests.v2ray_lab import (ClientTransport, TlsTarget, V2RayClient, can_fetch, core_binary, fetch,  # noqa: E402
+                             free_port, reality_keys, shared_certificate)
 
 MB = 1_000_000
 UNCHANGED_ROUNDS = 10
@@ -63,20 +65,49 @@ class Users:
         return [agent_pb2.V2RayUser(email=e, uuid=self.uuids[e]) for e in emails]
 
 
+SHORT_ID = "0123456789abcdef"
+WS_PATH = "/bench"
+
+
 class Bench:
-    def __init__(self, workdir: Path, n: int, rounds: int) -> None:
-        self.n, self.rounds = n, rounds
+    """The core's VMess inbound and a VLESS inbound with the core's secure profile: REALITY Vision on Xray (its
+    target a local TLS 1.3 server), WebSocket over TLS on V2Ray (VLESS is never served in clear)."""
+
+    def __init__(self, workdir: Path, n: int, rounds: int, core: str) -> None:
+        self.n, self.rounds, self.core = n, rounds, core
         self.component = V2RayComponent(workdir / "state", reconcile_seconds=10 ** 9)
         self.vmess_port, self.vless_port = free_port(), free_port()
         self.users = Users(n + rounds)
         self.base = self.users.emails[:n]
+        self.certificate = shared_certificate()
+        self.target = TlsTarget(self.certificate)
+        self.private_key, self.public_key = reality_keys()
+
+    def vless_inbound(self) -> agent_pb2.V2RayInbound:
+        name = self.certificate.server_name
+        if self.core == "xray":
+            return agent_pb2.V2RayInbound(
+                tag="vless", protocol="vless", port=self.vless_port, listen="127.0.0.1", profile="vless-reality-vision",
+                reality=agent_pb2.RealitySettings(private_key=self.private_key, short_ids=[SHORT_ID],
+                                                  dest=self.target.dest, server_names=[name]))
+        return agent_pb2.V2RayInbound(
+            tag="vless", protocol="vless", port=self.vless_port, listen="127.0.0.1", profile="vless-ws-tls",
+            tls=agent_pb2.TlsSettings(certificate_file=self.certificate.certificate_file,
+                                      key_file=self.certificate.key_file, server_name=name), ws_path=WS_PATH)
+
+    def transport(self) -> ClientTransport:
+        name = self.certificate.server_name
+        if self.core == "xray":
+            return ClientTransport(profile="vless-reality-vision", server_name=name, public_key=self.public_key,
+                                   short_id=SHORT_ID)
+        return ClientTransport(profile="vless-ws-tls", server_name=name, ws_path=WS_PATH)
 
     def part(self, emails: list[str]) -> agent_pb2.V2RayConfig:
         inbounds = [
             agent_pb2.V2RayInbound(tag="vmess", protocol="vmess", port=self.vmess_port, listen="127.0.0.1"),
-            agent_pb2.V2RayInbound(tag="vless", protocol="vless", port=self.vless_port, listen="127.0.0.1"),
+            self.vless_inbound(),
         ]
-        return agent_pb2.V2RayConfig(inbounds=inbounds, users=self.users.proto(emails))
+        return agent_pb2.V2RayConfig(core=self.core, inbounds=inbounds, users=self.users.proto(emails))
 
     async def timed_apply(self, part: agent_pb2.V2RayConfig) -> float:
         t0 = time.perf_counter()
@@ -85,7 +116,8 @@ class Bench:
 
     async def check(self, email: str, expect: bool, url: str) -> None:
         """A real VLESS client with this user's uuid works (or is refused, quickly: VLESS answers empty)."""
-        with V2RayClient("vless", "127.0.0.1", self.vless_port, self.users.uuids[email]) as client:
+        with V2RayClient("vless", "127.0.0.1", self.vless_port, self.users.uuids[email], transport=self.transport(),
+                         core=self.core) as client:
             ok = await asyncio.to_thread(can_fetch, client.socks_port, url, 3.0)
         if ok != expect:
             raise RuntimeError(f"user {email} {'does not work' if expect else 'still works'} after the change")
@@ -98,7 +130,8 @@ class Bench:
         out: dict = {}
         c = self.component
         part = self.part(self.base)  # built before the timer, as the agent gets it decoded
-        log(f"first apply: {self.n} users on a VMess and a VLESS inbound")
+        self.target.__enter__()
+        log(f"first apply: {self.n} users on a VMess and a VLESS inbound ({self.core})")
         out["first"] = await self.timed_apply(part)
         pid = c.pid
         self.same_v2ray(pid, "first apply")
@@ -162,21 +195,23 @@ class Bench:
         return out
 
 
-def version() -> str:
+def version(core: str) -> str:
     with contextlib.suppress(Exception):
         import subprocess
 
-        done = subprocess.run([v2ray_binary(), "-version"], capture_output=True, text=True, timeout=5)
+        argv = [core_binary(core), "version" if core == "xray" else "-version"]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=5)
         return done.stdout.split("\n", 1)[0].split(" (", 1)[0]
-    return "V2Ray ?"
+    return f"{core} ?"
 
 
 def report(args: argparse.Namespace, f: dict, v2ray_version: str) -> str:
     n, adds, removes = args.users, f["adds"], f["removes"]
     lines = [
         "=" * 100,
-        f"v2ray: {n} users on a VMess and a VLESS inbound, {v2ray_version}, driver in this process",
-        f"first apply ({n} users: render, v2ray -test, start, serving): {ms(f['first'])}; "
+        f"{args.core}: {n} users on a VMess and a VLESS inbound ({'REALITY Vision' if args.core == 'xray' else 'ws+tls'}),"
+        f" {v2ray_version}, driver in this process",
+        f"first apply ({n} users: render, config test, start, serving): {ms(f['first'])}; "
         f"config.json {f['config_bytes'] / 1e6:.1f} MB",
         f"unchanged re-apply: p50 {ms(pct(f['unchanged'], 50))}",
         f"hot add 1 user ({n} -> {n + 1}, {len(adds)} rounds):    "
@@ -197,12 +232,13 @@ def report(args: argparse.Namespace, f: dict, v2ray_version: str) -> str:
 
 
 async def amain(args: argparse.Namespace, workdir: Path, web: World) -> dict:
-    bench = Bench(workdir, args.users, args.rounds)
+    bench = Bench(workdir, args.users, args.rounds, args.core)
     try:
         return await bench.run(web)
     finally:
         await bench.component.close()
         await bench.component.apply(None)
+        bench.target.__exit__()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -211,12 +247,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=50, help="add-one/remove-one rounds (default 50)")
     p.add_argument("--timeout", type=float, default=600.0, help="overall limit, seconds (default 600)")
     p.add_argument("--keep", action="store_true", help="keep the temporary dir (driver state, V2Ray logs)")
+    p.add_argument("--core", choices=("v2ray", "xray"), default="v2ray",
+                   help="the proxy core (default v2ray): VLESS over ws+tls on v2ray, REALITY Vision on xray")
     args = p.parse_args(argv)
     web = enter_for_benchmark()  # the internet host; first: every process started later inherits its network
     if args.users < 1 or args.rounds < 1:
         p.error("--users and --rounds must be at least 1")
-    if v2ray_binary() is None:
-        print("bench/v2ray.py needs the v2ray binary (Debian package v2ray, or $VPNFLEET_V2RAY)", file=sys.stderr)
+    if shutil.which(core_binary(args.core)) is None:
+        print(f"bench/v2ray.py needs the {args.core} binary (v2ray: Debian package; xray: `make xray`; or "
+              f"$VPNFLEET_{args.core.upper()})", file=sys.stderr)
         return 2
 
     def abort(signum, _frame):
@@ -233,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         figures = asyncio.run(amain(args, workdir, web))
         signal.alarm(0)
-        print(report(args, figures, version()), flush=True)
+        print(report(args, figures, version(args.core)), flush=True)
         failed = False
     except BenchAbort as exc:
         log(f"benchmark did not finish within {args.timeout:.0f} s" if str(exc) == "timeout" else f"stopped by {exc}")

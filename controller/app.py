@@ -18,6 +18,7 @@ from starlette.middleware import Middleware
 
 from controller.agent_bundle import AgentBundle, build_agent_wheel
 from controller.auth import ApiKeyStore
+from controller.core_bundle import CoreBundle, load_core_bundle
 from controller.db import make_engine, make_sessionmaker, prepare_database
 from controller.errors import DomainError
 from controller.events import Event, EventBus
@@ -76,7 +77,7 @@ class Controller:
         self.enrollment = EnrollmentService(self.sessions, self.ca, settings.enrollment_token_ttl)
         self.providers = self._make_providers()
         self.nodes = NodeService(settings, self.sessions, self.providers, self.enrollment, self.hub, self.bus,
-                                 self.ca.cert_pem, self.bundle)
+                                 self.ca.cert_pem, self.bundle, xray_bundle=self.xray_bundle)
         self.wireguard = WireguardService(self.sessions, self.hub)
         self.ipv6 = Ipv6PoolService(self.sessions)
         self.subscribers = SubscriberService(settings, self.sessions, self.hub)
@@ -88,6 +89,7 @@ class Controller:
                 reload_command=settings.v2ray_reload_command))
         self.admin_key: str | None = None
         self._bundle: AgentBundle | None = None
+        self._xray_bundle: CoreBundle | None = None
         self._servers: list[grpc.aio.Server] = []
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -111,16 +113,29 @@ class Controller:
                 "credentials": "per-node-v1", "egress_blocked_cidrs": list(s.egress_blocked_cidrs),
                 "egress_allowed_cidrs": list(s.egress_allowed_cidrs), "egress_block_bittorrent": s.egress_block_bittorrent,
                 "v2ray_access_log": s.v2ray_access_log, "v2ray_access_log_addresses": s.v2ray_access_log_addresses,
-                "diagnostics_allow_private_targets": s.diagnostics_allow_private_targets}
+                "diagnostics_allow_private_targets": s.diagnostics_allow_private_targets,
+                # cores and transport profiles: a controller upgraded to them pushes every node once (nodes from
+                # before cores drop plain VLESS, or move to Xray with REALITY on their next apply)
+                "profiles": "cores-v1", "reality_dest": s.reality_dest,
+                "reality_server_names": list(s.reality_server_names),
+                "reality_regions": {r.code: [r.reality_dest, list(r.reality_server_names)] for r in s.regions
+                                    if r.reality_dest or r.reality_server_names},
+                "v2ray_tls": ([s.v2ray_tls.domain, s.v2ray_tls.certificate_file, s.v2ray_tls.key_file,
+                               s.v2ray_tls.vmess_port, s.v2ray_tls.vless_port] if s.v2ray_tls else None)}
 
     def bundle(self) -> AgentBundle:
         assert self._bundle is not None, "controller not started"
         return self._bundle
 
+    def xray_bundle(self) -> CoreBundle | None:
+        """The Xray binary nodes download, or None: this controller has none, its nodes run V2Ray only."""
+        return self._xray_bundle
+
     async def start(self) -> None:
         await prepare_database(self.engine)
         self.admin_key = await self.keys.ensure_admin_key(self.settings.data_dir)
         self._bundle = await asyncio.to_thread(build_agent_wheel, self.settings.data_dir / "agent-package")
+        self._xray_bundle = await asyncio.to_thread(load_core_bundle, self.settings.data_dir / "agent-package")
         if self.relay is not None:
             self.hub.extra_v2ray_users = [await self.relay.prepare()]
         await self.nodes.refresh_desired_states(self.render_fingerprint())

@@ -3,11 +3,15 @@
 The template is parsed as YAML and ``${NAME}`` placeholders are replaced inside string values only, then the
 structure is dumped again: a value (a token, a PEM, a URL) can never change the document's structure, which
 string templating of YAML would allow.
+
+Some values are optional (the Xray download: a controller may have no Xray binary). An optional value that is
+absent removes every entry of a top-level list (a ``write_files`` file, a ``runcmd`` step) that uses it.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -18,57 +22,105 @@ from agent.config import DEFAULT_CONFIG_PATH, AgentConfig, ConfigError
 HEADER = "#cloud-config\n"
 #: Where the template writes the package checksum that ``sha256sum --check`` reads.
 CHECKSUM_PATH = "/opt/vpnfleet/dist/SHA256SUMS"
+#: Where nodes keep what they downloaded (the agent wheel, the Xray binary).
+DIST_DIR = "/opt/vpnfleet/dist"
+#: Where the template installs the Xray binary (on the agent's PATH: the driver runs `xray`).
+XRAY_PATH = "/usr/local/bin/xray"
 
 _PLACEHOLDER = re.compile(r"\$\{([A-Z][A-Z0-9_]*)\}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 # A wheel file name, and nothing a shell or a checksum line could misread.
 _FILENAME = re.compile(r"[A-Za-z0-9_.+-]+\.whl")
+# What controller/core_bundle.py names the Xray binary it serves.
+_XRAY_FILENAME = re.compile(r"xray-[0-9]+\.[0-9]+\.[0-9]+-linux-(amd64|arm64)")
 
 
 class CloudInitError(ValueError):
     """The template or a value for it is unusable, or user data lacks what it should carry."""
 
 
+@dataclass(frozen=True)
+class XrayDownload:
+    """The Xray binary a node downloads from the controller: URL (token-authenticated), sha256, file name
+    (``xray-<version>-linux-<arch>``) and the architecture it runs on (Debian's name: amd64, arm64)."""
+
+    url: str
+    sha256: str
+    filename: str
+    arch: str
+
+
 def render_user_data(agent_config: AgentConfig, package_url: str, package_sha256: str, package_filename: str,
-                     template_path: Path) -> str:
-    """The ``#cloud-config`` user data that installs the agent package and starts it with agent_config."""
+                     template_path: Path, xray: XrayDownload | None = None) -> str:
+    """The ``#cloud-config`` user data that installs the agent package (and xray, if given; without it the
+    node runs V2Ray only) and starts the agent with agent_config."""
     if not package_url.startswith(("https://", "http://")):
         raise CloudInitError(f"package URL must be http(s), got {package_url[:40]!r}")
     if not _SHA256.fullmatch(package_sha256):
         raise CloudInitError("package sha256 must be 64 lowercase hex digits")
     if not _FILENAME.fullmatch(package_filename):
         raise CloudInitError(f"bad package file name {package_filename!r}")
+    if xray is not None:
+        if not xray.url.startswith(("https://", "http://")):
+            raise CloudInitError(f"Xray URL must be http(s), got {xray.url[:40]!r}")
+        if not _SHA256.fullmatch(xray.sha256):
+            raise CloudInitError("Xray sha256 must be 64 lowercase hex digits")
+        if not _XRAY_FILENAME.fullmatch(xray.filename) or not xray.filename.endswith(f"-linux-{xray.arch}"):
+            raise CloudInitError(f"bad Xray file name {xray.filename!r} (arch {xray.arch!r})")
     try:
         template = yaml.safe_load(Path(template_path).read_text())
     except OSError as exc:
         raise CloudInitError(f"cannot read cloud-init template {template_path}: {exc.strerror}") from exc
     except yaml.YAMLError as exc:
         raise CloudInitError(f"cloud-init template {template_path} is not valid YAML: {exc}") from exc
-    values = {
+    values: dict[str, str | None] = {
         "AGENT_CONFIG": agent_config.to_yaml(),
         "PACKAGE_URL": package_url,
         "PACKAGE_SHA256": package_sha256,
         "PACKAGE_FILENAME": package_filename,
+        "XRAY_URL": xray and xray.url,
+        "XRAY_SHA256": xray and xray.sha256,
+        "XRAY_FILENAME": xray and xray.filename,
+        "XRAY_ARCH": xray and xray.arch,
     }
     return HEADER + yaml.dump(substitute(template, values), Dumper=_Dumper, sort_keys=False, width=1000)
 
 
-def substitute(node: Any, values: Mapping[str, str]) -> Any:
-    """A copy of node with every ``${NAME}`` in its string values replaced; an unknown name is an error."""
+def substitute(node: Any, values: Mapping[str, str | None], _in_list: bool = False) -> Any:
+    """A copy of node with every ``${NAME}`` in its string values replaced; an unknown name is an error.
+
+    A name whose value is None is absent: an entry of a top-level list (not nested in another list) that uses
+    it is left out whole; anywhere else it is an error."""
     if isinstance(node, dict):
-        return {key: substitute(value, values) for key, value in node.items()}
+        return {key: substitute(value, values, _in_list) for key, value in node.items()}
     if isinstance(node, list):
-        return [substitute(item, values) for item in node]
+        if _in_list:
+            return [substitute(item, values, True) for item in node]
+        return [substitute(item, values, True) for item in node if not _uses_absent(item, values)]
     if isinstance(node, str):
         def replace(match: re.Match[str]) -> str:
             name = match.group(1)
             if name not in values:
                 raise CloudInitError(f"cloud-init template uses unknown placeholder ${{{name}}}")
-            return values[name]
+            value = values[name]
+            if value is None:
+                raise CloudInitError(f"cloud-init template uses optional ${{{name}}} outside a list entry")
+            return value
 
         # One pass: replacement text is never scanned again, so a value containing "${X}" stays literal.
         return _PLACEHOLDER.sub(replace, node)
     return node
+
+
+def _uses_absent(node: Any, values: Mapping[str, str | None]) -> bool:
+    """Whether node (of the template, before substitution) uses a placeholder whose value is None."""
+    if isinstance(node, dict):
+        return any(_uses_absent(value, values) for value in node.values())
+    if isinstance(node, list):
+        return any(_uses_absent(item, values) for item in node)
+    if isinstance(node, str):
+        return any(name in values and values[name] is None for name in _PLACEHOLDER.findall(node))
+    return False
 
 
 def agent_config_from_user_data(user_data: str) -> AgentConfig:
@@ -81,14 +133,41 @@ def agent_config_from_user_data(user_data: str) -> AgentConfig:
 
 
 def package_url_from_user_data(user_data: str) -> tuple[str, str]:
-    """(package URL, sha256) from rendered user data: the curl download and the checksum file."""
+    """(package URL, sha256) from rendered user data: the curl download of the wheel and the checksum file."""
     doc = _load(user_data)
-    url = next((arg for cmd in doc.get("runcmd") or [] if isinstance(cmd, list) and cmd and cmd[0] == "curl"
-                for arg in cmd if isinstance(arg, str) and arg.startswith(("https://", "http://"))), None)
+    url = next((url for output, url in _downloads(doc) if output.endswith(".whl")), None)
     if url is None:
         raise CloudInitError("user data has no curl download of the agent package")
     sha256 = _written_file(doc, CHECKSUM_PATH).split()[0]
     return url, sha256
+
+
+def xray_download_from_user_data(user_data: str) -> XrayDownload | None:
+    """The Xray download rendered user data carries (its curl step and checksum file), or None: the node then
+    runs V2Ray only."""
+    doc = _load(user_data)
+    prefix = f"{DIST_DIR}/"
+    found = next(((output, url) for output, url in _downloads(doc)
+                  if output.startswith(prefix) and _XRAY_FILENAME.fullmatch(output[len(prefix):])), None)
+    if found is None:
+        return None
+    output, url = found
+    sha256 = _written_file(doc, f"{output}.sha256").split()[0]
+    filename = output[len(prefix):]
+    return XrayDownload(url=url, sha256=sha256, filename=filename, arch=filename.rsplit("-", 1)[1])
+
+
+def _downloads(doc: dict[str, Any]) -> list[tuple[str, str]]:
+    """(output path, URL) of every list-form curl step in runcmd."""
+    found = []
+    for cmd in doc.get("runcmd") or []:
+        if not (isinstance(cmd, list) and cmd and cmd[0] == "curl" and "--output" in cmd):
+            continue
+        at = cmd.index("--output")
+        url = next((arg for arg in cmd if isinstance(arg, str) and arg.startswith(("https://", "http://"))), None)
+        if url is not None and at + 1 < len(cmd):
+            found.append((str(cmd[at + 1]), url))
+    return found
 
 
 def _load(user_data: str) -> dict[str, Any]:

@@ -10,6 +10,8 @@ from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, I
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from controller import reality
+
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
@@ -93,9 +95,29 @@ class Node(Base):
     telemetry_rejected: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
     # -- data plane ----------------------------------------------------------------------------------------
-    #: V2Ray inbounds subscribers connect to: [{tag, protocol, port, listen}], fixed when the node is created
-    #: (None: the settings' ports, for nodes from before V2Ray)
+    #: the proxy core: "xray" or "v2ray" (nodes from before cores are "v2ray" until their next apply, see
+    #: controller.services.desired_state); NodeService sets it from v2ray.core or the API
+    core: Mapped[str] = mapped_column(String(8), default="xray", server_default="v2ray")
+    #: V2Ray inbounds subscribers connect to: [{tag, protocol, port, listen, profile}], the node's profile set
+    #: for its core (controller.services.desired_state). Entries without "profile" (or None: the settings'
+    #: ports) are from before cores: the node moves to the new profiles on its next apply.
     v2ray_inbounds: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
+    #: every port the node's machine set aside, per profile slot: {slot: {port, listen}} (a core switch or
+    #: enabling v2ray.tls uses them); None for nodes from before cores
+    v2ray_ports: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    #: the node's own REALITY X25519 key pair (base64url, no padding). The private key is a secret: it leaves
+    #: the controller only in the node's desired state (mTLS), never in API output, events, logs or the audit log
+    reality_private_key: Mapped[str] = mapped_column(String(64), default=lambda: reality.new_keypair()[0])
+    #: (by default the public key of the private key the same INSERT writes: the two always pair)
+    reality_public_key: Mapped[str] = mapped_column(
+        String(64), default=lambda ctx: reality.public_key_of(ctx.get_current_parameters()["reality_private_key"]))
+    #: REALITY short ids (hex); the first is what subscriptions carry (stable per node)
+    reality_short_ids: Mapped[list[str]] = mapped_column(JSON, default=lambda: [reality.new_short_id()])
+    #: per-node REALITY target ("host:port") and server names; None: the region's or the fleet's
+    reality_dest: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    reality_server_names: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    #: WebSocket path of the node's ws-tls inbounds (random per node)
+    ws_path: Mapped[str] = mapped_column(String(64), default=lambda: reality.new_ws_path())
 
 
 class EnrollmentToken(Base):

@@ -6,6 +6,8 @@ import datetime as dt
 from typing import Any
 
 from controller.models import Node, Operation
+from controller.services.desired_state import node_core, node_v2ray_inbounds
+from controller.settings import Settings
 
 
 def iso(value: dt.datetime | None) -> str | None:
@@ -47,8 +49,19 @@ def node_to_dict(node: Node) -> dict[str, Any]:
             # entries the controller refused (usage for subscribers/peers not on the node, impossible values)
             "telemetry_rejected": node.telemetry_rejected or 0,
         },
-        # where subscribers connect (None for nodes created before V2Ray: the settings' ports)
-        "v2ray_inbounds": node.v2ray_inbounds,
+        # the proxy core, and where subscribers connect: [{tag, protocol, port, listen, profile}] (None for nodes
+        # created before V2Ray: the settings' ports). A node from before cores shows what it moves to.
+        "core": node_core(node),
+        "v2ray_inbounds": (node_v2ray_inbounds(node, Settings.v2ray_port, Settings.v2ray_vless_port)
+                           if node.v2ray_inbounds is not None else None),
+        # public REALITY values (never the private key); dest/server_names null: the region's or fleet's
+        "reality": {
+            "public_key": node.reality_public_key,
+            "short_ids": list(node.reality_short_ids or []),
+            "dest": node.reality_dest,
+            "server_names": node.reality_server_names,
+        },
+        "ws_path": node.ws_path,
     }
 
 

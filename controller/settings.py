@@ -15,6 +15,8 @@ from typing import Any, Mapping
 
 import yaml
 
+from controller import reality
+
 #: Root of the source tree (for the cloud-init template shipped beside the packages).
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,6 +35,28 @@ class RegionSettings:
     template_id: str = ""  # EC2 launch template id (ec2 only)
     instance_type: str = ""  # overrides the launch template's type when set
     ami_id: str = ""  # overrides the launch template's image when set
+    #: REALITY target site of the region's nodes ("" / (): the fleet's, v2ray.reality.*)
+    reality_dest: str = ""
+    reality_server_names: tuple[str, ...] = ()
+
+
+#: The proxy cores a node can run (controller.services.desired_state); new nodes get Settings.v2ray_core.
+CORES = ("xray", "v2ray")
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """v2ray.tls: a domain with its certificate on every node, for the WebSocket+TLS profiles (CDN fronting).
+    The files are provisioned outside vpnfleet (ACME or otherwise); the paths are on the nodes."""
+
+    domain: str
+    certificate_file: str
+    key_file: str
+    #: ports of the vmess-ws-tls and vless-ws-tls inbounds (ports a CDN proxies: 8443, 2053, 2083, ...)
+    vmess_port: int = 8443
+    vless_port: int = 2053
+    #: what subscribers dial for these profiles ("" : the node's own address; else, e.g., the CDN's name)
+    address: str = ""
 
 
 @dataclass(frozen=True)
@@ -55,10 +79,18 @@ class Settings:
     aws_endpoint_url: str = ""
     regions: tuple[RegionSettings, ...] = ()
     local_enabled: bool = True
-    #: run V2Ray on the nodes (VMess on v2ray_port, VLESS on v2ray_vless_port)
+    #: run V2Ray/Xray on the nodes (VMess on v2ray_port, VLESS+REALITY on v2ray_vless_port on Xray)
     v2ray_enabled: bool = True
     v2ray_port: int = 11994
     v2ray_vless_port: int = 11995
+    #: the proxy core of new nodes: "xray" (VLESS+REALITY+Vision and VMess) or "v2ray" (VMess only)
+    v2ray_core: str = "xray"
+    #: REALITY's target site (the handshake it borrows) and the names clients may ask for; per region in
+    #: aws.regions.<code>.reality_dest / reality_server_names, per node through the API
+    reality_dest: str = reality.DEFAULT_DEST
+    reality_server_names: tuple[str, ...] = reality.DEFAULT_SERVER_NAMES
+    #: WebSocket+TLS profiles (vmess-ws-tls, vless-ws-tls) on every node: only when configured
+    v2ray_tls: TlsSettings | None = None
     #: a V2Ray config on this machine whose outbounds follow the running nodes (seed 000's local relay)
     v2ray_local_config_path: str = ""
     #: run after the local relay config changed (no shell), e.g. "systemctl restart v2ray"
@@ -135,6 +167,12 @@ class Settings:
         local = (RegionSettings(code="local", name="Local", provider="local"),) if self.local_enabled else ()
         return local + self.regions
 
+    def reality_target(self, region: str) -> tuple[str, tuple[str, ...]]:
+        """(dest, server names) of a region's nodes: the region's own where set, else the fleet's."""
+        spec = self.region(region)
+        return ((spec.reality_dest if spec and spec.reality_dest else self.reality_dest),
+                (spec.reality_server_names if spec and spec.reality_server_names else self.reality_server_names))
+
 
 def is_unix(addr: str) -> bool:
     """gRPC addresses may be unix sockets ("unix:/run/vpnfleet/grpc.sock"), e.g. behind a local proxy."""
@@ -187,6 +225,9 @@ _ENV_OVERRIDES = {
     "VPNFLEET_METRICS_INTERVAL": "metrics_interval",
     "VPNFLEET_LOCAL_ENABLED": "local_enabled",
     "VPNFLEET_V2RAY_ENABLED": "v2ray_enabled",
+    "VPNFLEET_V2RAY_CORE": "v2ray_core",
+    "VPNFLEET_V2RAY_REALITY_DEST": "reality_dest",
+    "VPNFLEET_V2RAY_REALITY_SERVER_NAMES": "reality_server_names",
     "VPNFLEET_V2RAY_LOCAL_CONFIG_PATH": "v2ray_local_config_path",
     "VPNFLEET_V2RAY_RELOAD_COMMAND": "v2ray_reload_command",
     "VPNFLEET_CLIENT_CHECK_INTERVAL": "client_check_interval",
@@ -252,6 +293,14 @@ def _from_sections(raw: dict[str, Any]) -> dict[str, Any]:
     put("v2ray_local_config_path", v2ray, "local_config_path")
     put("v2ray_reload_command", v2ray, "reload_command")
     put("v2ray_binary", v2ray, "binary")
+    put("v2ray_core", v2ray, "core")
+    reality_section = v2ray.get("reality") or {}
+    if not isinstance(reality_section, dict):
+        raise SettingsError("v2ray.reality must be a mapping {dest, server_names}")
+    put("reality_dest", reality_section, "dest")
+    put("reality_server_names", reality_section, "server_names")
+    if v2ray.get("tls") is not None:
+        values["v2ray_tls"] = _tls(v2ray["tls"])
     put("client_check_interval", scheduler, "client_check_interval")
     put("subscription_update_hours", v2ray, "subscription_update_hours")
     put("log_level", logging_, "level")
@@ -297,6 +346,9 @@ def _from_sections(raw: dict[str, Any]) -> dict[str, Any]:
                 template_id=str(spec.get("template_id") or ""),
                 instance_type=str(spec.get("instance_type") or ""),
                 ami_id=str(spec.get("ami_id") or ""),
+                reality_dest=_reality_dest(f"aws.regions.{code}.reality_dest", spec.get("reality_dest")),
+                reality_server_names=_server_names(f"aws.regions.{code}.reality_server_names",
+                                                   spec.get("reality_server_names")),
             )
         )
     values["regions"] = tuple(parsed)
@@ -329,6 +381,66 @@ def _cidrs(name: str, value: Any) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _reality_dest(name: str, value: Any) -> str:
+    if value is None or value == "":
+        return ""
+    try:
+        return reality.check_dest(value)
+    except ValueError as exc:
+        raise SettingsError(f"setting '{name}': {exc}") from None
+
+
+def _server_names(name: str, value: Any) -> tuple[str, ...]:
+    if value is None or value == [] or value == "":
+        return ()
+    if isinstance(value, str):
+        value = value.split(",")
+    try:
+        return tuple(reality.check_server_names(value))
+    except ValueError as exc:
+        raise SettingsError(f"setting '{name}': {exc}") from None
+
+
+def _port(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not str(value).isdigit() or not 1 <= int(value) <= 65535:
+        raise SettingsError(f"setting '{name}' must be a port (1-65535), got {value!r}")
+    return int(value)
+
+
+def _tls(raw: Any) -> TlsSettings:
+    """v2ray.tls: {domain, certificate_file, key_file[, vmess_port, vless_port, address]}."""
+    if not isinstance(raw, dict):
+        raise SettingsError("v2ray.tls must be a mapping {domain, certificate_file, key_file}")
+    unknown = set(raw) - {"domain", "certificate_file", "key_file", "vmess_port", "vless_port", "address"}
+    if unknown:
+        raise SettingsError(f"v2ray.tls: unknown setting '{sorted(unknown)[0]}'")
+    try:
+        domain = reality.check_server_name(str(raw.get("domain") or ""))
+    except ValueError as exc:
+        raise SettingsError(f"setting 'v2ray.tls.domain': {exc}") from None
+    files = {}
+    for key in ("certificate_file", "key_file"):
+        value = str(raw.get(key) or "")
+        if not value.startswith("/") or any(c in value for c in "\x00\n\r"):
+            raise SettingsError(f"setting 'v2ray.tls.{key}' must be an absolute path on the nodes, got {value!r}")
+        files[key] = value
+    address = str(raw.get("address") or "").strip()
+    if address:
+        try:
+            ipaddress.ip_address(address.strip("[]"))
+        except ValueError:
+            try:
+                address = reality.check_server_name(address)
+            except ValueError as exc:
+                raise SettingsError(f"setting 'v2ray.tls.address': {exc}") from None
+    tls = TlsSettings(domain=domain, address=address, **files,
+                      vmess_port=_port("v2ray.tls.vmess_port", raw.get("vmess_port", 8443)),
+                      vless_port=_port("v2ray.tls.vless_port", raw.get("vless_port", 2053)))
+    if tls.vmess_port == tls.vless_port:
+        raise SettingsError("v2ray.tls.vmess_port and v2ray.tls.vless_port must differ")
+    return tls
+
+
 def _build(values: dict[str, Any]) -> Settings:
     for name in list(values):
         try:
@@ -357,6 +469,30 @@ def _build(values: dict[str, Any]) -> Settings:
             raise SettingsError(f"setting '{name}' must be a port (1-65535), got {values[name]}")
     if values.get("v2ray_port", 11994) == values.get("v2ray_vless_port", 11995):
         raise SettingsError("v2ray.port (VMess) and v2ray.vless_port must differ")
+    tls = values.get("v2ray_tls")
+    if tls is not None and {tls.vmess_port, tls.vless_port} & {values.get("v2ray_port", 11994),
+                                                              values.get("v2ray_vless_port", 11995)}:
+        raise SettingsError("v2ray.tls.vmess_port / vless_port must differ from v2ray.port and v2ray.vless_port")
+    if "v2ray_core" in values:
+        values["v2ray_core"] = str(values["v2ray_core"]).strip().lower()
+        if values["v2ray_core"] not in CORES:
+            raise SettingsError(f"v2ray.core must be one of {', '.join(CORES)}, got {values['v2ray_core']!r}")
+    if "reality_dest" in values:
+        values["reality_dest"] = _reality_dest("v2ray.reality.dest", values["reality_dest"]) or reality.DEFAULT_DEST
+    if "reality_server_names" in values:
+        values["reality_server_names"] = (_server_names("v2ray.reality.server_names", values["reality_server_names"])
+                                          or reality.DEFAULT_SERVER_NAMES)
+    try:
+        reality.check_target(values.get("reality_dest", reality.DEFAULT_DEST),
+                             list(values.get("reality_server_names", reality.DEFAULT_SERVER_NAMES)))
+        for region in values.get("regions", ()):
+            if region.reality_dest or region.reality_server_names:
+                dest = region.reality_dest or values.get("reality_dest", reality.DEFAULT_DEST)
+                names = region.reality_server_names or values.get("reality_server_names",
+                                                                  reality.DEFAULT_SERVER_NAMES)
+                reality.check_target(dest, list(names))
+    except ValueError as exc:
+        raise SettingsError(f"v2ray.reality / aws.regions.*.reality_*: {exc}") from None
     if "data_dir" in values:
         values["data_dir"] = Path(values["data_dir"])
     for name in ("http_addr", "grpc_addr", "enroll_addr"):

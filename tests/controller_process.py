@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,6 +20,8 @@ from typing import Any, Iterator
 import httpx
 
 from controller.providers.local import kill_processes_of
+from tests.v2ray_lab import XRAY
+from tests.world import REALITY_DEST, REALITY_SERVER_NAME
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -76,6 +79,8 @@ class ControllerProcess:
             "VPNFLEET_METRICS_INTERVAL": "1",
             # nodes run V2Ray only in the tests about it (they pass VPNFLEET_V2RAY_ENABLED=1)
             "VPNFLEET_V2RAY_ENABLED": "0",
+            # the Xray the controller serves its nodes and local agents run (make test builds it in the venv)
+            **({"VPNFLEET_XRAY": XRAY} if shutil.which(XRAY) else {}),
             **(env or {}),
         }
         self.config = config
@@ -157,8 +162,10 @@ class ControllerProcess:
         return int((self.data_dir / "local-nodes" / node_id / "agent.pid").read_text())
 
 
-#: what tests about V2Ray subscribers run with: V2Ray on the nodes, the expiry/limit schedule every second
-V2RAY_ENV = {"VPNFLEET_V2RAY_ENABLED": "1", "VPNFLEET_CLIENT_CHECK_INTERVAL": "1"}
+#: what tests about V2Ray subscribers run with: V2Ray on the nodes (Xray where the tests have it), the
+#: expiry/limit schedule every second, and REALITY borrowing the TLS site of the test network's internet host
+V2RAY_ENV = {"VPNFLEET_V2RAY_ENABLED": "1", "VPNFLEET_CLIENT_CHECK_INTERVAL": "1",
+             "VPNFLEET_V2RAY_REALITY_DEST": REALITY_DEST, "VPNFLEET_V2RAY_REALITY_SERVER_NAMES": REALITY_SERVER_NAME}
 
 
 @contextlib.contextmanager

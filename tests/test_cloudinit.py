@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -12,10 +13,13 @@ import yaml
 
 from agent.config import DEFAULT_CONFIG_PATH, AgentConfig
 from controller.cloudinit import (
+    XRAY_PATH,
     CloudInitError,
+    XrayDownload,
     agent_config_from_user_data,
     package_url_from_user_data,
     render_user_data,
+    xray_download_from_user_data,
 )
 from controller.settings import Settings
 
@@ -33,19 +37,26 @@ def config(**overrides: object) -> AgentConfig:
     return AgentConfig(**values)  # type: ignore[arg-type]
 
 
-def render(cfg: AgentConfig | None = None, url: str = URL, template: Path = TEMPLATE) -> str:
-    return render_user_data(cfg or config(), url, SHA, FILENAME, template)
+XRAY = XrayDownload(url="https://ctl.example:8443/agent/package/xray-26.3.27-linux-amd64?token=tok-123",
+                    sha256="cd" * 32, filename="xray-26.3.27-linux-amd64", arch="amd64")
+AGENT_START = ["systemctl", "enable", "--now", "vpnfleet-agent.service"]
+
+
+def render(cfg: AgentConfig | None = None, url: str = URL, template: Path = TEMPLATE,
+           xray: XrayDownload | None = None) -> str:
+    return render_user_data(cfg or config(), url, SHA, FILENAME, template, xray=xray)
 
 
 def written(user_data: str, path: str) -> dict:
     return next(f for f in yaml.safe_load(user_data)["write_files"] if f["path"] == path)
 
 
-def test_rendered_user_data_passes_cloud_init_schema(tmp_path: Path) -> None:
+@pytest.mark.parametrize("xray", [None, XRAY], ids=["v2ray-only", "with-xray"])
+def test_rendered_user_data_passes_cloud_init_schema(tmp_path: Path, xray: XrayDownload | None) -> None:
     if shutil.which("cloud-init") is None:
         pytest.skip("the cloud-init command is not installed (Debian package cloud-init)")
     path = tmp_path / "user-data"
-    path.write_text(render())
+    path.write_text(render(xray=xray))
     result = subprocess.run(["cloud-init", "schema", "--config-file", str(path)], capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -144,6 +155,104 @@ def test_packages() -> None:
     packages = yaml.safe_load(render())["packages"]
     assert {"python3", "python3-venv", "ca-certificates", "curl", "v2ray", "wireguard-tools",
             "wireguard-go"} <= set(packages)
+
+
+def test_xray_download_is_verified_and_installed_before_the_agent_starts() -> None:
+    user_data = render(xray=XRAY)
+    doc = yaml.safe_load(user_data)
+    runcmd = doc["runcmd"]
+    download = next(i for i, cmd in enumerate(runcmd) if isinstance(cmd, list) and cmd[0] == "curl"
+                    and XRAY.url in cmd)
+    check = runcmd.index(["sha256sum", "--check", "--strict", f"/opt/vpnfleet/dist/{XRAY.filename}.sha256"])
+    install = next(i for i, cmd in enumerate(runcmd) if isinstance(cmd, list) and cmd[-1] == XRAY_PATH)
+    assert download < check < install < runcmd.index(AGENT_START)
+    assert runcmd[download][runcmd[download].index("--output") + 1] == f"/opt/vpnfleet/dist/{XRAY.filename}"
+    assert "--fail" in runcmd[download]
+    assert runcmd[install][-3:] == [XRAY.arch, f"/opt/vpnfleet/dist/{XRAY.filename}", XRAY_PATH]
+    sums = written(user_data, f"/opt/vpnfleet/dist/{XRAY.filename}.sha256")
+    assert sums["content"] == f"{XRAY.sha256}  /opt/vpnfleet/dist/{XRAY.filename}\n"
+    assert sums["permissions"] == "0644" and sums["owner"] == "root:root"
+    # read back: what a test playing cloud-init downloads; the agent package is still found as before
+    assert xray_download_from_user_data(user_data) == XRAY
+    assert package_url_from_user_data(user_data) == (URL, SHA)
+    assert agent_config_from_user_data(user_data) == config()
+
+
+def test_without_an_xray_binary_the_user_data_has_no_xray_step() -> None:
+    """A controller with no Xray binary: no download, no checksum file, no install; the node runs V2Ray only."""
+    user_data = render()
+    doc = yaml.safe_load(user_data)
+    assert "xray" not in yaml.safe_dump(doc["runcmd"]).lower()
+    assert not [f for f in doc["write_files"] if "xray" in f["path"]]
+    assert xray_download_from_user_data(user_data) is None
+    with_xray = yaml.safe_load(render(xray=XRAY))
+    assert len(with_xray["runcmd"]) == len(doc["runcmd"]) + 3
+    assert len(with_xray["write_files"]) == len(doc["write_files"]) + 1
+    # everything else is the same document
+    assert [c for c in with_xray["runcmd"] if "xray" not in yaml.safe_dump(c)] == doc["runcmd"]
+
+
+def test_the_xray_checksum_file_is_what_sha256sum_checks(tmp_path: Path) -> None:
+    """The written checksum line, pointed at a copy, passes `sha256sum --check --strict`; a tampered copy fails."""
+    binary = tmp_path / XRAY.filename
+    binary.write_bytes(b"\x7fELF pretend xray")
+    xray = XrayDownload(url=XRAY.url, sha256=hashlib.sha256(binary.read_bytes()).hexdigest(),
+                        filename=XRAY.filename, arch=XRAY.arch)
+    line = written(render(xray=xray), f"/opt/vpnfleet/dist/{xray.filename}.sha256")["content"]
+    sums = tmp_path / "sums"
+    sums.write_text(line.replace("/opt/vpnfleet/dist", str(tmp_path)))
+    check = ["sha256sum", "--check", "--strict", str(sums)]
+    assert subprocess.run(check, capture_output=True, timeout=30).returncode == 0
+    binary.write_bytes(b"\x7fELF tampered")
+    assert subprocess.run(check, capture_output=True, timeout=30).returncode != 0
+
+
+def test_the_xray_install_step_installs_only_for_this_node_s_architecture(tmp_path: Path) -> None:
+    if shutil.which("dpkg") is None:
+        pytest.skip("the step asks dpkg --print-architecture (Debian)")
+    here = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True, check=True).stdout.strip()
+    other = "arm64" if here != "arm64" else "amd64"
+    source = tmp_path / "download"
+    source.write_bytes(b"#!/bin/sh\necho xray\n")
+    source.chmod(0o600)
+    for arch, installed in ((other, False), (here, True)):
+        if arch not in ("amd64", "arm64"):
+            continue
+        xray = XrayDownload(url=XRAY.url, sha256=XRAY.sha256, filename=f"xray-26.3.27-linux-{arch}", arch=arch)
+        step = next(cmd for cmd in yaml.safe_load(render(xray=xray))["runcmd"]
+                    if isinstance(cmd, list) and cmd[-1] == XRAY_PATH)
+        target = tmp_path / f"xray-{arch}"
+        # the step as cloud-init runs it, with the download and the target moved here
+        result = subprocess.run([*step[:-2], str(source), str(target)], capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, result.stderr  # a foreign build is skipped, not a failed boot
+        assert target.exists() == installed
+        if installed:
+            assert target.stat().st_mode & 0o777 == 0o755 and target.read_bytes() == source.read_bytes()
+        else:
+            assert "runs V2Ray only" in result.stderr
+
+
+@pytest.mark.parametrize("xray", [
+    XrayDownload(url="file:///etc/passwd", sha256=XRAY.sha256, filename=XRAY.filename, arch="amd64"),
+    XrayDownload(url=XRAY.url, sha256="nope", filename=XRAY.filename, arch="amd64"),
+    XrayDownload(url=XRAY.url, sha256=XRAY.sha256, filename="xray-26.3.27-linux-amd64; rm -rf /", arch="amd64"),
+    XrayDownload(url=XRAY.url, sha256=XRAY.sha256, filename="../xray-26.3.27-linux-amd64", arch="amd64"),
+    XrayDownload(url=XRAY.url, sha256=XRAY.sha256, filename=XRAY.filename, arch="arm64"),  # name and arch differ
+    XrayDownload(url=XRAY.url, sha256=XRAY.sha256, filename="xray-26.3.27-linux-mips", arch="mips"),
+])
+def test_bad_xray_values_are_refused(xray: XrayDownload) -> None:
+    with pytest.raises(CloudInitError, match="Xray"):
+        render(xray=xray)
+
+
+def test_an_absent_value_outside_a_list_entry_is_an_error(tmp_path: Path) -> None:
+    template = tmp_path / "t.yaml"
+    template.write_text("#cloud-config\nhostname: '${XRAY_ARCH}'\nruncmd:\n  - [echo, '${XRAY_URL}']\n  - [echo, hi]\n")
+    with pytest.raises(CloudInitError, match="XRAY_ARCH"):
+        render(template=template)
+    template.write_text("#cloud-config\nruncmd:\n  - [echo, '${XRAY_URL}']\n  - [echo, hi]\n")
+    assert yaml.safe_load(render(template=template))["runcmd"] == [["echo", "hi"]]
+    assert yaml.safe_load(render(template=template, xray=XRAY))["runcmd"] == [["echo", XRAY.url], ["echo", "hi"]]
 
 
 def test_unknown_placeholder_is_an_error(tmp_path: Path) -> None:

@@ -6,7 +6,8 @@ agents, V2Ray, moto, PostgreSQL) inherits it, so no packet of the suite can reac
 machine, not even a link-local one like 169.254.169.254 (something in this sandbox answers there).
 
 One veth pair leads from the world (203.0.113.1) to the "internet": a namespace whose only address is the
-documentation address 203.0.113.10, serving /bytes/N over HTTP. A subscriber's tunnel may not reach
+documentation address 203.0.113.10, serving /bytes/N over HTTP and, on port 8443, a TLS 1.3 site for
+reality.test: the REALITY target of the test nodes. A subscriber's tunnel may not reach
 loopback (the nodes' egress policy), so traffic through a tunnel downloads from there.
 
 Not root, or VPNFLEET_TESTS_HOST_NETWORK=1: the suite stays in the machine's namespace and the tests that
@@ -31,6 +32,10 @@ REPO = Path(__file__).resolve().parent.parent
 INTERNET_ADDRESS = "203.0.113.10"
 WORLD_ADDRESS = "203.0.113.1"
 INTERNET_PORT = 8080
+#: A TLS 1.3 site on the internet host: the REALITY target (dest) of the test nodes (tests/controller_process.py).
+REALITY_PORT = 8443
+REALITY_SERVER_NAME = "reality.test"
+REALITY_DEST = f"{INTERNET_ADDRESS}:{REALITY_PORT}"
 _CLONE_NEWNET = 0x40000000
 
 
@@ -40,7 +45,7 @@ class World:
     def __init__(self) -> None:
         tag = secrets.token_hex(3)
         self.world, self.internet = f"vpf-world-{tag}", f"vpf-inet-{tag}"
-        self.server: subprocess.Popen | None = None
+        self.servers: list[subprocess.Popen] = []
         self.reason = ""  # why there is no world, when there is none
 
     def enter(self) -> bool:
@@ -74,21 +79,24 @@ class World:
         return True
 
     def url(self, size: int) -> str:
-        """A URL on the internet host answering `size` bytes (the server starts on first use)."""
-        if self.server is None:
-            self.server = subprocess.Popen(
-                ["ip", "netns", "exec", self.internet, sys.executable, "-m", "tests.v2ray_lab", "serve",
-                 INTERNET_ADDRESS, str(INTERNET_PORT)],
-                cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                start_new_session=True)
+        """A URL on the internet host answering `size` bytes (its servers start on first use)."""
+        if not self.servers:
+            for argv in (["serve", INTERNET_ADDRESS, str(INTERNET_PORT)],
+                         ["serve-tls", INTERNET_ADDRESS, str(REALITY_PORT), REALITY_SERVER_NAME]):
+                self.servers.append(subprocess.Popen(
+                    ["ip", "netns", "exec", self.internet, sys.executable, "-m", "tests.v2ray_lab", *argv],
+                    cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                    start_new_session=True))
             _wait_http(f"http://{INTERNET_ADDRESS}:{INTERNET_PORT}/bytes/1")
+            _wait_port(INTERNET_ADDRESS, REALITY_PORT)
         return f"http://{INTERNET_ADDRESS}:{INTERNET_PORT}/bytes/{size}"
 
     def leave(self) -> None:
         """Stop the server and remove both namespaces (the world lives on while this process runs in it)."""
-        if self.server is not None and self.server.poll() is None:
-            self.server.kill()
-            self.server.wait(5)
+        for server in self.servers:
+            if server.poll() is None:
+                server.kill()
+                server.wait(5)
         for ns in (self.internet, self.world):
             pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
             for pid in pids:
@@ -104,6 +112,20 @@ def _run(*argv: str) -> None:
     done = subprocess.run(argv, capture_output=True, text=True, timeout=15)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)}: {done.stderr.strip()}")
+
+
+def _wait_port(host: str, port: int, timeout: float = 10.0) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection((host, port), timeout=1.0).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _wait_http(url: str, timeout: float = 10.0) -> None:

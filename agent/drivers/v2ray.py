@@ -1,13 +1,20 @@
-"""Component "v2ray": V2Ray's inbounds and users (DesiredState.v2ray).
+"""Component "v2ray": the proxy core's inbounds and users (DesiredState.v2ray), on V2Ray or Xray.
 
-Binary: $VPNFLEET_V2RAY, default `v2ray` on PATH. V2Ray runs as the unprivileged data-plane user
-(agent.dataplane_user; as the agent's own user when the agent is not root). State lives in state_dir/v2ray/
-(root, group of the data-plane user, 0750):
+Cores: V2RayConfig.core picks V2Ray 4.x ("v2ray", also "") or Xray-core ("xray"); both take the same config
+and API, and everything that differs (binary, command line, gRPC service and type names, which profiles it
+serves) is data in agent.v2ray.core, so the driver has one code path. "V2Ray" below means either core.
+Binaries: $VPNFLEET_V2RAY (default `v2ray` on PATH) and $VPNFLEET_XRAY (default `xray`); the component's
+capabilities list the cores whose binary is there. The core is part of the structure: switching cores is one
+restart into the other binary, rolled back to the last good config (and its core) if it does not come up.
+V2Ray runs as the unprivileged data-plane user (agent.dataplane_user; as the agent's own user when the
+agent is not root), which must be able to read the TLS certificate and key files of *-ws-tls inbounds
+(operators give them group vpnfleet-dp, mode 0640; checked before every `-test`, naming the file).
+State lives in state_dir/v2ray/ (root, group of the data-plane user, 0750):
 
     config.json       what V2Ray runs (its -config file), rewritten after every user change (0640: V2Ray reads it)
     last_good.json    the last configuration that was applied successfully (what a restart goes back to)
     candidate.json    a new structure while `v2ray -test` checks it
-    process.json      the V2Ray this driver started: pid, start time, boot id (agent.v2ray.process; 0600)
+    process.json      the V2Ray this driver started: pid, start time, boot id, core, binary (agent.v2ray.process)
     traffic.json      per-user traffic read from V2Ray and not yet in a spooled batch (agent.v2ray.traffic; 0600)
     access.log, error.log   V2Ray's logs (plus its stdout/stderr), owned by V2Ray's user, streamed as live
                       logs, kept bounded. The access log is off unless the desired state asks for it, and
@@ -26,14 +33,15 @@ to 60 s), since every try drops every subscriber's connections. Meanwhile, and i
 users of the desired state are applied to the running inbounds and the apply fails naming the structure
 error: a revision that blocks a subscriber must not wait for a port to come free.
 A change of users only goes through V2Ray's HandlerService, without a restart: removed and rotated users are
-removed, added and rotated ones added, at most API_CONCURRENCY calls at a time; if a call fails, what this
-apply changed is undone and the apply fails. On success config.json is rewritten with the full user list, so
+removed, added and rotated ones added (with the inbound's VLESS flow: Vision on REALITY inbounds), at most
+API_CONCURRENCY calls at a time; if a call fails, what this apply changed is undone and the apply fails. On success config.json is rewritten with the full user list, so
 a V2Ray restarted from disk has the right users. What V2Ray runs is the truth: once its calls succeeded the
 new users are what runs, even if config.json cannot be written; that write fails the apply and is done again
 by the retry (agent.state) or the next apply.
 
 A new agent process adopts the V2Ray that an earlier one started (same pid, no restart) when the process
-record, /proc and the API all agree; the apply then changes only what differs from the config it runs.
+record, /proc (config argument and binary), the core config.json names and the API all agree; the apply then
+changes only what differs from the config it runs.
 Background: a supervisor restarts a V2Ray that died (from the last good config, backoff 1 s doubling up
 to 30 s) and every reconcile_seconds repairs drift (users missing from V2Ray are added again, users V2Ray
 has but should not are removed); a tailer streams V2Ray's log files as live log lines.
@@ -61,15 +69,17 @@ from agent.state import Component
 from agent.v2ray import config as v2config
 from agent.v2ray import process
 from agent.v2ray.api import ApiError, V2RayApi
+from agent.v2ray.core import CORES, DEFAULT_CORE, Core
 from agent.v2ray.logtail import LogTailer, mask_source_addresses, parse_line
 from agent.v2ray.process import ConfigRejected, ProcessRecord
-from agent.v2ray.spec import UserPlan, UserStep, V2RaySpec, email_key, plan_users, spec_from_proto
+from agent.v2ray.spec import (Inbound, UserPlan, UserStep, V2RaySpec, email_key, plan_users, redact_credentials,
+                              spec_from_proto)
 from agent.v2ray.traffic import USER_PREFIX, UsageMeter, parse_user_stats
 from protos import agent_pb2
 
 log = logging.getLogger(__name__)
 
-BINARY_ENV = "VPNFLEET_V2RAY"
+BINARY_ENV = DEFAULT_CORE.binary_env  # V2Ray's; each core names its own (agent.v2ray.core)
 STATE_SUBDIR = "v2ray"
 CONFIG_FILE = "config.json"
 LAST_GOOD_FILE = "last_good.json"
@@ -96,6 +106,9 @@ API_ALIVE_TIMEOUT_SECONDS = 2.0
 #: A structure that did not start is tried again after this long, doubling per failure up to the max.
 STRUCTURE_RETRY_BASE_SECONDS = 2.0
 STRUCTURE_RETRY_MAX_SECONDS = 60.0
+
+#: What Xray's access log lines start with (V2Ray's start with the source address itself).
+XRAY_SOURCE_PREFIX = "from "
 
 LogPush = Callable[[str, str, str], None]
 
@@ -132,12 +145,17 @@ class V2RayComponent(Component):
         reconcile_seconds: float = 300.0,
         supervise_seconds: float = 1.0,
         start_timeout: float = START_TIMEOUT_SECONDS,
+        xray_binary: str | None = None,
     ) -> None:
+        overrides = {"v2ray": binary, "xray": xray_binary}
         # Absolute: V2Ray runs in this directory and must find its -config path from there.
         self._dir = Path(state_dir).absolute() / STATE_SUBDIR
         self._log_push = log_push
-        self.binary = binary or os.environ.get(BINARY_ENV) or "v2ray"
-        self.capabilities = ("v2ray",) if shutil.which(self.binary) else ()
+        #: The binary of each core (binary: V2Ray's, xray_binary: Xray's; else their $VPNFLEET_* or name).
+        self.binaries = {name: core.binary(overrides.get(name)) for name, core in CORES.items()}
+        self.binary = self.binaries[DEFAULT_CORE.name]
+        #: The cores this node can run: those whose binary is there.
+        self.capabilities = tuple(name for name, path in self.binaries.items() if shutil.which(path))
         self.reconcile_seconds = reconcile_seconds
         self.supervise_seconds = supervise_seconds
         self.start_timeout = start_timeout
@@ -178,8 +196,10 @@ class V2RayComponent(Component):
     async def apply(self, part: agent_pb2.V2RayConfig | None) -> None:
         # Checking and hashing 10,000 users takes ~20 ms: off the event loop (validate() runs in a thread too).
         spec = await asyncio.to_thread(self._spec_of, part) if part is not None else None
-        if spec is not None and shutil.which(self.binary) is None:
-            raise RuntimeError(f"V2Ray is not installed: {self.binary!r} not found (set ${BINARY_ENV})")
+        if spec is not None and not self._alive():
+            # Nothing runs that could take the users meanwhile: say at once that the core is missing. (With a
+            # core running, a switch to a missing one fails in _check() and the users still reach the running.)
+            self._installed(CORES[spec.core])
         async with self._lock:
             if spec is None:
                 await self._remove()
@@ -217,7 +237,8 @@ class V2RayComponent(Component):
     async def _users_without_structure(self, running: V2RaySpec, spec: V2RaySpec, exc: Exception) -> None:
         """The structure of spec could not replace the running one: apply its users to the running inbounds
         anyway, then raise exc's failure (a ConfigRejected stays one: retrying it cannot help)."""
-        kept = dataclasses.replace(spec, inbounds=running.inbounds, log_level=running.log_level)
+        # Everything structural stays what runs (its core too: the API calls and config.json must match it).
+        kept = running.with_users_of(spec)
         try:
             await self._apply_users(running, kept)
         except Exception as users_exc:
@@ -231,6 +252,13 @@ class V2RayComponent(Component):
             when = f"tried again in {max(0.0, failure.retry_at - time.monotonic()):.0f} s"
         message = f"{exc} (the users were applied to the running inbounds; the new structure is {when})"
         raise (ConfigRejected if isinstance(exc, ConfigRejected) else RuntimeError)(message) from exc
+
+    def _installed(self, core: Core) -> str:
+        """core's binary; RuntimeError (the apply is retried: it can be installed) if it is not there."""
+        binary = self.binaries[core.name]
+        if shutil.which(binary) is None:
+            raise RuntimeError(f"{core.title} is not installed: {binary!r} not found (set ${core.binary_env})")
+        return binary
 
     def _spec_of(self, part: agent_pb2.V2RayConfig) -> V2RaySpec:
         """The validated spec of part. The StateApplier calls validate() and then apply() with the same part:
@@ -298,12 +326,17 @@ class V2RayComponent(Component):
             log.warning("V2Ray pid %d runs %s, which is unreadable (%s); it will be replaced",
                         record.pid, self.config_path, exc)
             return None
-        async with V2RayApi(port) as api:
+        if running.core != record.core:  # config.json was replaced for another core after that process started
+            log.warning("pid %d is %s, but %s is for %s; it will be replaced",
+                        record.pid, record.core, self.config_path, running.core)
+            return None
+        async with self._api(port) as api:
             if not await api.alive():
                 return None
         self._running, self._api_port = running, port
         self._started_at = time.monotonic()
-        self._event("info", f"adopted the running V2Ray (pid {record.pid}, {len(running.users)} users)")
+        self._event("info", f"adopted the running {CORES[running.core].title} "
+                            f"(pid {record.pid}, {len(running.users)} users)")
         return running
 
     async def _restart_into(self, spec: V2RaySpec) -> None:
@@ -335,19 +368,31 @@ class V2RayComponent(Component):
                 raise RuntimeError(f"{exc}; restarting the last good configuration failed too: {again}") from exc
             raise
         self._removed.clear()  # a fresh V2Ray has exactly the configured users
-        self._event("info", f"V2Ray started (pid {self.pid}): {self._describe(spec)}")
+        self._event("info", f"{CORES[spec.core].title} started (pid {self.pid}): {self._describe(spec)}")
         await self._store_good(spec)
 
     def _check(self, spec: V2RaySpec, port: int) -> None:
-        """`v2ray -test` on spec rendered to candidate.json (blocking: run it in a thread)."""
+        """The core's `-test` on spec rendered to candidate.json (blocking: run it in a thread).
+
+        First the files the inbounds name (TLS certificates and keys) must be readable by the user the core runs
+        as: a RuntimeError naming the file, not a rejection, since the operator can fix it (chgrp/chmod) and the
+        retry then passes; the core itself would only say "permission denied" somewhere in its error chain."""
+        core = CORES[spec.core]
+        binary = self._installed(core)
         candidate = self._dir / CANDIDATE_FILE
         # As root, V2Ray (and its -test, which opens the log files) runs as the data-plane user (agent.v2ray.process).
         user = dataplane_user.resolve()
+        files = [path for inbound in spec.inbounds if inbound.tls is not None
+                 for path in (inbound.tls.certificate_file, inbound.tls.key_file)]
+        problem = process.unreadable_by(files, user)
+        if problem is not None:
+            who = user.name if user is not None else "the agent's user"
+            raise RuntimeError(f"{core.title} runs as {who}, which cannot read a file its inbounds name: {problem}")
         process.prepare_dir(self._dir, user, (self._dir / ACCESS_LOG, self._dir / ERROR_LOG))
         try:
             write_atomic(candidate, self._render(spec, port), 0o600)
             process.share(candidate, user)
-            process.check_config(self.binary, candidate, user=user)
+            process.check_config(binary, candidate, user=user, core=core)
         finally:
             candidate.unlink(missing_ok=True)
 
@@ -363,6 +408,8 @@ class V2RayComponent(Component):
         port = port or self._api_port_for(spec)
         if not process.port_free(port):  # someone took it while no V2Ray of ours held it
             port = process.pick_free_port(avoid={inbound.port for inbound in spec.inbounds})
+        core = CORES[spec.core]
+        binary = self._installed(core)
         # From here the counters of whatever starts are read on this port (also if it fails to come up).
         self._api_port = port
         user = await asyncio.to_thread(dataplane_user.resolve)
@@ -372,12 +419,14 @@ class V2RayComponent(Component):
         await asyncio.to_thread(process.share, self.config_path, user)
         # No capability at all, unless an inbound's port is below the kernel's unprivileged-port start.
         bind = dataplane_user.needs_bind_capability([inbound.port for inbound in spec.inbounds] + [port])
-        child = await asyncio.to_thread(process.launch, self.binary, self.config_path, self._dir / ERROR_LOG,
-                                        user, bind)
+        child = await asyncio.to_thread(process.launch, binary, self.config_path, self._dir / ERROR_LOG,
+                                        user, bind, core)
         self.starts += 1
         self._child, self._started_at = child, time.monotonic()
         ticks = process.start_ticks(child.pid)
-        self._record = ProcessRecord(child.pid, ticks or 0, process.boot_id(), str(self.config_path))
+        # The record names the core: every API call to this process uses its service names (_api()).
+        self._record = ProcessRecord(child.pid, ticks or 0, process.boot_id(), str(self.config_path), core.name,
+                                     binary)
         await asyncio.to_thread(write_atomic, self._dir / RECORD_FILE, self._record.to_json(), 0o600)
         await self._wait_up(child, spec, port)
         self._running = spec
@@ -387,16 +436,18 @@ class V2RayComponent(Component):
         """Until the API answers and every inbound port listens; raises if V2Ray exits or takes too long."""
         deadline = time.monotonic() + self.start_timeout
         want = {inbound.port for inbound in spec.inbounds} | {port}
-        async with V2RayApi(port) as api:
+        title = CORES[spec.core].title
+        async with self._api(port) as api:
             while True:
                 if child.poll() is not None:
-                    raise RuntimeError(f"V2Ray exited at start (status {child.returncode}): {self._error_tail()}")
+                    raise RuntimeError(f"{title} exited at start (status {child.returncode}): {self._error_tail()}")
                 # psutil reads /proc/net/tcp*: a few ms per poll, not on the event loop.
                 listening = await asyncio.to_thread(process.listening_ports, child.pid)
                 if want <= listening and await api.alive(timeout=0.5):
                     return
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"V2Ray did not come up within {self.start_timeout:.0f} s: {self._error_tail()}")
+                    raise RuntimeError(f"{title} did not come up within {self.start_timeout:.0f} s: "
+                                       f"{self._error_tail()}")
                 await asyncio.sleep(0.05)
 
     async def _stop_counted(self, strict: bool = False) -> None:
@@ -426,7 +477,7 @@ class V2RayComponent(Component):
         if not self._api_port:
             return False
         try:
-            async with V2RayApi(self._api_port) as api:
+            async with self._api() as api:
                 return await api.alive(timeout=API_ALIVE_TIMEOUT_SECONDS)
         except (ApiError, OSError):
             return False
@@ -510,8 +561,8 @@ class V2RayComponent(Component):
         plan = plan_users(running.users, spec.users)
         old_uuids = {email_key(e): u for e, u in running.users.items()}
         # Calls that changed V2Ray (or may have: cut short), by (inbound tag, user key, step number).
-        done: dict[tuple[str, str, int], tuple[str, UserStep]] = {}
-        async with V2RayApi(self._api_port) as api:
+        done: dict[tuple[str, str, int], tuple[Inbound, UserStep]] = {}
+        async with self._api() as api:
             failure = await self._run_steps(api, spec, plan, done)
             if failure is not None:
                 undo_failures = await self._undo(api, done, old_uuids)
@@ -527,59 +578,58 @@ class V2RayComponent(Component):
         await self._store_good(spec)  # sets _running first: drift repair keeps these users, even if it raises
 
     async def _run_steps(self, api: V2RayApi, spec: V2RaySpec, plan: UserPlan,
-                         done: dict[tuple[str, str, int], tuple[str, UserStep]]) -> str | None:
+                         done: dict[tuple[str, str, int], tuple[Inbound, UserStep]]) -> str | None:
         """Run the plan on every inbound; stop starting new calls at the first failure. Returns the failure."""
         failures: list[str] = []
         limit = asyncio.Semaphore(API_CONCURRENCY)
 
-        async def one_user(tag: str, protocol: str, key: str, steps: list[UserStep]) -> None:
+        async def one_user(inbound: Inbound, key: str, steps: list[UserStep]) -> None:
             for number, step in enumerate(steps):  # in order: a rotated user is removed, then added again
                 async with limit:
                     if failures:
                         return
-                    done[tag, key, number] = (protocol, step)  # before the call: one cut short may have acted
+                    done[inbound.tag, key, number] = (inbound, step)  # before the call: one cut short may have acted
                     try:
-                        changed = await self._call(api, tag, protocol, step)
+                        changed = await self._call(api, inbound, step)
                     except Exception as exc:
                         failures.append(str(exc))
                         return
                     if not changed:  # V2Ray already was that way: nothing to undo
-                        del done[tag, key, number]
+                        del done[inbound.tag, key, number]
 
         await asyncio.gather(*(
-            one_user(inbound.tag, inbound.protocol, key, steps)
-            for inbound in spec.inbounds for key, steps in plan.steps.items()
+            one_user(inbound, key, steps) for inbound in spec.inbounds for key, steps in plan.steps.items()
         ))
         return failures[0] if failures else None
 
-    async def _undo(self, api: V2RayApi, done: dict[tuple[str, str, int], tuple[str, UserStep]],
+    async def _undo(self, api: V2RayApi, done: dict[tuple[str, str, int], tuple[Inbound, UserStep]],
                     old_uuids: dict[str, str]) -> list[str]:
         """Reverse the calls in `done`, the later step of a user first. Returns what could not be undone."""
-        per_user: dict[tuple[str, str], list[tuple[int, str, UserStep]]] = {}
-        for (tag, key, number), (protocol, step) in done.items():
-            per_user.setdefault((tag, key), []).append((number, protocol, step))
+        per_user: dict[tuple[str, str], list[tuple[int, Inbound, UserStep]]] = {}
+        for (tag, key, number), (inbound, step) in done.items():
+            per_user.setdefault((tag, key), []).append((number, inbound, step))
         failures: list[str] = []
         limit = asyncio.Semaphore(API_CONCURRENCY)
 
-        async def undo_user(tag: str, key: str, steps: list[tuple[int, str, UserStep]]) -> None:
-            for _number, protocol, step in sorted(steps, key=lambda item: item[0], reverse=True):
+        async def undo_user(key: str, steps: list[tuple[int, Inbound, UserStep]]) -> None:
+            for _number, inbound, step in sorted(steps, key=lambda item: item[0], reverse=True):
                 reverse = UserStep(step.email) if step.is_add else UserStep(step.email, old_uuids[key])
                 async with limit:
                     try:
-                        await self._call(api, tag, protocol, reverse)
+                        await self._call(api, inbound, reverse)
                     except Exception as exc:
                         failures.append(str(exc))
                         if step.is_add:  # it stays in V2Ray for now: drift repair removes it
                             self._forget_later(step.email)
 
-        await asyncio.gather(*(undo_user(tag, key, steps) for (tag, key), steps in per_user.items()))
+        await asyncio.gather(*(undo_user(key, steps) for (_tag, key), steps in per_user.items()))
         return failures
 
     @staticmethod
-    async def _call(api: V2RayApi, tag: str, protocol: str, step: UserStep) -> bool:
-        if step.is_add:
-            return await api.add_user(tag, protocol, step.email, step.uuid)
-        return await api.remove_user(tag, step.email)
+    async def _call(api: V2RayApi, inbound: Inbound, step: UserStep) -> bool:
+        if step.is_add:  # with the inbound's flow: a Vision user added without it could not connect
+            return await api.add_user(inbound.tag, inbound.protocol, step.email, step.uuid, flow=inbound.flow)
+        return await api.remove_user(inbound.tag, step.email)
 
     def _forget_later(self, email: str) -> None:
         """Remember a removed email so drift repair can make sure it stays removed."""
@@ -612,22 +662,22 @@ class V2RayComponent(Component):
                 return 0
             wanted = {email_key(email) for email in spec.users}
             repaired: list[str] = []
-            async with V2RayApi(self._api_port) as api:
+            async with self._api() as api:
                 seen = parse_user_stats(await api.query_stats(USER_PREFIX, reset=False))
                 extras = {e for e, (up, down) in seen.items() if up or down} | self._extras | set(self._removed)
                 extras = {e for e in extras if email_key(e) not in wanted}
                 limit = asyncio.Semaphore(API_CONCURRENCY)
 
-                async def repair(tag: str, protocol: str, step: UserStep) -> None:
+                async def repair(inbound: Inbound, step: UserStep) -> None:
                     async with limit:
-                        if await self._call(api, tag, protocol, step):
+                        if await self._call(api, inbound, step):
                             what = "was missing: added again" if step.is_add else "should not be there: removed"
-                            repaired.append(f"user {step.email} on inbound {tag!r} {what}")
+                            repaired.append(f"user {step.email} on inbound {inbound.tag!r} {what}")
 
                 calls: list[Awaitable[None]] = []
                 for inbound in spec.inbounds:
-                    calls += [repair(inbound.tag, inbound.protocol, UserStep(e, u)) for e, u in spec.users.items()]
-                    calls += [repair(inbound.tag, inbound.protocol, UserStep(e)) for e in extras]
+                    calls += [repair(inbound, UserStep(e, u)) for e, u in spec.users.items()]
+                    calls += [repair(inbound, UserStep(e)) for e in extras]
                 errors = [r for r in await asyncio.gather(*calls, return_exceptions=True) if isinstance(r, Exception)]
             if errors:
                 raise errors[0]
@@ -682,7 +732,7 @@ class V2RayComponent(Component):
                 self._quick_deaths = self._quick_deaths + 1 if self._ran_briefly() else 1
                 delay = self._backoff()
                 self._restart_at = time.monotonic() + delay
-                self._event("error", f"V2Ray (pid {pid}) exited ({status}); restarting it in {delay:.0f} s")
+                self._event("error", f"{self._title} (pid {pid}) exited ({status}); restarting it in {delay:.0f} s")
                 return
             try:
                 await self._stop_counted()  # ours is dead; a stray one running our config may not be
@@ -692,11 +742,11 @@ class V2RayComponent(Component):
                 self._quick_deaths += 1
                 delay = self._backoff()
                 self._restart_at = time.monotonic() + delay
-                self._event("error", f"restarting V2Ray failed: {exc}; next try in {delay:.0f} s")
+                self._event("error", f"restarting {self._title} failed: {exc}; next try in {delay:.0f} s")
                 return
             self._restart_at = 0.0
             self._removed.clear()
-            self._event("info", f"V2Ray restarted from the last good configuration (pid {self.pid})")
+            self._event("info", f"{self._title} restarted from the last good configuration (pid {self.pid})")
 
     def _ran_briefly(self) -> bool:
         return time.monotonic() - self._started_at < STABLE_SECONDS
@@ -724,7 +774,7 @@ class V2RayComponent(Component):
         counters: dict[str, tuple[int, int]] = {}
         if self._api_port and self._alive():
             try:
-                async with V2RayApi(self._api_port) as api:
+                async with self._api() as api:
                     counters = parse_user_stats(await api.query_stats(USER_PREFIX, reset=True))
             except ApiError as exc:
                 log.debug("cannot read V2Ray's traffic counters: %s", exc)
@@ -744,7 +794,7 @@ class V2RayComponent(Component):
         Raises ApiError if they cannot be read, OSError if they cannot be saved (they stay carried in memory)."""
         if not self._api_port or not self._alive():
             return
-        async with V2RayApi(self._api_port) as api:
+        async with self._api() as api:
             counters = parse_user_stats(await api.query_stats(USER_PREFIX, reset=True))
         await asyncio.to_thread(self._meter.keep, counters)
 
@@ -755,6 +805,20 @@ class V2RayComponent(Component):
             self._extras.update(e for e in counters if email_key(e) not in wanted)
 
     # -- processes, events and state ---------------------------------------------------------------------
+
+    def _api(self, port: int | None = None) -> V2RayApi:
+        """A client of the API of the process this driver runs (on port, default its API port), speaking that
+        process's core: the record names it, so counters are read from the old core during a core switch."""
+        core = CORES[self._record.core] if self._record is not None else DEFAULT_CORE
+        return V2RayApi(port or self._api_port, core=core)
+
+    @property
+    def _title(self) -> str:
+        """The name of the core this driver runs (or ran last), for events."""
+        if self._record is not None:
+            return CORES[self._record.core].title
+        spec = self._running or self._good
+        return CORES[spec.core].title if spec is not None else DEFAULT_CORE.title
 
     def _alive(self) -> bool:
         """Is the V2Ray this driver runs (started or adopted) alive?"""
@@ -771,11 +835,12 @@ class V2RayComponent(Component):
         except OSError:
             return "no output"
         useful = [parse_line(line, access=False)[1] for line in text.splitlines() if line.strip()]
-        return " | ".join(useful[-lines:]) or "no output"
+        return redact_credentials(" | ".join(useful[-lines:])) or "no output"
 
     @staticmethod
     def _describe(spec: V2RaySpec) -> str:
-        inbounds = ", ".join(f"{i.tag} ({i.protocol} {i.listen}:{i.port})" for i in spec.inbounds) or "no inbounds"
+        inbounds = ", ".join(f"{i.tag} ({i.protocol} over {i.transport}, {i.listen}:{i.port})"
+                             for i in spec.inbounds) or "no inbounds"
         return f"{inbounds}; {len(spec.users)} users; log level {spec.log_level}"
 
     def _event(self, level: str, message: str) -> None:
@@ -791,8 +856,8 @@ class V2RayComponent(Component):
         to show them (v2ray.access_log_addresses)."""
         running = self._running or self._good
         if running is None or not running.access_log_addresses:
-            message = mask_source_addresses(message)
-        self._event(level, message)
+            message = _mask_sources(message)
+        self._event(level, redact_credentials(message))
 
     def _load_record(self) -> ProcessRecord | None:
         path = self._dir / RECORD_FILE
@@ -800,7 +865,7 @@ class V2RayComponent(Component):
             return ProcessRecord.from_json(path.read_bytes())
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, TypeError):
             log.error("%s is unreadable; a V2Ray it described is no longer tracked", path)
             return None
 
@@ -814,3 +879,11 @@ class V2RayComponent(Component):
             log.error("%s is unreadable (%s); there is no last good V2Ray configuration", path, exc)
             return None, None
         return spec, port
+
+
+def _mask_sources(message: str) -> str:
+    """mask_source_addresses(), also for Xray's access log lines, which put "from " before the source
+    (`from 203.0.113.7:51234 accepted tcp:example.com:443 [vl -> direct] email: x`)."""
+    if message.startswith(XRAY_SOURCE_PREFIX):
+        return XRAY_SOURCE_PREFIX + mask_source_addresses(message[len(XRAY_SOURCE_PREFIX):])
+    return mask_source_addresses(message)

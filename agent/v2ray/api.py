@@ -1,14 +1,18 @@
-"""gRPC client of a running V2Ray's API inbound (127.0.0.1:<api port>, plain text: loopback only).
+"""gRPC client of a running V2Ray's or Xray's API inbound (127.0.0.1:<api port>, plain text: loopback only).
 
-    async with V2RayApi(port) as api:
+    async with V2RayApi(port, core=XRAY) as api:                          # core: agent.v2ray.core (V2RAY default)
         await api.add_user("vmess-in", "vmess", "subscriber-1", uuid)     # True: added, False: was there
+        await api.add_user("vless-in", "vless", "subscriber-1", uuid, flow="xtls-rprx-vision")
         await api.remove_user("vmess-in", "subscriber-1")                  # True: removed, False: was not there
         counters = await api.query_stats("user>>>", reset=True)
 
-V2Ray reports every failure as StatusCode.UNKNOWN with a text. "User X already exists." on add and
-"User X not found." on remove mean the wanted state already holds, so they are successes here (that is what
-makes applies and drift repair idempotent); anything else, e.g. "handler not found" for an unknown inbound
-tag, raises ApiError. Error texts can echo a credential ("invalid UUID: ..."), so they are redacted.
+Both cores take the same messages (protos/v2ray_*.proto) under different service and type names, so the
+methods are called through generic stubs (`channel.unary_unary("/<service>/<method>")`) whose paths, like
+the TypedMessage type names, come from the Core. Both report every failure as StatusCode.UNKNOWN with a text.
+"User X already exists." on add and "User X not found." on remove mean the wanted state already holds, so
+they are successes here (that is what makes applies and drift repair idempotent); anything else, e.g.
+"handler not found" for an unknown inbound tag, raises ApiError. Error texts can echo a credential
+("invalid UUID: ..."), so they are redacted.
 """
 
 from __future__ import annotations
@@ -17,16 +21,10 @@ import re
 
 import grpc
 
+from agent.v2ray.core import V2RAY, Core
 from agent.v2ray.spec import redact_uuids
 from protos import v2ray_handler_pb2 as handler
-from protos import v2ray_handler_pb2_grpc as handler_grpc
 from protos import v2ray_stats_pb2 as stats
-from protos import v2ray_stats_pb2_grpc as stats_grpc
-
-#: TypedMessage.type strings: V2Ray's full protobuf names (ours are declared in other packages, see the .proto).
-ADD_USER_TYPE = "v2ray.core.app.proxyman.command.AddUserOperation"
-REMOVE_USER_TYPE = "v2ray.core.app.proxyman.command.RemoveUserOperation"
-ACCOUNT_TYPES = {"vmess": "v2ray.core.proxy.vmess.Account", "vless": "v2ray.core.proxy.vless.Account"}
 
 CALL_TIMEOUT_SECONDS = 10.0
 CHANNEL_OPTIONS = [
@@ -40,18 +38,19 @@ _NOT_FOUND = re.compile(r"\bUser .* not found\.")
 
 
 class ApiError(RuntimeError):
-    """A V2Ray API call failed (V2Ray said no, or could not be reached)."""
+    """A V2Ray/Xray API call failed (the core said no, or could not be reached)."""
 
 
 def _typed(type_name: str, message) -> handler.TypedMessage:
     return handler.TypedMessage(type=type_name, value=message.SerializeToString())
 
 
-def _account(protocol: str, user_uuid: str) -> handler.TypedMessage:
+def _account(core: Core, protocol: str, user_uuid: str, flow: str) -> handler.TypedMessage:
+    # Xray's VMess Account has no field 2 (alter_id); 0 is not on the wire in proto3, so one message serves both.
     if protocol == "vmess":
-        return _typed(ACCOUNT_TYPES["vmess"], handler.VmessAccount(id=user_uuid, alter_id=0))
+        return _typed(core.account_types["vmess"], handler.VmessAccount(id=user_uuid, alter_id=0))
     if protocol == "vless":
-        return _typed(ACCOUNT_TYPES["vless"], handler.VlessAccount(id=user_uuid))
+        return _typed(core.account_types["vless"], handler.VlessAccount(id=user_uuid, flow=flow))
     raise ValueError(f"unsupported protocol {protocol!r}")
 
 
@@ -60,17 +59,26 @@ def _details(exc: grpc.aio.AioRpcError) -> str:
 
 
 class V2RayApi:
-    """One channel to V2Ray's API; use as an async context manager (the channel belongs to the running loop)."""
+    """One channel to a core's API; use as an async context manager (the channel belongs to the running loop)."""
 
-    def __init__(self, port: int, timeout: float = CALL_TIMEOUT_SECONDS) -> None:
+    def __init__(self, port: int, timeout: float = CALL_TIMEOUT_SECONDS, core: Core = V2RAY) -> None:
         self.target = f"127.0.0.1:{port}"
         self.timeout = timeout
+        self.core = core
         self._channel: grpc.aio.Channel | None = None
 
     async def __aenter__(self) -> V2RayApi:
-        self._channel = grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS)
-        self._handler = handler_grpc.HandlerServiceStub(self._channel)
-        self._stats = stats_grpc.StatsServiceStub(self._channel)
+        channel = self._channel = grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS)
+        core = self.core
+
+        def stub(service: str, method: str, request, response):
+            return channel.unary_unary(core.method(service, method), request_serializer=request.SerializeToString,
+                                       response_deserializer=response.FromString)
+
+        self._alter_inbound = stub(core.handler_service, "AlterInbound", handler.AlterInboundRequest,
+                                   handler.AlterInboundResponse)
+        self._query_stats = stub(core.stats_service, "QueryStats", stats.QueryStatsRequest, stats.QueryStatsResponse)
+        self._sys_stats = stub(core.stats_service, "GetSysStats", stats.SysStatsRequest, stats.SysStatsResponse)
         return self
 
     async def __aexit__(self, *exc_info) -> None:
@@ -81,15 +89,16 @@ class V2RayApi:
     async def alive(self, timeout: float = 1.0) -> bool:
         """Does the API answer (GetSysStats)?"""
         try:
-            await self._stats.GetSysStats(stats.SysStatsRequest(), timeout=timeout)
+            await self._sys_stats(stats.SysStatsRequest(), timeout=timeout)
         except grpc.aio.AioRpcError:
             return False
         return True
 
-    async def add_user(self, tag: str, protocol: str, email: str, user_uuid: str) -> bool:
-        """Add a user to inbound `tag`. True if it was added, False if a user with that email was there."""
-        user = handler.User(level=0, email=email, account=_account(protocol, user_uuid))
-        operation = _typed(ADD_USER_TYPE, handler.AddUserOperation(user=user))
+    async def add_user(self, tag: str, protocol: str, email: str, user_uuid: str, flow: str = "") -> bool:
+        """Add a user to inbound `tag`. True if it was added, False if a user with that email was there.
+        flow: the VLESS flow its clients use ("xtls-rprx-vision" on REALITY Vision inbounds, else "")."""
+        user = handler.User(level=0, email=email, account=_account(self.core, protocol, user_uuid, flow))
+        operation = _typed(self.core.add_user_type, handler.AddUserOperation(user=user))
         try:
             await self._alter(tag, operation)
         except grpc.aio.AioRpcError as exc:
@@ -100,7 +109,7 @@ class V2RayApi:
 
     async def remove_user(self, tag: str, email: str) -> bool:
         """Remove a user from inbound `tag`. True if it was removed, False if there was no such user."""
-        operation = _typed(REMOVE_USER_TYPE, handler.RemoveUserOperation(email=email))
+        operation = _typed(self.core.remove_user_type, handler.RemoveUserOperation(email=email))
         try:
             await self._alter(tag, operation)
         except grpc.aio.AioRpcError as exc:
@@ -111,13 +120,13 @@ class V2RayApi:
 
     async def _alter(self, tag: str, operation: handler.TypedMessage) -> None:
         request = handler.AlterInboundRequest(tag=tag, operation=operation)
-        await self._handler.AlterInbound(request, timeout=self.timeout)
+        await self._alter_inbound(request, timeout=self.timeout)
 
     async def query_stats(self, pattern: str, reset: bool) -> dict[str, int]:
         """Counters whose name contains pattern, {name: value}; reset zeroes each one as it is read."""
         try:
-            answer = await self._stats.QueryStats(stats.QueryStatsRequest(pattern=pattern, reset=reset),
-                                                  timeout=self.timeout)
+            answer = await self._query_stats(stats.QueryStatsRequest(pattern=pattern, reset=reset),
+                                             timeout=self.timeout)
         except grpc.aio.AioRpcError as exc:
-            raise ApiError(f"reading V2Ray's counters: {_details(exc)}") from None
+            raise ApiError(f"reading {self.core.title}'s counters: {_details(exc)}") from None
         return {stat.name: stat.value for stat in answer.stat}

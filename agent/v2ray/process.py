@@ -1,8 +1,10 @@
-"""The V2Ray process: `v2ray -test`, starting it so it outlives the agent, recognising it later, stopping it.
+"""The V2Ray (or Xray) process: `-test`, starting it so it outlives the agent, recognising it later, stopping it.
 
-A started V2Ray is remembered as a ProcessRecord (pid, the process's start time from /proc, the boot id and
-the config path), so a later agent process can tell "our V2Ray, still running" from "a reused pid" or "some
-other v2ray": all of pid, start time, boot and the `-config PATH` argument must match.
+Which binary and command line is the Core's (agent.v2ray.core): `v2ray -config F`, `xray run -config F`.
+A started core is remembered as a ProcessRecord (pid, the process's start time from /proc, the boot id, the
+config path, and the core and binary it was started as), so a later agent process can tell "our V2Ray, still
+running" from "a reused pid" or "some other v2ray": all of pid, start time, boot, the `-config PATH` argument
+and the binary (argv[0]) must match.
 
 V2Ray's listeners set SO_REUSEPORT, so a second V2Ray on the same ports starts without complaint and the
 kernel then splits connections between the two. stray_processes() finds any V2Ray still running our config
@@ -22,6 +24,8 @@ directory is then shared with that user as far as V2Ray needs and no further (pr
                           root, 0600: V2Ray can neither read nor change what the agent tracks and counts
 
 Without a data-plane user (the agent is not root) everything stays the agent's own, 0700/0600, as before.
+Files an inbound names outside the state directory (TLS certificates and keys, provisioned by the operator)
+must be readable by that user too: unreadable_by() says which one is not, before the core is asked.
 """
 
 from __future__ import annotations
@@ -41,7 +45,8 @@ import psutil
 
 from agent import dataplane_user
 from agent.dataplane_user import DataplaneUser
-from agent.v2ray.spec import redact_uuids
+from agent.v2ray.core import CORES, DEFAULT_CORE, Core
+from agent.v2ray.spec import redact_credentials
 
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 TEST_TIMEOUT_SECONDS = 30.0
@@ -53,18 +58,22 @@ OWNED_LOG_MODE = 0o600
 
 
 class ConfigRejected(ValueError):
-    """`v2ray -test` refused a configuration (the message is V2Ray's, redacted)."""
+    """`v2ray -test` (or `xray run -test`) refused a configuration (the message is the core's, redacted)."""
 
 
 @dataclasses.dataclass(frozen=True)
 class ProcessRecord:
-    """A V2Ray this driver started."""
+    """A V2Ray or Xray this driver started."""
 
     pid: int
     #: Field 22 of /proc/PID/stat (clock ticks after boot): differs for a later process with the same pid.
     start_ticks: int
     boot_id: str
     config: str
+    #: The core it runs (agent.v2ray.core); records from before cores were V2Ray's.
+    core: str = DEFAULT_CORE.name
+    #: argv[0] it was started with; "" (records from before cores): not checked.
+    binary: str = ""
 
     def to_json(self) -> bytes:
         return json.dumps(dataclasses.asdict(self)).encode()
@@ -72,7 +81,11 @@ class ProcessRecord:
     @classmethod
     def from_json(cls, data: bytes) -> ProcessRecord:
         item = json.loads(data)
-        return cls(int(item["pid"]), int(item["start_ticks"]), str(item["boot_id"]), str(item["config"]))
+        core = str(item.get("core") or DEFAULT_CORE.name)
+        if core not in CORES:
+            raise ValueError(f"unknown core {core!r}")
+        return cls(int(item["pid"]), int(item["start_ticks"]), str(item["boot_id"]), str(item["config"]),
+                   core, str(item.get("binary") or ""))
 
 
 def boot_id() -> str:
@@ -107,20 +120,25 @@ def cmdline(pid: int) -> list[str]:
 
 
 def runs_config(argv: list[str], config: str) -> bool:
-    """Was argv started with `-config config`? The config lives in the agent's private state directory, so
-    that alone marks a V2Ray of this driver, whatever the binary is called."""
+    """Was argv started with `-config config` (anywhere after the binary: `xray run -config F` too)? The config
+    lives in the agent's private state directory, so that alone marks a core of this driver, whatever the
+    binary is called (stray_processes() relies on that to find either core)."""
     return any(a in ("-config", "--config", "-c") and b == config for a, b in zip(argv, argv[1:]))
 
 
 def is_running(record: ProcessRecord) -> bool:
-    """Is the recorded process alive, and still the same process (not a reused pid)?"""
+    """Is the recorded process alive, and still the same process (not a reused pid), of the recorded binary?"""
     if record.boot_id != boot_id():
         return False
-    return start_ticks(record.pid) == record.start_ticks and runs_config(cmdline(record.pid), record.config)
+    if start_ticks(record.pid) != record.start_ticks:
+        return False
+    argv = cmdline(record.pid)
+    # setpriv execs the core with the argv it was given: argv[0] is the binary exactly as launched.
+    return runs_config(argv, record.config) and (not record.binary or argv[:1] == [record.binary])
 
 
 def stray_processes(config: str, exclude: int | None = None) -> list[tuple[int, int]]:
-    """(pid, start ticks) of live v2ray processes running this config file, other than pid `exclude`."""
+    """(pid, start ticks) of live core processes (either core) running this config file, other than `exclude`."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == exclude:
@@ -134,52 +152,55 @@ def stray_processes(config: str, exclude: int | None = None) -> list[tuple[int, 
 
 
 def check_config(binary: str, path: Path, timeout: float = TEST_TIMEOUT_SECONDS,
-                 user: DataplaneUser | None = None) -> None:
-    """Run `v2ray -test -config path` (as user, without capabilities: it binds nothing); raise ConfigRejected
-    if V2Ray refuses it (exit status not 0).
+                 user: DataplaneUser | None = None, core: Core = DEFAULT_CORE) -> None:
+    """Run the core's config test on path (`v2ray -test -config path`, `xray run -test -config path`; as user,
+    without capabilities: it binds nothing); raise ConfigRejected if the core refuses it (exit status not 0).
 
     A test that does not finish in time raises TimeoutError instead: that says nothing about the config (a busy
     node), so unlike a rejection it is worth trying again.
     """
     try:
         done = subprocess.run(
-            dataplane_user.command(user, [binary, "-test", "-config", str(path)]),
+            dataplane_user.command(user, core.test_argv(binary, str(path))),
             stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
         )
     except subprocess.TimeoutExpired:
-        raise TimeoutError(f"`v2ray -test` did not finish within {timeout:.0f} s") from None
+        raise TimeoutError(f"`{core.name} -test` did not finish within {timeout:.0f} s") from None
     if done.returncode != 0:
         reason = _reason(done.stdout + done.stderr)
-        if user is not None and reason.startswith("setpriv:"):  # V2Ray never ran: says nothing about the config
-            raise RuntimeError(f"cannot run V2Ray as {user.name}: {reason}")
+        if user is not None and reason.startswith("setpriv:"):  # the core never ran: says nothing about the config
+            raise RuntimeError(f"cannot run {core.title} as {user.name}: {reason}")
         if "permission denied" in reason:  # a file it may not read: fixable, unlike a rejected config
-            raise RuntimeError(f"V2Ray cannot read what its configuration needs (exit {done.returncode}): {reason}")
-        raise ConfigRejected(f"V2Ray rejected the configuration (exit {done.returncode}): {reason}")
+            raise RuntimeError(f"{core.title} cannot read what its configuration needs "
+                               f"(exit {done.returncode}): {reason}")
+        raise ConfigRejected(f"{core.title} rejected the configuration (exit {done.returncode}): {reason}")
 
 
 def _reason(output: str) -> str:
-    """The lines of V2Ray's output that explain a failure (not its banner), redacted."""
+    """The lines of the core's output that explain a failure (not its banner), redacted (Xray echoes a
+    REALITY key it refuses)."""
     lines = [line.strip() for line in output.splitlines() if line.strip()]
     panic = next((line for line in lines if line.startswith("panic: ")), None)
     if panic is not None:  # what went wrong, not the goroutine trace after it
-        return redact_uuids(panic)[:1000]
-    skip = ("V2Ray ", "A unified platform", "Configuration OK")
+        return redact_credentials(panic)[:1000]
+    skip = ("V2Ray ", "Xray ", "A unified platform", "Configuration OK")
     useful = [line for line in lines if not line.startswith(skip) and "Reading config:" not in line]
-    return redact_uuids(" | ".join((useful or lines)[-3:]))[:1000] or "no output"
+    return redact_credentials(" | ".join((useful or lines)[-3:]))[:1000] or "no output"
 
 
 def launch(binary: str, config: Path, log_path: Path, user: DataplaneUser | None = None,
-           bind_privileged_ports: bool = False) -> subprocess.Popen:
-    """Start `v2ray -config config` in its own session, stdout/stderr appended to log_path.
+           bind_privileged_ports: bool = False, core: Core = DEFAULT_CORE) -> subprocess.Popen:
+    """Start the core on config (`v2ray -config config`, `xray run -config config`) in its own session,
+    stdout/stderr appended to log_path.
 
     Its own session: the agent's signals (and its death) never reach the data plane. The output goes to a
-    file, not a pipe, so V2Ray never dies of SIGPIPE once the agent is gone. As user (if not None), with
-    CAP_NET_BIND_SERVICE only if bind_privileged_ports; the returned pid is V2Ray's (setpriv execs it).
+    file, not a pipe, so the core never dies of SIGPIPE once the agent is gone. As user (if not None), with
+    CAP_NET_BIND_SERVICE only if bind_privileged_ports; the returned pid is the core's (setpriv execs it).
     """
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
     try:
         return subprocess.Popen(
-            dataplane_user.command(user, [binary, "-config", str(config)], bind_privileged_ports),
+            dataplane_user.command(user, core.run_argv(binary, str(config)), bind_privileged_ports),
             stdin=subprocess.DEVNULL, stdout=fd, stderr=subprocess.STDOUT,
             start_new_session=True, close_fds=True, cwd=str(config.parent),
         )
@@ -235,6 +256,41 @@ def share(path: Path, user: DataplaneUser | None) -> None:
         return
     os.chown(path, -1, user.gid)
     os.chmod(path, SHARED_FILE_MODE)
+
+
+def unreadable_by(paths: Iterable[str], user: DataplaneUser | None) -> str | None:
+    """The first of paths (absolute, e.g. TLS certificate and key files) that user could not read, with the
+    reason; None if user can read them all. user None: the core runs as the agent's own user, whose access
+    is asked of the kernel.
+
+    Permission bits only, as setpriv leaves the user: its uid and primary group, no supplementary groups (an
+    ACL could say otherwise). Symbolic links are followed (ACME clients link live/ to archive/).
+    """
+    for path in paths:
+        if user is None:
+            if not os.access(path, os.R_OK):
+                reason = "no such file" if not os.path.exists(path) else "the agent's user may not read it"
+                return f"{path}: {reason}"
+            continue
+        real = Path(os.path.realpath(path))
+        blocked = dataplane_user.blocked_directory(real.parent, user)
+        if blocked is not None:
+            return f"{path}: {user.name} may not search {blocked}"
+        try:
+            st = real.stat()
+        except OSError as exc:
+            return f"{path}: {exc.strerror or exc}"
+        if not stat.S_ISREG(st.st_mode):
+            return f"{path}: not a regular file"
+        if st.st_uid == user.uid:
+            readable = st.st_mode & stat.S_IRUSR
+        elif st.st_gid == user.gid:
+            readable = st.st_mode & stat.S_IRGRP
+        else:
+            readable = st.st_mode & stat.S_IROTH
+        if not readable:
+            return f"{path}: {user.name} may not read it (give it group {user.group} and mode 0640)"
+    return None
 
 
 def _still(pid: int, ticks: int) -> bool:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.json_schema import SkipJsonSchema
 from starlette.requests import Request
 from starlette.routing import Route
 
@@ -13,6 +15,7 @@ from controller.errors import BadRequest, ValidationFailed
 from controller.http import json, page_params, paginated, path_uuid, query_bool, query_int, query_time, read_body
 from controller.models import utcnow
 from controller.serializers import node_to_dict
+from controller.services.desired_state import validate_agent_settings
 from controller.services.nodes import STATUSES
 from controller.services.telemetry import metrics_history, sample_to_dict
 from protos import agent_pb2
@@ -20,16 +23,65 @@ from protos import agent_pb2
 _TARGET = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]{1,253}):(\d{1,5})$")
 
 
+_KEY_REFUSED = ("the node's REALITY key pair is made by the controller and never taken from outside "
+                "(the public key shows in the node's JSON)")
+_INBOUNDS_REFUSED = ("the inbounds follow the node's core (set core: xray or v2ray); VLESS is never served "
+                     "without TLS or REALITY")
+
+
+def _refuse(message: str):
+    def check(value: Any) -> Any:
+        raise ValueError(message)
+    return check
+
+
+class RealityInput(BaseModel):
+    """A node's own REALITY settings (xray nodes). Omitted fields are kept; a null dest or server_names goes
+    back to the region's (aws.regions.<code>.reality_*) or the fleet's (v2ray.reality.*)."""
+
+    model_config = ConfigDict(extra="forbid")
+    dest: str | None = Field(default=None, max_length=300, description="the target site, host:port, e.g. "
+                             "www.microsoft.com:443; it must serve the server names")
+    server_names: list[str] | None = Field(default=None, max_length=16,
+                                           description="the TLS server names clients may send (the first is "
+                                                       "the one subscriptions carry)")
+    short_ids: list[str] | None = Field(default=None, min_length=1, max_length=8,
+                                        description="hex, an even number of characters up to 16; the first is "
+                                                    "the one subscriptions carry")
+    # Never accepted (a clear 422 naming the field); not part of the schema.
+    private_key: SkipJsonSchema[Any] = None
+    public_key: SkipJsonSchema[Any] = None
+    _no_private_key = field_validator("private_key")(_refuse(_KEY_REFUSED))
+    _no_public_key = field_validator("public_key")(_refuse(_KEY_REFUSED))
+
+
 class NodeCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     region: str = Field(min_length=1, max_length=64)
     name: str | None = Field(default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    core: Literal["xray", "v2ray"] | None = Field(default=None, description="the proxy core; default v2ray.core "
+                                                  "(xray)")
+    reality: RealityInput | None = None
+    v2ray_inbounds: SkipJsonSchema[Any] = None
+    _no_inbounds = field_validator("v2ray_inbounds")(_refuse(_INBOUNDS_REFUSED))
 
 
 class NodeUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str | None = Field(default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     agent_settings: dict | None = None
+    core: Literal["xray", "v2ray"] | None = Field(default=None, description="switch the proxy core (one restart "
+                                                  "of the node's core)")
+    reality: RealityInput | None = None
+    v2ray_inbounds: SkipJsonSchema[Any] = None
+    _no_inbounds = field_validator("v2ray_inbounds")(_refuse(_INBOUNDS_REFUSED))
+
+
+def _reality_overrides(body: NodeCreate | NodeUpdate) -> dict[str, Any] | None:
+    """The REALITY fields the body sent (null ones included: they reset to the default)."""
+    if body.reality is None:
+        return None
+    return body.reality.model_dump(include=body.reality.model_fields_set - {"private_key", "public_key"})
 
 
 def node_id(request: Request) -> str:
@@ -65,6 +117,12 @@ async def list_nodes(request: Request):
 
 async def create_node(request: Request):
     """Create a node; returns at once with status `pending`, progress shows in GET and on /api/v1/events.
+
+    `core` is the node's proxy core: `xray` (default, v2ray.core) serves VMess and VLESS+REALITY+XTLS-Vision,
+    `v2ray` VMess only; both add VMess and VLESS over WebSocket+TLS where v2ray.tls is configured. Each node
+    gets its own REALITY key pair and short id (the public key and short ids show in its JSON; the private key
+    never leaves the controller except to the node). `reality` sets the node's own target site and server
+    names (xray only); a private key is never accepted. The inbounds follow the core: they cannot be given.
     ---
     summary: Create a node
     tags: [nodes]
@@ -73,11 +131,12 @@ async def create_node(request: Request):
         application/json:
           schema: {$ref: '#/components/schemas/NodeCreate'}
     responses:
-      202: {description: "the node, status pending"}
-      422: {description: "unknown region or bad name"}
+      202: {description: "the node, status pending (with core, v2ray_inbounds and their profiles, reality.public_key and short_ids)"}
+      422: {description: "unknown region, bad name, unknown core, REALITY on a v2ray node, a dest that is not host:port or does not serve the server names, a short id that is not hex, a REALITY key or v2ray_inbounds given; details name the field"}
     """
     body = await read_body(request, NodeCreate)
-    node, _ = await request.app.state.ctl.nodes.create(body.region, body.name)
+    node, _ = await request.app.state.ctl.nodes.create(body.region, body.name, core=body.core,
+                                                      reality_overrides=_reality_overrides(body))
     request.state.created_id = node.uuid
     return json(node_to_dict(node), status=202)
 
@@ -96,7 +155,10 @@ async def get_node(request: Request):
 
 
 async def update_node(request: Request):
-    """Rename a node or override its agent settings (pushed to the agent as a new desired revision).
+    """Rename a node, override its agent settings, switch its core or change its REALITY settings. Every change
+    but the name is pushed to the agent as a new desired revision; a new core or REALITY setting is one
+    restart of the node's proxy core (rolled back if the new config fails its test). Subscribers' apps pick up
+    the new profile at their next subscription refresh.
     ---
     summary: Update a node
     tags: [nodes]
@@ -108,12 +170,17 @@ async def update_node(request: Request):
     responses:
       200: {description: "the node"}
       404: {description: "unknown node"}
-      422: {description: "invalid field"}
+      422: {description: "invalid field (named in details): unknown core, REALITY on a v2ray node, a dest that is not host:port, a short id that is not hex, a REALITY key or v2ray_inbounds given"}
     """
     ctl = request.app.state.ctl
     nid = node_id(request)
     body = await read_body(request, NodeUpdate)
     node = await ctl.nodes.get(nid, include_deleted=False)
+    if body.agent_settings is not None:  # checked before anything changes
+        validate_agent_settings(body.agent_settings, "agent_settings")
+    overrides = _reality_overrides(body)
+    if body.core is not None or overrides:
+        node = await ctl.nodes.update_v2ray(nid, body.core, overrides)
     if body.agent_settings is not None:
         node = await ctl.nodes.update_agent_settings(nid, body.agent_settings)
     if body.name is not None:
@@ -250,4 +317,4 @@ routes = [
     Route("/api/v1/nodes/{id}/info", node_info, methods=["GET"]),
     Route("/api/v1/nodes/{id}/tcping", node_tcping, methods=["GET"]),
 ]
-schemas = [NodeCreate, NodeUpdate]
+schemas = [NodeCreate, NodeUpdate, RealityInput]

@@ -17,20 +17,26 @@ _SHORT_UUID = re.compile(r"[A-Za-z0-9_-]{8,64}")
 
 
 async def subscription(request: Request):
-    """Share links for every running node the subscriber may use, in the format their app reads.
+    """Share links / profiles for every running node the subscriber may use, in the format their app reads.
+
+    Every node serves its transport profiles: VMess, VLESS+REALITY+XTLS-Vision (Xray nodes), and VMess/VLESS
+    over WebSocket+TLS where the operator configured a domain; never VLESS without TLS or REALITY. A node's
+    REALITY public key, short id and server name are the same in every fetch and every format.
     ---
     summary: Subscription
     tags: [subscription]
     security: []
     parameters:
       - {name: short_uuid, in: path, required: true, schema: {type: string}}
-      - {name: format, in: query, schema: {type: string, enum: [base64, sing-box, clash, clash-legacy]},
-         description: "default: from the User-Agent (mihomo-based Clash apps: clash, other Clash apps:
-           clash-legacy (VMess only), sing-box apps: sing-box, else base64)"}
+      - {name: format, in: query, schema: {type: string, enum: [base64, sing-box, sing-box-tun, clash, clash-legacy]},
+         description: "overrides the User-Agent. Default from the User-Agent: mihomo-based Clash apps: clash,
+           other Clash apps: clash-legacy (VMess only), the sing-box apps SFA/SFI/SFM: sing-box-tun (a tun
+           inbound capturing the device's traffic), the sing-box CLI and Hiddify: sing-box (a local mixed
+           inbound), else base64 (share links for v2rayN, v2rayNG, Shadowrocket, ...)"}
     responses:
       200: {description: "the subscription, with subscription-userinfo and profile-update-interval headers"}
       404: {description: "unknown or rotated subscription"}
-      503: {description: "no running node the subscriber may use"}
+      503: {description: "no running node the subscriber may use (or none in this format)"}
       422: {description: "unknown format"}
     """
     ctl = request.app.state.ctl

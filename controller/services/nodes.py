@@ -16,8 +16,10 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from agent.config import AgentConfig
+from controller import reality
 from controller.agent_bundle import AgentBundle
-from controller.cloudinit import render_user_data
+from controller.cloudinit import XrayDownload, render_user_data
+from controller.core_bundle import CoreBundle
 from controller.db import fetch_page
 from controller.errors import Conflict, NotFound, ValidationFailed
 from controller.events import Event, EventBus
@@ -25,9 +27,11 @@ from controller.hub.hub import Hub
 from controller.models import EnrollmentToken, FleetSetting, Node, utcnow
 from controller.providers.base import STOPPED, TERMINATED, Instance, LaunchRequest, Provider, ProviderError
 from controller.serializers import node_to_dict
-from controller.services.desired_state import EDITABLE_AGENT_SETTINGS, FLEET_AGENT_SETTINGS_KEY, validate_agent_settings
+from controller.services.desired_state import (EDITABLE_AGENT_SETTINGS, FLEET_AGENT_SETTINGS_KEY, build_inbounds,
+                                               is_legacy, node_core, node_ports, slot_ports,
+                                               validate_agent_settings)
 from controller.services.enrollment import EnrollmentService
-from controller.settings import Settings
+from controller.settings import CORES, Settings
 
 RENDER_FINGERPRINT_KEY = "render_fingerprint"
 
@@ -42,10 +46,18 @@ TRANSITIONAL = ("pending", "creating", "starting", "stopping", "deleting")
 POLL_INTERVAL = 1.0
 
 
+def _check_core(core: Any) -> str:
+    if not isinstance(core, str) or core.strip().lower() not in CORES:
+        raise ValidationFailed(f"core must be one of {', '.join(CORES)}, not {core!r}",
+                               {"core": f"unknown core (use {' or '.join(CORES)})"})
+    return core.strip().lower()
+
+
 class NodeService:
     def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession], providers: dict[str, Provider],
                  enrollment: EnrollmentService, hub: Hub, bus: EventBus, ca_pem: bytes,
-                 bundle: Callable[[], AgentBundle]) -> None:
+                 bundle: Callable[[], AgentBundle],
+                 xray_bundle: Callable[[], CoreBundle | None] = lambda: None) -> None:
         self.settings = settings
         self._sessions = sessions
         self.providers = providers
@@ -54,6 +66,7 @@ class NodeService:
         self._bus = bus
         self._ca_pem = ca_pem
         self._bundle = bundle
+        self._xray_bundle = xray_bundle
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._region_locks: dict[str, asyncio.Lock] = {}
         hub.on_connected = self.agent_connected
@@ -87,9 +100,28 @@ class NodeService:
             return await fetch_page(s, query, (Node.created_at.desc(), Node.id.desc()), page, size)
 
     # -- create -------------------------------------------------------------------------------------------------
-    async def create(self, region: str, name: str | None = None, *, reuse_active: bool = False) -> tuple[Node, bool]:
+    def _core_for_new_node(self, requested: Any) -> str:
+        """The core a new node runs: the one asked for, else v2ray.core. Xray needs a binary to install on the
+        node (the controller's own, controller/core_bundle.py): without one a default of xray falls back to
+        v2ray (VMess only), and asking for xray explicitly is refused."""
+        if requested is not None:
+            core = _check_core(requested)
+            if core == "xray" and self._xray_bundle() is None:
+                raise ValidationFailed("this controller has no Xray binary to install on nodes (set $VPNFLEET_XRAY "
+                                       "or put xray on PATH)", {"core": "no Xray binary available"})
+            return core
+        core = self.settings.v2ray_core
+        if core == "xray" and self._xray_bundle() is None:
+            log.warning("no Xray binary to install on nodes: the new node runs v2ray (VMess only)")
+            return "v2ray"
+        return core
+
+    async def create(self, region: str, name: str | None = None, *, reuse_active: bool = False,
+                     core: str | None = None, reality_overrides: dict[str, Any] | None = None) -> tuple[Node, bool]:
         """Create a node in ``region``. With reuse_active (seed 000), an active node of the region is returned
-        instead. Returns (node, created)."""
+        instead. ``core``: "xray" or "v2ray" (default v2ray.core); ``reality_overrides``: the node's own REALITY
+        {dest, server_names, short_ids} (xray only). The node gets its own REALITY key pair, a short id and a
+        ws path now: they stay the same for the node's life. Returns (node, created)."""
         spec = self.settings.region(region)
         if spec is None:
             known = ", ".join(r.code for r in self.settings.all_regions()) or "none"
@@ -97,6 +129,8 @@ class NodeService:
         if spec.provider not in self.providers:
             raise ValidationFailed(f"region '{region}' uses provider '{spec.provider}', which is not configured",
                                    {"region": "provider not configured"})
+        core = self._core_for_new_node(core)
+        target = self._reality_values(region, core, None, None, None, reality_overrides)
         lock = self._region_locks.setdefault(region, asyncio.Lock())
         async with lock:  # with the check below: two concurrent seed-000 creates make one node
             async with self._sessions() as s:
@@ -106,23 +140,78 @@ class NodeService:
                                             .order_by(Node.created_at.desc()).limit(1))
                     if active is not None:
                         return active, False
+                ports = self._v2ray_ports(self.providers[spec.provider])
+                private_key, public_key = reality.new_keypair()
                 node = Node(name="", region=region, region_name=spec.name, provider=spec.provider,
-                            status="pending", status_changed_at=utcnow(),
-                            v2ray_inbounds=self._v2ray_inbounds(self.providers[spec.provider]))
+                            status="pending", status_changed_at=utcnow(), core=core, v2ray_ports=ports,
+                            v2ray_inbounds=build_inbounds(core, ports, self.settings.v2ray_tls is not None),
+                            reality_private_key=private_key, reality_public_key=public_key,
+                            reality_short_ids=target["short_ids"] or [reality.new_short_id()],
+                            reality_dest=target["dest"], reality_server_names=target["server_names"],
+                            ws_path=reality.new_ws_path())
                 s.add(node)
                 await s.flush()
                 node.name = name or f"{region}-{node.uuid[:8]}"
                 await s.commit()
         self._bus.publish(Event("create", {"node": node_to_dict(node)}, node_id=node.uuid))
-        log.info("node %s created in region %s", node.uuid, region)
+        log.info("node %s created in region %s (core %s)", node.uuid, region, core)
         self._drive(node.uuid)
         return node, True
 
-    def _v2ray_inbounds(self, provider: Provider) -> list[dict[str, Any]]:
-        """The node's V2Ray inbounds, fixed at creation: the settings' ports where the provider allows."""
-        listen, ports = provider.service_ports({"vmess": self.settings.v2ray_port,
-                                                "vless": self.settings.v2ray_vless_port})
-        return [{"tag": name, "protocol": name, "port": port, "listen": listen} for name, port in ports.items()]
+    def _v2ray_ports(self, provider: Provider | None, node: Node | None = None) -> dict[str, dict[str, Any]]:
+        """The node's port for every slot its profiles may need ({slot: {port, listen}}): what it has, and for
+        each missing slot a port from the provider (the settings' ports where the provider allows; the local
+        provider picks free ones). VMess and VLESS slots are set aside at creation, the ws-tls slots once
+        v2ray.tls is configured; then they stay. A node from before cores keeps its old ports (the settings'
+        ones where it stored none, as it was rendered)."""
+        defaults = slot_ports(self.settings)
+        ports = node_ports(node, {}) if node is not None else {}
+        if node is not None and is_legacy(node):
+            ports = node_ports(node, {slot: defaults[slot] for slot in ("vmess", "vless")})
+        wanted = ["vmess", "vless"] + (["vmess-ws-tls", "vless-ws-tls"] if self.settings.v2ray_tls else [])
+        missing = {slot: defaults[slot] for slot in wanted if slot not in ports}
+        if missing:
+            if provider is not None:
+                listen, given = provider.service_ports(missing)
+            else:  # the node's provider is no longer configured: the settings' ports
+                listen, given = next(iter(ports.values()), {}).get("listen", ""), missing
+            ports |= {slot: {"port": int(port), "listen": listen} for slot, port in given.items()}
+        return ports
+
+    def _reality_values(self, region: str, core: str, dest: str | None, server_names: list[str] | None,
+                        short_ids: list[str] | None, overrides: dict[str, Any] | None) -> dict[str, Any]:
+        """The node's REALITY settings after applying the API's `overrides` ({dest, server_names, short_ids};
+        a None dest or server_names goes back to the region's/fleet's) to the current ones. Raises
+        ValidationFailed naming the field: REALITY on a v2ray node, a bad dest, server name or short id, or a
+        dest that does not serve the server names."""
+        values = {"dest": dest, "server_names": server_names, "short_ids": short_ids}
+        if not overrides:
+            return values
+        if core != "xray":
+            raise ValidationFailed("reality: REALITY needs the xray core (V2Ray 4.x has no REALITY); set core to "
+                                   "xray, or leave reality out", {"reality": "REALITY needs core xray"})
+        unknown = set(overrides) - set(values)
+        if unknown:  # the route's model refuses these already; a service caller gets the same answer
+            field = f"reality.{sorted(unknown)[0]}"
+            raise ValidationFailed(f"{field} cannot be set: the node's key pair is made by the controller",
+                                   {field: "not settable"})
+        checks = {"dest": reality.check_dest, "server_names": reality.check_server_names,
+                  "short_ids": reality.check_short_ids}
+        for key, value in overrides.items():
+            if value is None and key == "short_ids":
+                raise ValidationFailed("reality.short_ids cannot be removed (subscriptions carry the first one)",
+                                       {"reality.short_ids": "must be a non-empty list"})
+            try:
+                values[key] = None if value is None else checks[key](value)
+            except ValueError as exc:
+                raise ValidationFailed(f"reality.{key}: {exc}", {f"reality.{key}": str(exc)}) from None
+        fleet_dest, fleet_names = self.settings.reality_target(region)
+        try:
+            reality.check_target(values["dest"] or fleet_dest, list(values["server_names"] or fleet_names))
+        except ValueError as exc:
+            field = "reality.dest" if "dest" in overrides else "reality.server_names"
+            raise ValidationFailed(f"{field}: {exc}", {field: "dest does not serve the server names"}) from None
+        return values
 
     # -- actions ------------------------------------------------------------------------------------------------
     async def delete(self, node_id: str) -> Node:
@@ -174,6 +263,75 @@ class NodeService:
         self._bus.publish(Event("update", {"node": node_to_dict(node)}, node_id=node_id))
         return node
 
+    async def update_v2ray(self, node_id: str, core: str | None = None,
+                           reality_overrides: dict[str, Any] | None = None) -> Node:
+        """Change the node's core and/or its REALITY settings ({dest, server_names, short_ids}). A change is
+        structural on the node (one restart of the core, rolled back on failure): it gets a new desired
+        revision. A node from before cores takes the new profile set of the core now."""
+        async with self._sessions() as s:
+            node = await s.scalar(select(Node).where(Node.uuid == node_id, Node.is_deleted.is_(False)))
+            if node is None:
+                raise NotFound(f"node {node_id} not found")
+            new_core = node_core(node) if core is None else _check_core(core)
+            values = self._reality_values(node.region, new_core, node.reality_dest, node.reality_server_names,
+                                          node.reality_short_ids, reality_overrides)
+            changed = is_legacy(node) or new_core != node.core
+            if changed:
+                ports = self._v2ray_ports(self.providers.get(node.provider), node)
+                node.core, node.v2ray_ports = new_core, ports
+                node.v2ray_inbounds = build_inbounds(new_core, ports, self.settings.v2ray_tls is not None)
+            for key, column in (("dest", "reality_dest"), ("server_names", "reality_server_names"),
+                                ("short_ids", "reality_short_ids")):
+                if values[key] != getattr(node, column):
+                    setattr(node, column, values[key])
+                    changed = True
+            if changed:
+                node.desired_revision += 1
+            await s.commit()
+        if changed:
+            log.info("node %s: core %s, REALITY settings %s", node_id, node.core,
+                     "changed" if reality_overrides else "kept")
+            self._hub.mark_dirty([node_id])
+            self._publish_update(node)
+        return node
+
+    async def move_to_profiles(self, node_id: str) -> bool:
+        """A node from before cores whose agent reported the "xray" capability: switch it to Xray with the new
+        profile set (VMess, and VLESS-REALITY-Vision on its old VLESS port). Without the capability it stays
+        as it is (rendered as V2Ray with VMess only) until its agent has Xray or an operator sets its core.
+        Returns whether the node was moved."""
+        async with self._sessions() as s:
+            node = await s.scalar(select(Node).where(Node.uuid == node_id, Node.is_deleted.is_(False)))
+            if node is None or not is_legacy(node) or node_core(node) != "xray":
+                return False
+            ports = self._v2ray_ports(self.providers.get(node.provider), node)
+            node.core, node.v2ray_ports = "xray", ports
+            node.v2ray_inbounds = build_inbounds("xray", ports, self.settings.v2ray_tls is not None)
+            node.desired_revision += 1
+            await s.commit()
+        log.info("node %s: its agent has Xray: moved to core xray (VMess + VLESS-REALITY-Vision)", node_id)
+        self._hub.mark_dirty([node_id])
+        self._publish_update(node)
+        return True
+
+    async def refresh_profiles(self) -> int:
+        """Re-derive every current node's inbounds from its core and ports (v2ray.tls was configured or
+        removed): called when the desired-state settings changed. Nodes from before cores are left to
+        move_to_profiles. Returns how many changed."""
+        changed = 0
+        async with self._sessions() as s:
+            nodes = (await s.scalars(select(Node).where(Node.is_deleted.is_(False)))).all()
+            for node in nodes:
+                if is_legacy(node):
+                    continue
+                ports = self._v2ray_ports(self.providers.get(node.provider), node)
+                inbounds = build_inbounds(node.core, ports, self.settings.v2ray_tls is not None)
+                if inbounds != node.v2ray_inbounds or ports != node.v2ray_ports:
+                    node.v2ray_inbounds, node.v2ray_ports = inbounds, ports
+                    changed += 1
+            await s.commit()
+        return changed
+
     async def rename(self, node_id: str, name: str) -> Node:
         async with self._sessions() as s:
             node = await s.scalar(select(Node).where(Node.uuid == node_id, Node.is_deleted.is_(False)))
@@ -198,6 +356,7 @@ class NodeService:
             await s.execute(update(Node).where(Node.is_deleted.is_(False))
                             .values(desired_revision=Node.desired_revision + 1))
             await s.commit()
+        await self.refresh_profiles()  # e.g. v2ray.tls configured: every node serves the ws-tls profiles
         log.info("desired-state settings changed since the last start: every node gets a new revision")
         return True
 
@@ -227,6 +386,8 @@ class NodeService:
         node = await self.get(node_id)
         if node.status in ("creating", "starting", "error"):
             await self._set_status(node_id, "running", None)
+        if is_legacy(node):  # from before cores: its Hello (stored capabilities) decides where it moves
+            await self.move_to_profiles(node_id)
 
     # -- durable work -------------------------------------------------------------------------------------------
     async def resume(self) -> None:
@@ -291,10 +452,14 @@ class NodeService:
                 ca_cert_pem=self._ca_pem.decode(), enrollment_token=token, node_name=node.name,
                 metrics_interval_seconds=self.settings.metrics_interval,
             )
+            xray_bin = self._xray_bundle()  # None: no Xray binary to serve, the node gets V2Ray only
+            xray = None if xray_bin is None else XrayDownload(
+                url=f"{self.settings.http_url}/agent/package/{xray_bin.filename}?token={token}",
+                sha256=xray_bin.sha256, filename=xray_bin.filename, arch=xray_bin.arch)
             user_data = render_user_data(
                 agent_config, package_url=f"{self.settings.http_url}/agent/package/{bundle.filename}?token={token}",
                 package_sha256=bundle.sha256, package_filename=bundle.filename,
-                template_path=self.settings.cloud_init_template,
+                template_path=self.settings.cloud_init_template, xray=xray,
             )
             existing = await provider.launch(LaunchRequest(node_id=node.uuid, node_name=node.name,
                                                            region=node.region, user_data=user_data,

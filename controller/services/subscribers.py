@@ -31,7 +31,8 @@ from controller.db import fetch_page
 from controller.errors import AlreadyExists, Conflict, NotFound, ValidationFailed
 from controller.hub.hub import Hub
 from controller.models import Node, Operation, Subscriber, SubscriberUsage, utcnow
-from controller.services.desired_state import allowed_on, node_v2ray_inbounds, reachable_nodes
+from controller.services.desired_state import (PROFILE_LABELS, allowed_on, node_v2ray_inbounds, public_profile,
+                                               reachable_nodes)
 from controller.settings import Settings
 from controller.share_links import Endpoint
 
@@ -366,7 +367,9 @@ class SubscriberService:
         return sub
 
     async def endpoints(self, sub: Subscriber) -> list[Endpoint]:
-        """Every V2Ray inbound of every running node the subscriber may use (what their app connects to)."""
+        """Every inbound of every running node the subscriber may use (what their app connects to), each with
+        its transport profile and the node's public values (REALITY public key, short id and server name;
+        the TLS domain and ws path): the same on every fetch."""
         if not self.settings.v2ray_enabled:
             return []
         async with self._sessions() as s:
@@ -375,9 +378,11 @@ class SubscriberService:
         for node in nodes:
             if not allowed_on(sub.node_ids, sub.regions, node.uuid, node.region):
                 continue
-            for inbound in node_v2ray_inbounds(node, self.settings.v2ray_port, self.settings.v2ray_vless_port):
-                out.append(Endpoint(name=f"{node.name} {inbound['protocol']}", host=node.public_ip,
-                                    port=int(inbound["port"]), protocol=inbound["protocol"], node_id=node.uuid))
+            for inbound in node_v2ray_inbounds(node, self.settings.v2ray_port, self.settings.v2ray_vless_port,
+                                               self.settings):
+                out.append(Endpoint(name=f"{node.name} {PROFILE_LABELS[inbound['profile']]}",
+                                    port=int(inbound["port"]), protocol=inbound["protocol"], node_id=node.uuid,
+                                    **public_profile(node, inbound, self.settings)))
         return out
 
     def subscription_url(self, sub: Subscriber) -> str:

@@ -1,22 +1,25 @@
-"""The egress policy as the agent renders it (pure): V2Ray's routing rules and WireGuard's firewall rules.
+"""The egress policy as the agent renders it (pure): V2Ray's routing rules and WireGuard's firewall rules
+(and that both cores, V2Ray and Xray, accept those rules).
 
 The policy at work, with real V2Ray, WireGuard and traffic in network namespaces, is tests/e2e/test_egress.py.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import shutil
 import subprocess
 
 import pytest
 
 from agent.egress import NODE_ITSELF, EgressSpec, egress_from_proto
 from agent.v2ray import config as v2config
+from agent.v2ray.core import V2RAY, XRAY, Core
 from agent.v2ray.spec import Inbound, V2RaySpec, spec_from_proto
 from agent.wireguard import nat
 from agent.wireguard.model import config_from_proto
 from protos import agent_pb2
+from tests.v2ray_lab import v2ray_binary, xray_binary
 
 U1 = "0b7e3c5e-1111-4222-8333-444455556666"
 API_PORT = 10085
@@ -78,13 +81,17 @@ def test_parse_gives_back_the_policy_and_an_older_config_none() -> None:
     assert parsed.egress is None and parsed.structure != spec().structure
 
 
-@pytest.mark.skipif(shutil.which("v2ray") is None, reason="v2ray is not installed (make test installs it)")
-def test_v2ray_accepts_the_rendered_policy(tmp_path) -> None:
+@pytest.mark.parametrize("core", [V2RAY, XRAY], ids=lambda core: core.name)
+def test_both_cores_accept_the_rendered_policy(tmp_path, core: Core) -> None:
+    binary = v2ray_binary() if core is V2RAY else xray_binary()
+    if binary is None:
+        pytest.skip(f"{core.name} is not installed (make test installs it)")
     path = tmp_path / "config.json"
-    s = spec(blocked=("198.51.100.0/24", "2001:db8::/32"), allowed=("10.20.0.0/16",), block_bittorrent=True)
+    s = dataclasses.replace(spec(blocked=("198.51.100.0/24", "2001:db8::/32"), allowed=("10.20.0.0/16",),
+                                 block_bittorrent=True), core=core.name)
     path.write_bytes(v2config.dumps(v2config.render(s, API_PORT, str(tmp_path / "a"), str(tmp_path / "e"),
                                                     ["192.0.2.7/32", "2001:db8::7/128", "fe80::1/128"])))
-    done = subprocess.run(["v2ray", "-test", "-config", str(path)], capture_output=True, text=True, timeout=30)
+    done = subprocess.run(core.test_argv(binary, str(path)), capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stdout + done.stderr
 
 

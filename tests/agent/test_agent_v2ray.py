@@ -1,5 +1,6 @@
 """V2Ray driver pieces that need no V2Ray process: validation, rendering, the user diff, traffic deltas that
-survive crashes, the log tailer, process records, and the registry. Real V2Ray: test_agent_v2ray_live.py."""
+survive crashes, the log tailer, process records, and the registry. Real V2Ray: test_agent_v2ray_live.py;
+profiles and cores: test_agent_v2ray_profiles.py."""
 
 from __future__ import annotations
 
@@ -21,15 +22,21 @@ from agent.telemetry import MetricsLoop
 from agent.v2ray import config as v2config
 from agent.v2ray import process
 from agent.v2ray.logtail import LogTailer, parse_line
-from agent.v2ray.spec import Inbound, UserStep, V2RaySpec, plan_users, redact_uuids, spec_from_proto
+from agent.v2ray.spec import Inbound, Tls, UserStep, V2RaySpec, plan_users, redact_uuids, spec_from_proto
 from agent.v2ray.traffic import UsageMeter, parse_user_stats
 from protos import agent_pb2
 
 U1, U2, U3 = (str(uuid.UUID(int=i)) for i in (1, 2, 3))
+TLS = agent_pb2.TlsSettings(certificate_file="/etc/ssl/node.crt", key_file="/etc/ssl/node.key",
+                            server_name="node.example.net")
 
 
-def inbound(tag="vm", protocol="vmess", port=10086, listen="") -> agent_pb2.V2RayInbound:
-    return agent_pb2.V2RayInbound(tag=tag, protocol=protocol, port=port, listen=listen)
+def inbound(tag="vm", protocol="vmess", port=10086, listen="", profile="") -> agent_pb2.V2RayInbound:
+    # VLESS is served only with TLS (or REALITY): a "vless" inbound here is vless-ws-tls unless it says otherwise.
+    if protocol.lower() == "vless" and not profile:
+        return agent_pb2.V2RayInbound(tag=tag, protocol=protocol, port=port, listen=listen, profile="vless-ws-tls",
+                                      tls=TLS)
+    return agent_pb2.V2RayInbound(tag=tag, protocol=protocol, port=port, listen=listen, profile=profile)
 
 
 def user(email: str, user_uuid: str) -> agent_pb2.V2RayUser:
@@ -49,9 +56,13 @@ def test_a_valid_part_is_normalised():
         [inbound("vm", "VMess", 443), inbound("vl", "vless", 8443, listen="::0001")],
         [user("alice", U1.upper()), user(" bob ", "{" + U2 + "}")],
     ))
-    assert spec.inbounds == (Inbound("vm", "vmess", 443, "0.0.0.0"), Inbound("vl", "vless", 8443, "::1"))
+    assert spec.inbounds == (
+        Inbound("vm", "vmess", 443, "0.0.0.0"),  # profile "" (and "vmess"): VMess over plain TCP
+        Inbound("vl", "vless", 8443, "::1", profile="vless-ws-tls",
+                tls=Tls("/etc/ssl/node.crt", "/etc/ssl/node.key", "node.example.net"), ws_path="/"),
+    )
     assert spec.users == {"alice": U1, "bob": U2}  # canonical lower-case UUIDs, trimmed emails
-    assert spec.log_level == "warning"
+    assert spec.log_level == "warning" and spec.core == "v2ray"  # core "": V2Ray
 
 
 @pytest.mark.parametrize(
@@ -95,7 +106,7 @@ def test_component_validate_and_apply_refuse_the_same(tmp_path):
 
 
 def test_without_the_binary_there_is_no_capability_and_apply_says_why(tmp_path):
-    component = V2RayComponent(tmp_path, binary="/nonexistent/v2ray")
+    component = V2RayComponent(tmp_path, binary="/nonexistent/v2ray", xray_binary="/nonexistent/xray")
     assert component.capabilities == ()
     assert component.name == component.field == "v2ray" and component.traffic_field == "v2ray_users"
     with pytest.raises(RuntimeError, match="VPNFLEET_V2RAY"):
@@ -106,8 +117,16 @@ def test_without_the_binary_there_is_no_capability_and_apply_says_why(tmp_path):
 
 def test_the_binary_comes_from_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("VPNFLEET_V2RAY", sys.executable)
+    monkeypatch.setenv("VPNFLEET_XRAY", "/nonexistent/xray")
     component = V2RayComponent(tmp_path)
     assert component.binary == sys.executable and component.capabilities == ("v2ray",)
+    # Each core's binary has its own variable; capabilities list the cores whose binary is there.
+    monkeypatch.setenv("VPNFLEET_XRAY", sys.executable)
+    monkeypatch.setenv("VPNFLEET_V2RAY", "/nonexistent/v2ray")
+    component = V2RayComponent(tmp_path)
+    assert component.binaries == {"v2ray": "/nonexistent/v2ray", "xray": sys.executable}
+    assert component.capabilities == ("xray",)
+    assert V2RayComponent(tmp_path, binary=sys.executable).capabilities == ("v2ray", "xray")
 
 
 # -- rendering -------------------------------------------------------------------------------------------
@@ -135,7 +154,9 @@ def test_render_has_the_inbounds_users_api_stats_and_logs():
                                           {"id": U2, "alterId": 0, "email": "bob", "level": 0}]}
     assert vl["settings"] == {"clients": [{"id": U1, "email": "alice", "level": 0},
                                           {"id": U2, "email": "bob", "level": 0}], "decryption": "none"}
+    assert "streamSettings" not in vm and vl["streamSettings"]["network"] == "ws"  # profiles: test_..._profiles.py
     assert [o["protocol"] for o in config["outbounds"]] == ["freedom", "blackhole"]
+    assert "vpnfleet" not in config  # V2Ray's configs are what they were before cores
 
 
 def test_parse_reads_back_what_render_wrote():
@@ -375,12 +396,20 @@ def test_a_record_matches_only_the_same_process(tmp_path):
         ticks = process.start_ticks(proc.pid)
         record = process.ProcessRecord(proc.pid, ticks, process.boot_id(), config)
         assert process.is_running(record)
+        # With the binary recorded (every record since cores), argv[0] must be that binary too.
+        assert process.is_running(process.ProcessRecord(proc.pid, ticks, process.boot_id(), config, "xray",
+                                                        sys.executable))
+        assert not process.is_running(process.ProcessRecord(proc.pid, ticks, process.boot_id(), config, "xray",
+                                                            "/usr/bin/xray"))
         assert not process.is_running(process.ProcessRecord(proc.pid, ticks + 1, process.boot_id(), config))  # reused
         assert not process.is_running(process.ProcessRecord(proc.pid, ticks, "other-boot", config))
         assert not process.is_running(process.ProcessRecord(proc.pid, ticks, process.boot_id(), config + ".x"))
         assert process.stray_processes(config) == [(proc.pid, ticks)]
         assert process.stray_processes(config, exclude=proc.pid) == []
         assert process.ProcessRecord.from_json(record.to_json()) == record
+        # A record written before cores (no core, no binary) is V2Ray's, binary unchecked.
+        old = json.dumps({"pid": proc.pid, "start_ticks": ticks, "boot_id": record.boot_id, "config": config})
+        assert process.ProcessRecord.from_json(old.encode()) == record and record.core == "v2ray"
         process.terminate(proc.pid, ticks + 1)  # not that process: left alone
         assert proc.poll() is None
         process.terminate(proc.pid, ticks, timeout=5)

@@ -1,9 +1,15 @@
 """The V2Ray driver against the real `v2ray` binary, with real traffic on 127.0.0.1.
 
 Every test runs V2Ray from its own state directory on random free ports, downloads through real V2Ray
-clients (tests/v2ray_lab.py) from a local HTTP server, and stops every process it started. A user V2Ray
+clients (tests/v2ray_lab.py) from the internet host, and stops every process it started. A user V2Ray
 refuses shows as a failed download: over VMess the connection hangs until the client's timeout
 (anti-probing), over VLESS the reply is empty; so the failing checks use short timeouts.
+
+VLESS is never served in clear (agent.v2ray.spec), so a "vless" inbound here is profile vless-ws-tls with
+one self-signed certificate for the session (tests/v2ray_lab.py: shared_certificate), and a "vless" client
+speaks WebSocket over TLS to it; "vmess" is plain TCP. Node, works() and refused() take a core too: the
+same helpers drive Xray in test_agent_xray_live.py (clients of the node's own core: a V2Ray 4.34 VLESS
+client gets no answer from Xray 26's VLESS inbound).
 """
 
 from __future__ import annotations
@@ -30,7 +36,8 @@ from agent.v2ray.api import ApiError, V2RayApi
 from agent.v2ray.process import ConfigRejected
 from agent.v2ray.spec import spec_from_proto
 from protos import agent_pb2
-from tests.v2ray_lab import V2RayClient, can_fetch, free_port, v2ray_binary
+from tests.v2ray_lab import (ClientTransport, V2RayClient, can_fetch, free_port, shared_certificate, v2ray_binary,
+                             xray_binary)
 
 pytestmark = [
     pytest.mark.timeout(90),
@@ -49,17 +56,44 @@ def new_uuid() -> str:
     return str(uuid.uuid4())
 
 
+#: The profile a test inbound of each protocol gets unless it names one: VLESS only with TLS (or REALITY).
+DEFAULT_PROFILES = {"vmess": "", "vless": "vless-ws-tls"}
+
+
+def tls_settings() -> agent_pb2.TlsSettings:
+    """The session's certificate as a *-ws-tls inbound's tls settings."""
+    cert = shared_certificate()
+    return agent_pb2.TlsSettings(certificate_file=cert.certificate_file, key_file=cert.key_file,
+                                 server_name=cert.server_name)
+
+
+def client_transport(protocol: str) -> ClientTransport:
+    """How a client reaches an inbound Node.inbound() made for protocol without naming a profile."""
+    profile = DEFAULT_PROFILES[protocol]
+    if not profile:
+        return ClientTransport()
+    cert = shared_certificate()
+    return ClientTransport(profile=profile, server_name=cert.server_name, certificate_sha256=cert.sha256)
+
+
 class Node:
     """The desired part of one test's V2Ray, built up step by step like the controller does."""
 
-    def __init__(self) -> None:
+    def __init__(self, core: str = "") -> None:
         self.inbounds: dict[str, agent_pb2.V2RayInbound] = {}
         self.users: dict[str, str] = {}
         self.log_level = ""
+        self.core = core
 
-    def inbound(self, tag: str, protocol: str, port: int | None = None) -> int:
+    def inbound(self, tag: str, protocol: str, port: int | None = None, profile: str | None = None,
+                **settings) -> int:
+        """Add (or replace) inbound tag; profile None: DEFAULT_PROFILES (ws-tls with the session's certificate)."""
         port = port or free_port()
-        self.inbounds[tag] = agent_pb2.V2RayInbound(tag=tag, protocol=protocol, port=port, listen="127.0.0.1")
+        profile = DEFAULT_PROFILES[protocol] if profile is None else profile
+        if profile.endswith("-ws-tls"):
+            settings.setdefault("tls", tls_settings())
+        self.inbounds[tag] = agent_pb2.V2RayInbound(tag=tag, protocol=protocol, port=port, listen="127.0.0.1",
+                                                    profile=profile, **settings)
         return port
 
     def port(self, tag: str) -> int:
@@ -70,6 +104,7 @@ class Node:
             inbounds=list(self.inbounds.values()),
             users=[agent_pb2.V2RayUser(email=e, uuid=u) for e, u in self.users.items()],
             log_level=self.log_level,
+            core=self.core,
         )
 
 
@@ -90,6 +125,7 @@ async def make(tmp_path: Path, events) -> Callable[..., V2RayComponent]:
     made: list[V2RayComponent] = []
 
     def factory(**kwargs) -> V2RayComponent:
+        kwargs.setdefault("xray_binary", xray_binary())  # found even where the venv's bin is not on PATH
         kwargs.setdefault("reconcile_seconds", 3600)
         kwargs.setdefault("supervise_seconds", 0.1)
         component = V2RayComponent(tmp_path, log_push=lambda *line: events.append(line), **kwargs)
@@ -105,14 +141,18 @@ async def make(tmp_path: Path, events) -> Callable[..., V2RayComponent]:
         process.terminate(pid, ticks)  # only if a test failed half-way
 
 
-async def works(protocol: str, port: int, user_uuid: str, url: str, timeout: float = 10.0) -> bool:
-    """Can a client with this uuid download url through the inbound?"""
-    with V2RayClient(protocol, "127.0.0.1", port, user_uuid) as client:
+async def works(protocol: str, port: int, user_uuid: str, url: str, timeout: float = 10.0,
+                transport: ClientTransport | None = None, core: str = "v2ray") -> bool:
+    """Can a client (of core) with this uuid download url through the inbound? transport None: the one
+    Node.inbound() gives protocol by default."""
+    transport = client_transport(protocol) if transport is None else transport
+    with V2RayClient(protocol, "127.0.0.1", port, user_uuid, transport=transport, core=core) as client:
         return await asyncio.to_thread(can_fetch, client.socks_port, url, timeout)
 
 
-async def refused(protocol: str, port: int, user_uuid: str, url: str) -> bool:
-    return not await works(protocol, port, user_uuid, url, REFUSED_TIMEOUT)
+async def refused(protocol: str, port: int, user_uuid: str, url: str, transport: ClientTransport | None = None,
+                  core: str = "v2ray") -> bool:
+    return not await works(protocol, port, user_uuid, url, REFUSED_TIMEOUT, transport, core)
 
 
 async def wait_until(predicate: Callable[[], object], timeout: float, what: str):
@@ -135,7 +175,7 @@ async def test_fresh_apply_serves_both_protocols_to_every_user(make, web, tmp_pa
     vm, vl = node.inbound("vm", "vmess"), node.inbound("vl", "vless")
     node.users = {"alice": new_uuid(), "bob": new_uuid()}
     component = make()
-    assert component.capabilities == ("v2ray",)
+    assert "v2ray" in component.capabilities  # and "xray" where that binary is there too
     await component.apply(node.part())
 
     assert component.pid is not None and component.starts == 1 and component.api_port not in (vm, vl)
@@ -430,11 +470,11 @@ async def test_a_failed_user_change_is_undone(make, web, monkeypatch):
 
     real_add = V2RayApi.add_user
 
-    async def failing_add(self, tag, protocol, email, user_uuid):
+    async def failing_add(self, tag, protocol, email, user_uuid, flow=""):
         if email == "zed":
             await asyncio.sleep(0.2)  # let the other calls of the apply go first
             raise ApiError("injected failure")
-        return await real_add(self, tag, protocol, email, user_uuid)
+        return await real_add(self, tag, protocol, email, user_uuid, flow=flow)
 
     monkeypatch.setattr(V2RayApi, "add_user", failing_add)
     wanted = {"alice": node.users["alice"], "carol": new_uuid(), "zed": new_uuid()}  # bob removed
@@ -492,7 +532,7 @@ async def test_api_answers_map_to_idempotent_results(make):
 def test_check_config_reports_v2ray_s_reason_without_credentials(tmp_path):
     secret = new_uuid()
     spec = spec_from_proto(agent_pb2.V2RayConfig(
-        inbounds=[agent_pb2.V2RayInbound(tag="vl", protocol="vless", port=free_port())],
+        inbounds=[agent_pb2.V2RayInbound(tag="vl", profile="vless-ws-tls", port=free_port(), tls=tls_settings())],
         users=[agent_pb2.V2RayUser(email="alice", uuid=secret)]))
     rendered = v2config.render(spec, free_port(), str(tmp_path / "a.log"), str(tmp_path / "e.log"))
     good = tmp_path / "good.json"
@@ -504,3 +544,22 @@ def test_check_config_reports_v2ray_s_reason_without_credentials(tmp_path):
     with pytest.raises(ConfigRejected, match=r"exit 23.*invalid UUID") as caught:
         process.check_config(v2ray_binary(), bad)
     assert secret[:20] not in str(caught.value)
+
+
+async def test_a_switch_to_a_core_that_is_not_installed_still_applies_the_users(make, web):
+    node = Node()
+    vm = node.inbound("vm", "vmess")
+    node.users = {"alice": new_uuid()}
+    component = make(xray_binary="/nonexistent/xray")
+    assert component.capabilities == ("v2ray",)
+    await component.apply(node.part())
+    pid = component.pid
+
+    node.core = "xray"
+    node.users["bob"] = new_uuid()  # the same revision adds bob: he must not wait for Xray to be installed
+    with pytest.raises(RuntimeError, match=r"Xray is not installed: '/nonexistent/xray' not found "
+                                           r"\(set \$VPNFLEET_XRAY\).*users were applied") as caught:
+        await component.apply(node.part())
+    assert not isinstance(caught.value, ConfigRejected)  # retried: installing Xray fixes it
+    assert (component.pid, component.starts) == (pid, 1)
+    assert await works("vmess", vm, node.users["bob"], web.url(100_000))

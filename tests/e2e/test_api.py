@@ -125,6 +125,20 @@ def test_concurrent_seed000_creates_make_one_node(ctl: ControllerProcess) -> Non
     ("POST", "/api/v1/nodes", {"region": "local", "name": "bad name!"}, 422, "VALIDATION_ERROR", "name"),
     ("POST", "/api/v1/nodes", {"region": "local", "color": "red"}, 422, "VALIDATION_ERROR", "color"),
     ("POST", "/api/v1/nodes", [1, 2], 400, "BAD_REQUEST", None),
+    ("POST", "/api/v1/nodes", {"region": "local", "core": "sing-box"}, 422, "VALIDATION_ERROR", "core"),
+    ("POST", "/api/v1/nodes", {"region": "local", "core": "v2ray", "reality": {"dest": "www.microsoft.com:443"}},
+     422, "VALIDATION_ERROR", "reality"),  # V2Ray has no REALITY
+    ("POST", "/api/v1/nodes", {"region": "local", "reality": {"dest": "www.microsoft.com"}}, 422,
+     "VALIDATION_ERROR", "reality.dest"),
+    ("POST", "/api/v1/nodes", {"region": "local", "reality": {"dest": "www.google.com:443"}}, 422,
+     "VALIDATION_ERROR", "reality.dest"),  # does not serve the server names
+    ("POST", "/api/v1/nodes", {"region": "local", "reality": {"short_ids": ["not-hex"]}}, 422, "VALIDATION_ERROR",
+     "reality.short_ids"),
+    ("POST", "/api/v1/nodes", {"region": "local", "reality": {"private_key": "A" * 43}}, 422, "VALIDATION_ERROR",
+     "reality.private_key"),
+    ("POST", "/api/v1/nodes", {"region": "local", "v2ray_inbounds": [{"tag": "vless", "protocol": "vless",
+                                                                      "port": 443}]},
+     422, "VALIDATION_ERROR", "v2ray_inbounds"),  # VLESS without security: the inbounds follow the core
     ("GET", "/api/v1/nodes?status=sleeping", None, 422, "VALIDATION_ERROR", "status"),
     ("GET", "/api/v1/nodes?page=0", None, 422, "VALIDATION_ERROR", "page"),
     ("GET", "/api/v1/nodes?size=abc", None, 422, "VALIDATION_ERROR", "size"),
@@ -147,6 +161,52 @@ def test_bad_requests_get_clear_errors(ctl: ControllerProcess, method, path, bod
     assert err["code"] == code and err["message"] and err["request_id"] == r.headers["x-request-id"]
     if field:
         assert field in err.get("details", {}), err
+
+
+def test_node_core_reality_patch_and_no_private_key_anywhere(ctl: ControllerProcess) -> None:
+    api = ctl.api
+    node = ctl.create_node(name="reality-node")
+    nid = node["id"]
+    assert node["core"] == "xray"
+    assert [i["profile"] for i in node["v2ray_inbounds"]] == ["vmess", "vless-reality-vision"]
+    assert len(node["reality"]["public_key"]) == 43 and len(node["reality"]["short_ids"]) == 1
+    for body, field in (({"core": "sing-box"}, "core"),
+                        ({"core": "v2ray", "reality": {"short_ids": ["abcd"]}}, "reality"),
+                        ({"reality": {"short_ids": ["zz"]}}, "reality.short_ids"),
+                        ({"reality": {"dest": "no-port.example.com"}}, "reality.dest"),
+                        ({"reality": {"private_key": "A" * 43}}, "reality.private_key"),
+                        ({"v2ray_inbounds": [{"protocol": "vless", "port": 443}]}, "v2ray_inbounds")):
+        r = api.patch(f"/api/v1/nodes/{nid}", json=body)
+        assert r.status_code == 422, (body, r.text)
+        assert field in r.json()["error"]["details"], (body, r.text)
+    before = api.get(f"/api/v1/nodes/{nid}").json()["agent"]["desired_revision"]
+    assert before == node["agent"]["desired_revision"]  # refused PATCHes changed nothing
+    r = api.patch(f"/api/v1/nodes/{nid}", json={"reality": {"dest": "www.apple.com:443",
+                                                              "server_names": ["www.apple.com"],
+                                                              "short_ids": ["abcd"]}})
+    assert r.status_code == 200, r.text
+    patched = r.json()
+    assert patched["reality"] == {"public_key": node["reality"]["public_key"], "short_ids": ["abcd"],
+                                  "dest": "www.apple.com:443", "server_names": ["www.apple.com"]}
+    assert patched["agent"]["desired_revision"] == before + 1
+    r = api.patch(f"/api/v1/nodes/{nid}", json={"core": "v2ray"})
+    assert r.status_code == 200 and r.json()["core"] == "v2ray"
+    assert [i["profile"] for i in r.json()["v2ray_inbounds"]] == ["vmess"]
+    assert r.json()["agent"]["desired_revision"] == before + 2  # one revision: one restart on the node
+    # The private key exists (in the database) and is in no answer of the API: node JSON, lists, the audit log.
+    with sqlite3.connect(ctl.data_dir / "vpnfleet.db") as db:
+        (private_key,) = db.execute("select reality_private_key from nodes where uuid = ?", (nid,)).fetchone()
+    assert len(private_key) == 43
+    ops = api.get("/api/v1/operations", params={"target_id": nid, "size": 100})
+    assert ops.status_code == 200
+    texts = [api.get(f"/api/v1/nodes/{nid}").text, api.get("/api/v1/nodes", params={"size": 500}).text, ops.text]
+    for text in texts:
+        assert private_key not in text
+    payloads = [op["payload"] for op in ops.json()["items"]]
+    assert {"reality": {"dest": "www.apple.com:443", "server_names": ["www.apple.com"], "short_ids": ["abcd"]}} \
+        in payloads
+    # a private key someone tried to send was refused and is not kept in the audit log either
+    assert {"reality": {"private_key": "***"}} in payloads and "A" * 43 not in ops.text
 
 
 def test_node_queries_validate_and_filter(ctl: ControllerProcess) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import signal
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from agent.config import CONTROLLER_TLS_NAME
-from controller.cloudinit import agent_config_from_user_data, package_url_from_user_data
+from controller.cloudinit import agent_config_from_user_data, package_url_from_user_data, xray_download_from_user_data
 from tests.conftest_moto import FAKE_KEY, FAKE_SECRET, create_launch_template, ec2_client
 from tests.controller_process import REPO, ControllerProcess, wait_for
 from protos import agent_pb2, agent_pb2_grpc
@@ -63,14 +64,25 @@ class CloudInit:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start_agent(self, netns: str | None = None) -> subprocess.Popen[bytes]:
-        """Start the agent as the systemd unit would (inside network namespace ``netns`` when given)."""
+        """Start the agent as the systemd unit would (inside network namespace ``netns`` when given), after
+        installing the Xray binary the user data names, checked against its sha256, as cloud-init does."""
         self.config.state_dir = str(self.root / "state")
         self.root.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ}
+        xray = xray_download_from_user_data(self.user_data)
+        response = httpx.get(xray.url, timeout=30) if xray is not None else None
+        if response is not None and response.is_success:  # a refused download (token spent) installs nothing
+            body = response.content
+            assert hashlib.sha256(body).hexdigest() == xray.sha256, "the Xray download does not match its sha256"
+            binary = self.root / "xray"
+            binary.write_bytes(body)
+            binary.chmod(0o755)
+            env["VPNFLEET_XRAY"] = str(binary)
         path = self.root / "agent.yaml"
         path.write_text(self.config.to_yaml())
         prefix = ["ip", "netns", "exec", netns] if netns else []
         self.proc = subprocess.Popen([*prefix, sys.executable, "-m", "agent", "--config", str(path)], cwd=REPO,
-                                     stdout=open(self.root / "agent.out", "wb"), stderr=subprocess.STDOUT)
+                                     stdout=open(self.root / "agent.out", "wb"), stderr=subprocess.STDOUT, env=env)
         return self.proc
 
     def stop(self) -> None:

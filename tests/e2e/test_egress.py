@@ -32,7 +32,7 @@ from tests.agent.netns import Lab, missing_prerequisite
 from tests.controller_process import ControllerProcess, wait_for
 from tests.e2e.test_ec2_node import REGION, CloudInit, ec2_config
 from tests.e2e.test_wireguard_tunnel import bring_up_client
-from tests.v2ray_lab import client_config
+from tests.v2ray_lab import client_config, core_binary, parse_link
 
 pytestmark = [
     pytest.mark.timeout(300),
@@ -43,42 +43,45 @@ pytestmark = [
 INTERNET, PRIVATE, METADATA = "203.0.113.10", "10.213.0.10", "169.254.169.254"
 INTERNET_B = "198.18.0.10"  # the internet host as node B reaches it
 NODE_A, NODE_B = "198.51.100.1", "198.51.100.129"
-WEB_PORT, NODE_PORT = 8080, 8081
+WEB_PORT, NODE_PORT, REALITY_PORT = 8080, 8081, 8443
 MB = 1_000_000
 HIDDEN_UUID = "6f1c2a43-9a0e-4c55-b0f1-3d2b6b7e8a90"
 
 
 def links(ctl: ControllerProcess, client: dict) -> dict[tuple[str, str], str]:
-    """{(node name, protocol): uuid} from the subscriber's own subscription URL (no API key)."""
+    """{(node name, protocol): share link} from the subscriber's own subscription URL (no API key)."""
     short = ctl.api.get(f"/api/v1/clients/{client['id']}").json()["short_uuid"]
     r = ctl.api.get(f"/sub/{short}", headers={"X-API-Key": "", "User-Agent": "v2rayNG/1.8"})
     assert r.status_code == 200, r.text
     out = {}
     for link in base64.b64decode(r.text).decode().split():
         if link.startswith("vmess://"):
-            data = json.loads(base64.b64decode(link[len("vmess://"):]))
-            name, uuid = data["ps"], data["id"]
+            name = json.loads(base64.b64decode(link[len("vmess://"):]))["ps"]
         else:
-            url = urllib.parse.urlsplit(link)
-            name, uuid = urllib.parse.unquote(url.fragment), url.username
+            name = urllib.parse.unquote(urllib.parse.urlsplit(link).fragment)
         node_name, protocol = name.rsplit(" ", 1)
-        out[(node_name, protocol)] = uuid
+        out[(node_name, protocol)] = link
     return out
 
 
 class Subscriber:
-    """A V2Ray client in the subscriber's namespace: SOCKS for traffic, plus a dokodemo-door that tunnels a
-    local port to the node's V2Ray API port (what an attacker would set up)."""
+    """A client app in the subscriber's namespace, built from a share link as served (V2Ray for VMess, Xray for
+    VLESS REALITY), connecting to `host` (EC2's public address is moto's): SOCKS for traffic, plus a
+    dokodemo-door that tunnels a local port to the node's V2Ray API port (what an attacker would set up)."""
 
-    def __init__(self, lab: Lab, ns: str, workdir: Path, node: str, protocol: str, uuid: str, api_port: int) -> None:
+    def __init__(self, lab: Lab, ns: str, workdir: Path, host: str, link: str, api_port: int,
+                 uuid: str | None = None) -> None:
         self.lab, self.ns = lab, ns
         self.socks_port, self.api_tunnel = 1080 + len(lab.processes), 2080 + len(lab.processes)
-        config = client_config(protocol, node, 11994 if protocol == "vmess" else 11995, uuid, self.socks_port)
+        parsed = parse_link(link)
+        core = "xray" if parsed.protocol == "vless" else "v2ray"
+        config = client_config(parsed.protocol, host, parsed.port, uuid or parsed.uuid, self.socks_port,
+                               transport=parsed.transport, core=core)
         config["inbounds"].append({"listen": "127.0.0.1", "port": self.api_tunnel, "protocol": "dokodemo-door",
                                    "settings": {"address": "127.0.0.1", "port": api_port, "network": "tcp"}})
         path = workdir / f"client-{self.socks_port}.json"
         path.write_text(json.dumps(config))
-        self.proc = lab.spawn(ns, ["v2ray", "-config", str(path)], stdout=subprocess.DEVNULL,
+        self.proc = lab.spawn(ns, [core_binary(core), "-config", str(path)], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)
         wait_for(lambda: run_in(lab, ns, "open", str(self.socks_port))["ok"], 10, message="client SOCKS port open")
 
@@ -120,6 +123,8 @@ def test_tunnels_reach_the_internet_and_nothing_on_or_behind_the_node(tmp_path: 
     socks.mkdir()
     controller = ControllerProcess(tmp_path / "data", config=ec2_config(tmp_path, moto_endpoint), env={
         "AWS_EC2_METADATA_DISABLED": "true", "VPNFLEET_V2RAY_ENABLED": "1",
+        # REALITY borrows the handshake of a TLS 1.3 site on the test's own internet host
+        "VPNFLEET_V2RAY_REALITY_DEST": f"{INTERNET}:{REALITY_PORT}", "VPNFLEET_V2RAY_REALITY_SERVER_NAMES": "reality.test",
         "VPNFLEET_GRPC_ADDR": f"unix:{socks}/grpc.sock", "VPNFLEET_ENROLL_ADDR": f"unix:{socks}/enroll.sock"})
     boots: list[CloudInit] = []
     etc_netns: Path | None = None
@@ -138,6 +143,9 @@ def test_tunnels_reach_the_internet_and_nothing_on_or_behind_the_node(tmp_path: 
         etc_netns.mkdir(parents=True)
         (etc_netns / "hosts").write_text(f"127.0.0.1 localhost\n{PRIVATE} vpc.internal.test\n")
         serve(lab, inet, "0.0.0.0", WEB_PORT)
+        lab.spawn(inet, [sys.executable, "-m", "tests.v2ray_lab", "serve-tls", "0.0.0.0", str(REALITY_PORT),
+                         "reality.test"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        lab.ip(node_b, "route", "add", f"{INTERNET}/32", "via", INTERNET_B)  # node B's way to the REALITY target
         serve(lab, vpc, PRIVATE, WEB_PORT)
         serve(lab, imds, METADATA, 80)
         serve(lab, node_a, "0.0.0.0", NODE_PORT)  # a service on the node itself, on all its addresses
@@ -176,7 +184,7 @@ def test_tunnels_reach_the_internet_and_nothing_on_or_behind_the_node(tmp_path: 
         # -- V2Ray: the internet works and is counted; nothing on or behind the node is reachable --------------
         a_links = links(controller, alice)
         assert set(a_links) == {("node-a", "vmess"), ("node-a", "vless"), ("node-b", "vmess"), ("node-b", "vless")}
-        alice_a = Subscriber(lab, sub, tmp_path, NODE_A, "vmess", a_links[("node-a", "vmess")], api_port)
+        alice_a = Subscriber(lab, sub, tmp_path, NODE_A, a_links[("node-a", "vmess")], api_port)
         assert alice_a.reaches(f"http://{INTERNET}:{WEB_PORT}/bytes/{MB}", MB)
         wait_for(lambda: api.get(f"/api/v1/clients/{alice['id']}").json()["used_download_bytes"] >= MB, 20,
                  message="alice's download counted")
@@ -192,18 +200,19 @@ def test_tunnels_reach_the_internet_and_nothing_on_or_behind_the_node(tmp_path: 
         assert alice_a.reaches(f"http://{INTERNET}:{WEB_PORT}/bytes/{2 * MB}", 2 * MB)
         wait_for(lambda: api.get(f"/api/v1/clients/{alice['id']}").json()["used_download_bytes"] >= before + 2 * MB,
                  20, message="alice's next download counted in full (no counter was reset)")
-        hidden = Subscriber(lab, sub, tmp_path, NODE_A, "vmess", HIDDEN_UUID, api_port)
+        hidden = Subscriber(lab, sub, tmp_path, NODE_A, a_links[("node-a", "vmess")], api_port, uuid=HIDDEN_UUID)
         assert not hidden.reaches(f"http://{INTERNET}:{WEB_PORT}/bytes/1000"), "no hidden user was added"
         hidden.stop()
         b_links = links(controller, bob)
-        bob_a = Subscriber(lab, sub, tmp_path, NODE_A, "vless", b_links[("node-a", "vless")], api_port)
+        bob_a = Subscriber(lab, sub, tmp_path, NODE_A, b_links[("node-a", "vless")], api_port)
         assert bob_a.reaches(f"http://{INTERNET}:{WEB_PORT}/bytes/1000", 1000), "bob was not removed"
 
         # -- per-node ids: node A's id does not work on node B; node B's does -----------------------------------
-        assert a_links[("node-a", "vmess")] != a_links[("node-b", "vmess")]
-        wrong = Subscriber(lab, sub, tmp_path, NODE_B, "vless", a_links[("node-a", "vless")], api_port)
+        assert parse_link(a_links[("node-a", "vmess")]).uuid != parse_link(a_links[("node-b", "vmess")]).uuid
+        wrong = Subscriber(lab, sub, tmp_path, NODE_B, a_links[("node-b", "vless")], api_port,
+                           uuid=parse_link(a_links[("node-a", "vless")]).uuid)
         assert not wrong.reaches(f"http://{INTERNET}:{WEB_PORT}/bytes/1000")
-        right = Subscriber(lab, sub, tmp_path, NODE_B, "vless", a_links[("node-b", "vless")], api_port)
+        right = Subscriber(lab, sub, tmp_path, NODE_B, a_links[("node-b", "vless")], api_port)
         assert right.reaches(f"http://{INTERNET_B}:{WEB_PORT}/bytes/1000", 1000)
         assert not right.reaches(f"http://127.0.0.1:{NODE_PORT}/bytes/10")  # node B holds the policy too
 

@@ -59,7 +59,9 @@ def _in_sync(ctl: ControllerProcess, node_id: str) -> None:
 
 
 def _v2ray_pids(ctl: ControllerProcess, node_id: str) -> set[int]:
-    return set(processes_of(ctl.data_dir / "local-nodes" / node_id, "v2ray"))
+    """The node's proxy core (V2Ray, or Xray where the tests have it)."""
+    node_dir = ctl.data_dir / "local-nodes" / node_id
+    return set(processes_of(node_dir, "v2ray")) | set(processes_of(node_dir, "xray"))
 
 
 def _create(ctl: ControllerProcess, username: str, **body) -> dict:

@@ -50,11 +50,17 @@ def test_allowed_on() -> None:
 
 
 def test_node_inbounds_default_to_the_settings_ports() -> None:
-    old = Node(uuid="n", region="local", v2ray_inbounds=None)
-    assert [(i["protocol"], i["port"], i["listen"]) for i in node_v2ray_inbounds(old, 11994, 11995)] == \
-        [("vmess", 11994, ""), ("vless", 11995, "")]
-    new = Node(uuid="n", region="local",
-               v2ray_inbounds=[{"tag": "vmess", "protocol": "vmess", "port": 2000, "listen": "127.0.0.1"}])
+    """A node from before cores (inbounds None: the settings' ports) serves VMess only on V2Ray, or VMess and
+    VLESS-REALITY-Vision once its agent reports Xray; never the old plain VLESS."""
+    old = Node(uuid="n", region="local", v2ray_inbounds=None, capabilities=["v2ray"])
+    assert [(i["profile"], i["port"], i["listen"]) for i in node_v2ray_inbounds(old, 11994, 11995)] == \
+        [("vmess", 11994, "")]
+    old.capabilities = ["v2ray", "xray"]
+    assert [(i["protocol"], i["profile"], i["port"]) for i in node_v2ray_inbounds(old, 11994, 11995)] == \
+        [("vmess", "vmess", 11994), ("vless", "vless-reality-vision", 11995)]
+    new = Node(uuid="n", region="local", core="xray",
+               v2ray_inbounds=[{"tag": "vmess", "protocol": "vmess", "port": 2000, "listen": "127.0.0.1",
+                                "profile": "vmess"}])
     assert node_v2ray_inbounds(new, 11994, 11995)[0]["port"] == 2000
 
 
@@ -66,7 +72,8 @@ async def test_v2ray_desired_carries_only_live_subscribers_allowed_on_each_node(
     later = now + dt.timedelta(days=1)
     async with sessions() as s:
         a = Node(name="a", region="r1", provider="local", status="running")
-        b = Node(name="b", region="r2", provider="local", status="running",
+        # from before cores, its agent has Xray: the old VLESS port serves REALITY
+        b = Node(name="b", region="r2", provider="local", status="running", capabilities=["v2ray", "xray"],
                  v2ray_inbounds=[{"tag": "vless", "protocol": "vless", "port": 3000, "listen": ""}])
         s.add_all([a, b])
         await s.flush()
@@ -92,8 +99,14 @@ async def test_v2ray_desired_carries_only_live_subscribers_allowed_on_each_node(
     ids = {k: v.id for k, v in subs.items()}
     assert emails(a) == {ids["everywhere"], ids["only-a"], "vpnfleet-relay"}
     assert emails(b) == {ids["everywhere"], ids["region-r2"], "vpnfleet-relay"}
-    assert [(i.protocol, i.port) for i in out[a.uuid].inbounds] == [("vmess", 11994), ("vless", 11995)]
-    assert [(i.protocol, i.port) for i in out[b.uuid].inbounds] == [("vless", 3000)]
+    assert [(i.profile, i.port) for i in out[a.uuid].inbounds] == [("vmess", 11994)]
+    assert out[a.uuid].core == "v2ray"
+    assert [(i.protocol, i.profile, i.port) for i in out[b.uuid].inbounds] == \
+        [("vmess", "vmess", 11994), ("vless", "vless-reality-vision", 3000)]
+    assert out[b.uuid].core == "xray"
+    rs = out[b.uuid].inbounds[1].reality
+    assert (rs.private_key, list(rs.short_ids), rs.dest, list(rs.server_names)) == \
+        (b.reality_private_key, b.reality_short_ids, "www.microsoft.com:443", ["www.microsoft.com"])
     # Each node gets only its own ids: the same subscriber (and the relay) has another id on the other node.
     on = {node.uuid: {u.email: u.uuid for u in out[node.uuid].users} for node in (a, b)}
     everywhere = subs["everywhere"]
