@@ -6,8 +6,8 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 # Debian packages the tests drive for real: cloud-init (schema check of our user data), PostgreSQL,
-# V2Ray (real traffic), WireGuard (wireguard-go in network namespaces).
-DEB_PACKAGES := cloud-init iproute2 iptables iputils-ping postgresql v2ray wireguard-tools wireguard-go
+# V2Ray (real traffic), WireGuard (wireguard-go in network namespaces), tcpdump (what crosses the path).
+DEB_PACKAGES := cloud-init iproute2 iptables iputils-ping postgresql tcpdump v2ray wireguard-tools wireguard-go
 
 # Xray-core, built from source by `go install` at a pinned version: the proxy core the tests drive for real, and
 # the binary the controller serves to its nodes (controller/core_bundle.py). v1.260327.0 is Xray 26.3.27.

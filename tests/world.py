@@ -31,6 +31,8 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 INTERNET_ADDRESS = "203.0.113.10"
 WORLD_ADDRESS = "203.0.113.1"
+#: The world's end of the veth to the internet host (what a capture of "the internet side" listens on).
+WORLD_DEVICE = "vw-world"
 INTERNET_PORT = 8080
 #: A TLS 1.3 site on the internet host: the REALITY target (dest) of the test nodes (tests/controller_process.py).
 REALITY_PORT = 8443
@@ -60,9 +62,9 @@ class World:
             for ns in (self.world, self.internet):
                 _run("ip", "netns", "add", ns)
                 _run("ip", "-n", ns, "link", "set", "lo", "up")
-            _run("ip", "link", "add", "vw-world", "netns", self.world, "type", "veth",
+            _run("ip", "link", "add", WORLD_DEVICE, "netns", self.world, "type", "veth",
                  "peer", "name", "vw-inet", "netns", self.internet)
-            for ns, dev, address in ((self.world, "vw-world", WORLD_ADDRESS), (self.internet, "vw-inet", INTERNET_ADDRESS)):
+            for ns, dev, address in ((self.world, WORLD_DEVICE, WORLD_ADDRESS), (self.internet, "vw-inet", INTERNET_ADDRESS)):
                 _run("ip", "-n", ns, "addr", "add", f"{address}/24", "dev", dev)
                 _run("ip", "-n", ns, "link", "set", dev, "up")
             fd = os.open(f"/run/netns/{self.world}", os.O_RDONLY)

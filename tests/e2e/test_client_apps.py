@@ -4,13 +4,19 @@ A controller with one local node (its agent drives the node's core), one subscri
 every endpoint in it the app that reads that format: sing-box (`?format=sing-box`), mihomo (`?format=clash`),
 and from the base64 links Xray (`vless://`) and V2Ray (`vmess://`). Each profile passes the app's own check
 without a deprecation warning; each endpoint carries a download from the test network's internet host
-byte-exact, and the bytes are counted on the subscriber.
+byte-exact, and the bytes are counted on the subscriber. A capture on the path (tcpdump) shows neither the
+subscriber's id nor the plain traffic.
 """
 
 from __future__ import annotations
 
 import base64
+import re
 import shutil
+import signal
+import subprocess
+import time
+import uuid
 from typing import Iterator
 
 import pytest
@@ -18,12 +24,15 @@ import yaml
 
 from tests.client_apps import MihomoClient, SingBoxClient, mihomo_binary, sing_box_binary
 from tests.controller_process import V2RAY_ENV, ControllerProcess, running_controller, wait_for
-from tests.v2ray_lab import can_fetch, client_from_link
+from tests.v2ray_lab import can_fetch, client_from_link, parse_link
+from tests.world import INTERNET_PORT, WORLD_DEVICE
 
 pytestmark = [pytest.mark.timeout(300),
               pytest.mark.skipif(shutil.which("v2ray") is None, reason="needs the v2ray binary (Debian package v2ray)")]
 
 MB = 1_000_000
+#: what the capture test downloads (small enough that tcpdump on loopback drops nothing)
+CAPTURED = 200_000
 
 
 @pytest.fixture(scope="module")
@@ -106,3 +115,54 @@ def test_share_links_carry_traffic_in_xray_and_v2ray_clients(ctl: ControllerProc
         with client_from_link(link) as client:
             assert can_fetch(client.socks_port, internet.url(MB), timeout=10), f"{link[:40]}: {client.log()[-500:]}"
         _counted(ctl, alice, before)
+
+
+def _tcpdump(interface: str, port: int, path) -> subprocess.Popen:
+    return subprocess.Popen(["tcpdump", "-i", interface, "-U", "-B", "32768", "-s", "0", "-w", str(path), "tcp", "port",
+                             str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _settled(path, quiet: float = 1.0, timeout: float = 10.0) -> None:
+    """Until the file stops growing for `quiet` seconds (tcpdump has written what it received)."""
+    deadline, size, since = time.monotonic() + timeout, -1, time.monotonic()
+    while time.monotonic() < deadline:
+        now = path.stat().st_size
+        if now != size:
+            size, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+        time.sleep(0.1)
+
+
+@pytest.mark.skipif(shutil.which("tcpdump") is None, reason="needs tcpdump (make test installs it)")
+def test_on_the_path_neither_the_id_nor_the_traffic_is_readable(ctl: ControllerProcess, alice: dict, internet,
+                                                                 tmp_path) -> None:
+    """A capture of everything between the subscriber's app and the node, over each transport served: the
+    subscriber's id (as text or as its 16 bytes) and the plain HTTP of the download are nowhere in it."""
+    for link in base64.b64decode(_subscription(ctl, alice, "base64")).decode().split():
+        parsed = parse_link(link)
+        pcap, control = tmp_path / f"{parsed.port}.pcap", tmp_path / f"{parsed.port}-internet.pcap"
+        # The node listens on loopback (a local node): capture its port there, whole packets. The control: the
+        # same download between the node and the internet host is plain HTTP, and the search must find it.
+        dumps = [_tcpdump("lo", parsed.port, pcap), _tcpdump(WORLD_DEVICE, INTERNET_PORT, control)]
+        try:
+            wait_for(lambda: pcap.exists() and control.exists(), 10, message="tcpdump running")
+            time.sleep(0.5)  # tcpdump opens the file before it listens
+            with client_from_link(link) as client:
+                assert can_fetch(client.socks_port, internet.url(CAPTURED), timeout=10)
+            _settled(pcap)
+        finally:
+            reports = []
+            for dump in dumps:
+                dump.send_signal(signal.SIGINT)
+                reports.append(dump.communicate(timeout=5)[1])
+        for report in reports:
+            assert re.search(rb"^0 packets dropped by kernel", report, re.M), report.decode(errors="replace")
+        assert b"GET /bytes/" in control.read_bytes() and b"x" * 64 in control.read_bytes(), "the control"
+        captured = pcap.read_bytes()
+        assert len(captured) > CAPTURED, f"{parsed.transport.profile or parsed.protocol}: the capture missed it"
+        secret = uuid.UUID(parsed.uuid)
+        for needle, what in ((parsed.uuid.encode(), "the id"), (secret.bytes, "the id's bytes"),
+                             (secret.hex.encode(), "the id in hex"), (b"GET /bytes/", "the HTTP request"),
+                             (b"x" * 64, "the downloaded body")):
+            assert needle not in captured, f"{parsed.transport.profile or parsed.protocol}: {what} is readable on the path"
