@@ -6,8 +6,9 @@ a profile exactly as `/sub/...` served it.
         body = fetch(app.socks_port, internet.url(1_000_000))
 
 The only changes made to a served profile are the ones a user makes in the app: the local proxy port (a free
-one instead of the profile's fixed 2080/7890) and which server is selected (the profile's url-test group
-probes an outside URL that tests cannot reach). `check()` runs the app's own config check and returns its
+one instead of the profile's fixed 2080/7890), which server is selected (the profile's url-test group
+probes an outside URL that tests cannot reach) and, with insecure=True, trusting a test's self-signed
+certificate. `check()` runs the app's own config check and returns its
 output, so a test can require that it passes without deprecation warnings. Every process is killed on exit.
 """
 
@@ -101,9 +102,13 @@ class SingBoxClient(_App):
 
     name = "sing-box"
 
-    def __init__(self, profile: str, outbound: str) -> None:
+    def __init__(self, profile: str, outbound: str, insecure: bool = False) -> None:
+        """insecure: trust any certificate on TLS (not REALITY) outbounds, for a test's self-signed one."""
         super().__init__()
         config: dict[str, Any] = json.loads(profile)
+        for item in config["outbounds"]:
+            if insecure and item.get("tls", {}).get("enabled") and "reality" not in item["tls"]:
+                item["tls"]["insecure"] = True
         mixed = [i for i in config["inbounds"] if i["type"] == "mixed"]
         if not mixed:
             raise ValueError("the profile has no mixed inbound (a tun profile needs a phone, not a test)")
@@ -132,9 +137,13 @@ class MihomoClient(_App):
 
     name = "mihomo"
 
-    def __init__(self, profile: str, proxy: str) -> None:
+    def __init__(self, profile: str, proxy: str, insecure: bool = False) -> None:
+        """insecure: skip certificate checks on TLS (not REALITY) proxies, for a test's self-signed one."""
         super().__init__()
         config: dict[str, Any] = yaml.safe_load(profile)
+        for item in config["proxies"]:
+            if insecure and item.get("tls") and "reality-opts" not in item:
+                item["skip-cert-verify"] = True
         names = [p["name"] for p in config["proxies"]]
         if proxy not in names:
             raise ValueError(f"no proxy {proxy!r} in the profile (has {names})")

@@ -448,13 +448,17 @@ def parse_link(link: str) -> Link:
     raise ValueError(f"not a vmess:// or vless:// link: {link[:16]}...")
 
 
-def client_from_link(link: str, core: str | None = None) -> V2RayClient:
+def client_from_link(link: str, core: str | None = None, certificate_sha256: str = "") -> V2RayClient:
     """A client for a subscriber's share link (use it as a context manager): Xray for VLESS (REALITY needs it;
-    V2Ray 4.34's VLESS does not talk to Xray 26's), V2Ray for VMess unless `core` says otherwise."""
+    V2Ray 4.34's VLESS does not talk to Xray 26's), V2Ray for VMess unless `core` says otherwise.
+    certificate_sha256: a test's self-signed certificate on ws+tls, which the client then trusts (Xray pins it,
+    V2Ray skips verification)."""
     parsed = parse_link(link)
     core = core or ("xray" if parsed.protocol == "vless" else "v2ray")
-    return V2RayClient(parsed.protocol, parsed.address, parsed.port, parsed.uuid, transport=parsed.transport,
-                       core=core)
+    transport = parsed.transport
+    if certificate_sha256 and transport.profile.endswith("-ws-tls"):
+        transport = dataclasses.replace(transport, certificate_sha256=certificate_sha256)
+    return V2RayClient(parsed.protocol, parsed.address, parsed.port, parsed.uuid, transport=transport, core=core)
 
 
 def main(argv: list[str]) -> None:

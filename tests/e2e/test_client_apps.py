@@ -23,22 +23,35 @@ import pytest
 import yaml
 
 from tests.client_apps import MihomoClient, SingBoxClient, mihomo_binary, sing_box_binary
-from tests.controller_process import V2RAY_ENV, ControllerProcess, running_controller, wait_for
-from tests.v2ray_lab import can_fetch, client_from_link, parse_link
+from tests.controller_process import V2RAY_ENV, ControllerProcess, wait_for
+from tests.v2ray_lab import can_fetch, client_from_link, parse_link, shared_certificate
 from tests.world import INTERNET_PORT, WORLD_DEVICE
 
 pytestmark = [pytest.mark.timeout(300),
               pytest.mark.skipif(shutil.which("v2ray") is None, reason="needs the v2ray binary (Debian package v2ray)")]
 
 MB = 1_000_000
+#: the certificate of the nodes' ws+tls inbounds
+CERTIFICATE = shared_certificate()
+PROFILES = {"vmess", "vless-reality-vision", "vmess-ws-tls", "vless-ws-tls"}
 #: what the capture test downloads (small enough that tcpdump on loopback drops nothing)
 CAPTURED = 200_000
 
 
 @pytest.fixture(scope="module")
 def ctl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControllerProcess]:
-    with running_controller(tmp_path_factory.mktemp("apps") / "data", V2RAY_ENV) as c:
-        yield c
+    """A controller whose nodes serve every profile: VMess, VLESS-REALITY-Vision and, with a certificate for
+    CDN fronting (self-signed: the apps are told to trust it, as a user would), VMess and VLESS over ws+tls."""
+    root = tmp_path_factory.mktemp("apps")
+    config = root / "conf.yaml"
+    config.write_text(yaml.safe_dump({"v2ray": {"tls": {
+        "domain": CERTIFICATE.server_name, "certificate_file": CERTIFICATE.certificate_file,
+        "key_file": CERTIFICATE.key_file}}}))
+    c = ControllerProcess(root / "data", env=V2RAY_ENV, config=config)
+    try:
+        yield c.start()
+    finally:
+        c.cleanup()
 
 
 @pytest.fixture(scope="module")
@@ -84,10 +97,10 @@ def test_sing_box_checks_and_carries_traffic_on_every_endpoint(ctl: ControllerPr
     import json
 
     outbounds = [o["tag"] for o in json.loads(profile)["outbounds"] if o["type"] in ("vmess", "vless")]
-    assert outbounds
+    assert len(outbounds) == len(PROFILES)
     for tag in outbounds:
         before = _used(ctl, alice)
-        with SingBoxClient(profile, tag) as app:
+        with SingBoxClient(profile, tag, insecure=True) as app:
             assert can_fetch(app.socks_port, internet.url(MB), timeout=10), f"{tag}: {app.log()[-500:]}"
         _counted(ctl, alice, before)
 
@@ -99,20 +112,20 @@ def test_mihomo_checks_and_carries_traffic_on_every_endpoint(ctl: ControllerProc
     assert status == 0, output
     _no_deprecations(output)
     proxies = [p["name"] for p in yaml.safe_load(profile)["proxies"]]
-    assert proxies
+    assert len(proxies) == len(PROFILES)
     for name in proxies:
         before = _used(ctl, alice)
-        with MihomoClient(profile, name) as app:
+        with MihomoClient(profile, name, insecure=True) as app:
             assert can_fetch(app.socks_port, internet.url(MB), timeout=10), f"{name}: {app.log()[-500:]}"
         _counted(ctl, alice, before)
 
 
 def test_share_links_carry_traffic_in_xray_and_v2ray_clients(ctl: ControllerProcess, alice: dict, internet) -> None:
     links = base64.b64decode(_subscription(ctl, alice, "base64")).decode().split()
-    assert links
+    assert {parse_link(link).transport.profile or "vmess" for link in links} == PROFILES
     for link in links:
         before = _used(ctl, alice)
-        with client_from_link(link) as client:
+        with client_from_link(link, certificate_sha256=CERTIFICATE.sha256) as client:
             assert can_fetch(client.socks_port, internet.url(MB), timeout=10), f"{link[:40]}: {client.log()[-500:]}"
         _counted(ctl, alice, before)
 
@@ -148,7 +161,7 @@ def test_on_the_path_neither_the_id_nor_the_traffic_is_readable(ctl: ControllerP
         try:
             wait_for(lambda: pcap.exists() and control.exists(), 10, message="tcpdump running")
             time.sleep(0.5)  # tcpdump opens the file before it listens
-            with client_from_link(link) as client:
+            with client_from_link(link, certificate_sha256=CERTIFICATE.sha256) as client:
                 assert can_fetch(client.socks_port, internet.url(CAPTURED), timeout=10)
             _settled(pcap)
         finally:
