@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from tests.v2ray_lab import free_port, wait_port
+from tests.v2ray_lab import ClientProcess
 
 
 def _wheel_binary(package: str, *relative: str) -> str | None:
@@ -56,55 +56,14 @@ def _run(argv: list[str], timeout: float = 30.0) -> tuple[int, str]:
     return done.returncode, done.stdout + done.stderr
 
 
-class _App:
-    """A client app process with a local mixed (SOCKS5 + HTTP) port."""
-
-    name = "app"
-
-    def __init__(self, start_timeout: float = 15.0) -> None:
-        self.socks_port = free_port()
-        self.dir = Path(tempfile.mkdtemp(prefix=f"{self.name}-"))
-        self.start_timeout = start_timeout
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def _argv(self) -> list[str]:
-        raise NotImplementedError
-
-    def __enter__(self):  # noqa: ANN204
-        with open(self.dir / "out.log", "ab") as out:
-            self.proc = subprocess.Popen(self._argv(), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                         start_new_session=True, cwd=self.dir)
-        try:
-            wait_port(self.socks_port, self.start_timeout)
-        except BaseException:
-            log = self.log()
-            self.__exit__()
-            raise RuntimeError(f"{self.name} did not open its local port: {log[-800:]}") from None
-        return self
-
-    def log(self) -> str:
-        try:
-            return (self.dir / "out.log").read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def __exit__(self, *exc: object) -> None:
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.kill()
-            self.proc.wait(5)
-            self.proc = None
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-class SingBoxClient(_App):
+class SingBoxClient(ClientProcess):
     """sing-box running a served profile (JSON), its mixed inbound moved to a free port, `outbound` selected."""
 
     name = "sing-box"
 
     def __init__(self, profile: str, outbound: str, insecure: bool = False) -> None:
         """insecure: trust any certificate on TLS (not REALITY) outbounds, for a test's self-signed one."""
-        super().__init__()
+        super().__init__(start_timeout=15.0)
         config: dict[str, Any] = json.loads(profile)
         for item in config["outbounds"]:
             if insecure and item.get("tls", {}).get("enabled") and "reality" not in item["tls"]:
@@ -120,7 +79,7 @@ class SingBoxClient(_App):
         self.config = self.dir / "config.json"
         self.config.write_text(json.dumps(config))
 
-    def _argv(self) -> list[str]:
+    def argv(self) -> list[str]:
         return [sing_box_binary() or "sing-box", "run", "-c", str(self.config)]
 
     @staticmethod
@@ -132,14 +91,14 @@ class SingBoxClient(_App):
             return _run([sing_box_binary() or "sing-box", "check", "-c", str(path)])
 
 
-class MihomoClient(_App):
+class MihomoClient(ClientProcess):
     """mihomo running a served profile (YAML) with a free mixed-port, every connection to proxy `proxy`."""
 
     name = "mihomo"
 
     def __init__(self, profile: str, proxy: str, insecure: bool = False) -> None:
         """insecure: skip certificate checks on TLS (not REALITY) proxies, for a test's self-signed one."""
-        super().__init__()
+        super().__init__(start_timeout=15.0)
         config: dict[str, Any] = yaml.safe_load(profile)
         for item in config["proxies"]:
             if insecure and item.get("tls") and "reality-opts" not in item:
@@ -153,7 +112,7 @@ class MihomoClient(_App):
         self.config = self.dir / "config.yaml"
         self.config.write_text(yaml.safe_dump(config, allow_unicode=True))
 
-    def _argv(self) -> list[str]:
+    def argv(self) -> list[str]:
         return [mihomo_binary() or "mihomo", "-d", str(self.dir), "-f", str(self.config)]
 
     @staticmethod

@@ -220,41 +220,38 @@ def client_config(protocol: str, address: str, port: int, uuid: str, socks_port:
     }
 
 
-class V2RayClient:
-    """A real `v2ray` (core="xray": `xray`) client process; `socks_port` is where to send traffic. Killed on
-    exit. REALITY clients must be Xray."""
+class ClientProcess:
+    """A subscriber's client app as a process with a local SOCKS port (`socks_port`), started by `with` and
+    killed on exit, its temporary directory removed. Subclasses say what to run (argv)."""
 
-    def __init__(self, protocol: str, address: str, port: int, uuid: str, start_timeout: float = 10.0,
-                 transport: ClientTransport = PLAIN, core: str = "v2ray") -> None:
-        self.protocol, self.address, self.port, self.uuid = protocol, address, port, uuid
+    name = "client"
+
+    def __init__(self, start_timeout: float = 10.0) -> None:
         self.start_timeout = start_timeout
-        self.transport, self.core = transport, core
         self.socks_port = free_port()
-        self._dir = Path(tempfile.mkdtemp(prefix="v2ray-client-"))
+        self.dir = Path(tempfile.mkdtemp(prefix=f"{self.name}-"))
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def __enter__(self) -> V2RayClient:
-        config = self._dir / "config.json"
-        config.write_text(json.dumps(client_config(self.protocol, self.address, self.port, self.uuid,
-                                                   self.socks_port, self.transport, self.core)))
-        binary = core_binary(self.core)
-        argv = [binary, "run", "-config", str(config)] if self.core == "xray" else [binary, "-config", str(config)]
-        with open(self._dir / "client.log", "ab") as log_file:
+    def argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def __enter__(self):  # noqa: ANN204 - the subclass
+        with open(self.dir / "client.log", "ab") as log_file:
             # Own session: a Ctrl-C meant for pytest does not hit it first; __exit__ kills it either way.
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
-                                         stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=log_file,
+                                         stderr=subprocess.STDOUT, start_new_session=True, cwd=self.dir)
         try:
             wait_port(self.socks_port, self.start_timeout)
         except BaseException:
             output = self.log()
             self.__exit__()
-            raise RuntimeError(f"the {self.core} client did not open its SOCKS port: {output[-500:]}") from None
+            raise RuntimeError(f"the {self.name} client did not open its SOCKS port: {output[-800:]}") from None
         return self
 
     def log(self) -> str:
         """What the client process printed so far."""
         try:
-            return (self._dir / "client.log").read_text(errors="replace")
+            return (self.dir / "client.log").read_text(errors="replace")
         except OSError:
             return ""
 
@@ -264,7 +261,26 @@ class V2RayClient:
                 self.proc.kill()
             self.proc.wait(5)
             self.proc = None
-        shutil.rmtree(self._dir, ignore_errors=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class V2RayClient(ClientProcess):
+    """A real `v2ray` (core="xray": `xray`) client process; `socks_port` is where to send traffic. REALITY
+    clients must be Xray."""
+
+    def __init__(self, protocol: str, address: str, port: int, uuid: str, start_timeout: float = 10.0,
+                 transport: ClientTransport = PLAIN, core: str = "v2ray") -> None:
+        self.name = core
+        super().__init__(start_timeout)
+        self.protocol, self.address, self.port, self.uuid = protocol, address, port, uuid
+        self.transport, self.core = transport, core
+
+    def argv(self) -> list[str]:
+        config = self.dir / "config.json"
+        config.write_text(json.dumps(client_config(self.protocol, self.address, self.port, self.uuid,
+                                                   self.socks_port, self.transport, self.core)))
+        binary = core_binary(self.core)
+        return [binary, "run", "-config", str(config)] if self.core == "xray" else [binary, "-config", str(config)]
 
 
 # -- profiles: certificates, REALITY keys and targets ---------------------------------------------------------
