@@ -21,6 +21,8 @@ import secrets
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from agent.addresses import blocked_reason
+
 #: The target site REALITY borrows the handshake of, and the names clients may ask for (settings defaults).
 DEFAULT_DEST = "www.microsoft.com:443"
 DEFAULT_SERVER_NAMES = ("www.microsoft.com",)
@@ -153,7 +155,16 @@ def split_dest(value: str) -> tuple[str, int]:
 
 
 def check_dest(value: str) -> str:
+    """dest normalised. An address on or behind the node (loopback, private, link-local, ...) is refused:
+    REALITY forwards every unauthenticated connection to dest, so anyone could reach it through the node."""
     host, port = split_dest(value)
+    try:
+        reason = blocked_reason(host)
+    except ValueError:  # a name
+        reason = None
+    if reason is not None:
+        raise ValueError(f"dest {value!r} is {reason}: REALITY forwards every unauthenticated connection to its "
+                         "dest, so it must be a public site")
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 

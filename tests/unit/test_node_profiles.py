@@ -89,6 +89,10 @@ def test_dest_and_server_names() -> None:
     assert reality.check_dest("WWW.Apple.com:8443") == "www.apple.com:8443"
     assert reality.check_dest("[2001:db8::1]:443") == "[2001:db8::1]:443"
     assert reality.check_dest("192.0.2.1:443") == "192.0.2.1:443"
+    # REALITY forwards unauthenticated connections to dest: never to something on or behind the node
+    for inside in ("127.0.0.1:443", "10.1.2.3:443", "169.254.169.254:80", "[::1]:443", "[fd00::1]:443"):
+        with pytest.raises(ValueError, match="must be a public site"):
+            reality.check_dest(inside)
     for bad in ("www.microsoft.com", "www.microsoft.com:0", "www.microsoft.com:70000", "a b:443", "2001:db8::1:443",
                 ":443", "-bad-.com:443", "host:https", None):
         with pytest.raises(ValueError, match="host"):
@@ -188,11 +192,14 @@ class Fleet:
         self.hub = FakeHub()
         self.bus = EventBus()
         self.events = self.bus.subscribe()
+        #: what the controller serves its nodes as Xray (None: it has no Xray binary)
+        self.xray_bundle: object | None = object()
         self.nodes = self.service(settings)
 
     def service(self, settings: Settings) -> NodeService:
         svc = NodeService(settings, self.sessions, {"local": FakeProvider(), "ec2": FakeProvider()}, None,  # type: ignore[arg-type]
-                          self.hub, self.bus, b"", lambda: None)  # type: ignore[arg-type]
+                          self.hub, self.bus, b"", lambda: None,  # type: ignore[arg-type]
+                          xray_bundle=lambda: self.xray_bundle)  # type: ignore[arg-type,return-value]
         svc._drive = lambda *a, **k: None  # type: ignore[method-assign]  # no machines here
         return svc
 
@@ -240,6 +247,16 @@ async def test_a_new_node_is_xray_with_vmess_and_reality(fleet: Fleet) -> None:
     other, _ = await fleet.nodes.create("local", "osaka")
     assert other.reality_private_key != node.reality_private_key  # a key pair per node
     assert other.reality_short_ids != node.reality_short_ids and other.ws_path != node.ws_path
+
+
+async def test_without_an_xray_binary_new_nodes_run_v2ray_and_asking_for_xray_is_refused(fleet: Fleet) -> None:
+    """A node can only run Xray if the controller has a binary to install on it (controller/core_bundle.py)."""
+    fleet.xray_bundle = None
+    node, _ = await fleet.nodes.create("local", "no-xray")
+    assert node.core == "v2ray" and [i["profile"] for i in node.v2ray_inbounds] == ["vmess"]
+    with pytest.raises(ValidationFailed) as refused:
+        await fleet.nodes.create("local", "wants-xray", core="xray")
+    assert "core" in refused.value.details
 
 
 async def test_a_v2ray_node_serves_vmess_only_and_region_targets_apply(fleet: Fleet) -> None:
