@@ -8,6 +8,7 @@ gives a working controller on SQLite with the ``local`` provider.
 from __future__ import annotations
 
 import ipaddress
+import re
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +61,20 @@ class TlsSettings:
 
 
 @dataclass(frozen=True)
+class XrayRelease:
+    """The Xray binary nodes download from elsewhere than the controller, checked against its sha256."""
+
+    url: str
+    sha256: str
+    version: str
+    arch: str = "amd64"
+
+    @property
+    def filename(self) -> str:
+        return f"xray-{self.version}-linux-{self.arch}"
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: Path = Path("data")
     http_addr: str = "127.0.0.1:8080"
@@ -91,6 +106,9 @@ class Settings:
     reality_server_names: tuple[str, ...] = reality.DEFAULT_SERVER_NAMES
     #: WebSocket+TLS profiles (vmess-ws-tls, vless-ws-tls) on every node: only when configured
     v2ray_tls: TlsSettings | None = None
+    #: where nodes download Xray instead of the controller (a mirror of the pinned release's linux binary):
+    #: v2ray.xray_release {url, sha256, version, arch}; None: the controller serves its own (core_bundle)
+    xray_release: "XrayRelease | None" = None
     #: a V2Ray config on this machine whose outbounds follow the running nodes (seed 000's local relay)
     v2ray_local_config_path: str = ""
     #: run after the local relay config changed (no shell), e.g. "systemctl restart v2ray"
@@ -299,6 +317,8 @@ def _from_sections(raw: dict[str, Any]) -> dict[str, Any]:
         raise SettingsError("v2ray.reality must be a mapping {dest, server_names}")
     put("reality_dest", reality_section, "dest")
     put("reality_server_names", reality_section, "server_names")
+    if v2ray.get("xray_release") is not None:
+        values["xray_release"] = _xray_release(v2ray["xray_release"])
     if v2ray.get("tls") is not None:
         values["v2ray_tls"] = _tls(v2ray["tls"])
     put("client_check_interval", scheduler, "client_check_interval")
@@ -399,6 +419,23 @@ def _server_names(name: str, value: Any) -> tuple[str, ...]:
         return tuple(reality.check_server_names(value))
     except ValueError as exc:
         raise SettingsError(f"setting '{name}': {exc}") from None
+
+
+def _xray_release(raw: Any) -> XrayRelease:
+    """v2ray.xray_release: {url: http(s) URL of the bare linux binary, sha256, version (x.y.z), arch}."""
+    if not isinstance(raw, dict):
+        raise SettingsError("v2ray.xray_release must be a mapping {url, sha256, version, arch}")
+    url, sha256 = str(raw.get("url") or ""), str(raw.get("sha256") or "").lower()
+    version, arch = str(raw.get("version") or ""), str(raw.get("arch") or "amd64")
+    if not url.startswith(("https://", "http://")):
+        raise SettingsError("v2ray.xray_release.url must be an http(s) URL")
+    if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+        raise SettingsError("v2ray.xray_release.sha256 must be the binary's SHA-256 (64 hex digits)")
+    if not re.fullmatch(r"[0-9]+\.[0-9]+\.[0-9]+", version):
+        raise SettingsError("v2ray.xray_release.version must be x.y.z, e.g. 26.3.27")
+    if arch not in ("amd64", "arm64"):
+        raise SettingsError("v2ray.xray_release.arch must be amd64 or arm64")
+    return XrayRelease(url=url, sha256=sha256, version=version, arch=arch)
 
 
 def _port(name: str, value: Any) -> int:

@@ -100,18 +100,34 @@ class NodeService:
             return await fetch_page(s, query, (Node.created_at.desc(), Node.id.desc()), page, size)
 
     # -- create -------------------------------------------------------------------------------------------------
+    def _xray_download(self, token: str) -> XrayDownload | None:
+        """Where a new node gets Xray: the operator's release mirror (v2ray.xray_release), else the controller's
+        own binary (token-authenticated, like the agent wheel); None: nowhere, the node runs V2Ray only."""
+        release = self.settings.xray_release
+        if release is not None:
+            return XrayDownload(url=release.url, sha256=release.sha256, filename=release.filename, arch=release.arch)
+        own = self._xray_bundle()
+        if own is None:
+            return None
+        return XrayDownload(url=f"{self.settings.http_url}/agent/package/{own.filename}?token={token}",
+                            sha256=own.sha256, filename=own.filename, arch=own.arch)
+
+    def _xray_available(self) -> bool:
+        return self.settings.xray_release is not None or self._xray_bundle() is not None
+
     def _core_for_new_node(self, requested: Any) -> str:
         """The core a new node runs: the one asked for, else v2ray.core. Xray needs a binary to install on the
         node (the controller's own, controller/core_bundle.py): without one a default of xray falls back to
-        v2ray (VMess only), and asking for xray explicitly is refused."""
+        v2ray (VMess only), and asking for xray explicitly is refused. (v2ray.xray_release names another source.)"""
         if requested is not None:
             core = _check_core(requested)
-            if core == "xray" and self._xray_bundle() is None:
-                raise ValidationFailed("this controller has no Xray binary to install on nodes (set $VPNFLEET_XRAY "
-                                       "or put xray on PATH)", {"core": "no Xray binary available"})
+            if core == "xray" and not self._xray_available():
+                raise ValidationFailed("this controller has no Xray binary to install on nodes (set $VPNFLEET_XRAY, "
+                                       "put xray on PATH, or configure v2ray.xray_release)",
+                                       {"core": "no Xray binary available"})
             return core
         core = self.settings.v2ray_core
-        if core == "xray" and self._xray_bundle() is None:
+        if core == "xray" and not self._xray_available():
             log.warning("no Xray binary to install on nodes: the new node runs v2ray (VMess only)")
             return "v2ray"
         return core
@@ -452,10 +468,7 @@ class NodeService:
                 ca_cert_pem=self._ca_pem.decode(), enrollment_token=token, node_name=node.name,
                 metrics_interval_seconds=self.settings.metrics_interval,
             )
-            xray_bin = self._xray_bundle()  # None: no Xray binary to serve, the node gets V2Ray only
-            xray = None if xray_bin is None else XrayDownload(
-                url=f"{self.settings.http_url}/agent/package/{xray_bin.filename}?token={token}",
-                sha256=xray_bin.sha256, filename=xray_bin.filename, arch=xray_bin.arch)
+            xray = self._xray_download(token)
             user_data = render_user_data(
                 agent_config, package_url=f"{self.settings.http_url}/agent/package/{bundle.filename}?token={token}",
                 package_sha256=bundle.sha256, package_filename=bundle.filename,

@@ -3,6 +3,8 @@ nodes from before cores, and what subscriptions get. Real SQLite, real services,
 
 from __future__ import annotations
 
+import dataclasses
+
 import base64
 import datetime as dt
 import json
@@ -26,7 +28,7 @@ from controller.services.desired_state import (build_inbounds, is_legacy, node_v
                                                v2ray_desired)
 from controller.services.nodes import NodeService
 from controller.services.subscribers import SubscriberService, endpoint_credentials
-from controller.settings import RegionSettings, Settings, SettingsError, TlsSettings, load_settings
+from controller.settings import RegionSettings, Settings, SettingsError, TlsSettings, XrayRelease, load_settings
 from controller.share_links import render
 
 TLS = TlsSettings(domain="vpn.example.com", certificate_file="/etc/vpnfleet/tls/cert.pem",
@@ -257,6 +259,26 @@ async def test_without_an_xray_binary_new_nodes_run_v2ray_and_asking_for_xray_is
     with pytest.raises(ValidationFailed) as refused:
         await fleet.nodes.create("local", "wants-xray", core="xray")
     assert "core" in refused.value.details
+
+
+async def test_nodes_get_xray_from_the_operators_release_mirror_or_the_controller(fleet: Fleet) -> None:
+    """v2ray.xray_release names where nodes download the pinned Xray (checked against its sha256); without it
+    they download the controller's own binary with their one-time token."""
+    class Bundle:
+        filename, sha256, arch = "xray-26.3.27-linux-amd64", "b" * 64, "amd64"
+
+    fleet.xray_bundle = Bundle()
+    own = fleet.nodes._xray_download("tok-1")
+    assert own is not None and own.url.endswith("/agent/package/xray-26.3.27-linux-amd64?token=tok-1")
+    assert own.sha256 == "b" * 64
+    release = XrayRelease(url="https://mirror.example.net/xray-26.3.27", sha256="a" * 64, version="26.3.27")
+    mirrored = fleet.service(dataclasses.replace(fleet.nodes.settings, xray_release=release))
+    fleet.xray_bundle = None  # the controller has none: the mirror is enough for xray nodes
+    got = mirrored._xray_download("tok-2")
+    assert (got.url, got.sha256, got.filename, got.arch) == (release.url, "a" * 64, "xray-26.3.27-linux-amd64",
+                                                             "amd64")
+    node, _ = await mirrored.create("local", "mirrored", core="xray")
+    assert node.core == "xray"
 
 
 async def test_a_v2ray_node_serves_vmess_only_and_region_targets_apply(fleet: Fleet) -> None:
