@@ -55,8 +55,8 @@ def build_agent_wheel(out_dir: Path) -> AgentBundle:
     with tempfile.TemporaryDirectory(prefix=".agent-build-", dir=out_dir) as build_dir:
         built = Path(build_dir) / filename
         _write_wheel(built, version)
-        digest = _sha256(built)
-        if not target.exists() or _sha256(target) != digest:
+        digest = file_sha256(built)
+        if not target.exists() or file_sha256(target) != digest:
             # A node downloading meanwhile gets the old file or the new one, never half of one.
             os.replace(built, target)
     return AgentBundle(path=target, filename=filename, sha256=digest, version=version)
@@ -109,7 +109,8 @@ class _ReproducibleWheelFile(WheelFile):
         super().writestr(zinfo_or_arcname, data, compress_type)
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in chunks (what nodes check their downloads against)."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 16), b""):

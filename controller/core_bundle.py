@@ -10,7 +10,6 @@ carries no Xray download and they run V2Ray only.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -20,6 +19,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
+
+from controller.agent_bundle import file_sha256
 
 log = logging.getLogger("vpnfleet.core")
 
@@ -94,8 +95,8 @@ def prepare_core_bundle(binary: Path, out_dir: Path) -> CoreBundle:
     filename = f"{FILE_PREFIX}{version}-linux-{arch}"
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / filename
-    digest = _sha256(binary)
-    if not target.exists() or _sha256(target) != digest:
+    digest = file_sha256(binary)
+    if not target.exists() or file_sha256(target) != digest:
         fd, tmp = tempfile.mkstemp(prefix=".xray-", dir=out_dir)
         try:
             with os.fdopen(fd, "wb") as dst, binary.open("rb") as src:
@@ -106,7 +107,7 @@ def prepare_core_bundle(binary: Path, out_dir: Path) -> CoreBundle:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        if _sha256(target) != digest:  # the source changed while it was copied
+        if file_sha256(target) != digest:  # the source changed while it was copied
             raise CoreBundleError(f"{binary} changed while it was copied")
     for old in out_dir.glob(f"{FILE_PREFIX}*-linux-*"):
         if old.name != filename:
@@ -128,11 +129,3 @@ def load_core_bundle(out_dir: Path, env: Mapping[str, str] | None = None) -> Cor
     log.info("serving Xray %s (linux-%s, sha256 %s) from %s to new nodes", bundle.version, bundle.arch,
              bundle.sha256[:12], binary)
     return bundle
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
