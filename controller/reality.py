@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from agent.addresses import blocked_reason
+from agent.commands import parse_target
 
 #: The target site REALITY borrows the handshake of, and the names clients may ask for (settings defaults).
 DEFAULT_DEST = "www.microsoft.com:443"
@@ -131,27 +132,19 @@ def check_server_names(values: object) -> list[str]:
 
 
 def split_dest(value: str) -> tuple[str, int]:
-    """``host:port`` (or ``[v6]:port``) of the target site: (host, port). ValueError otherwise."""
+    """``host:port`` (or ``[v6]:port``) of the target site: (host, port), a name checked as a server name.
+    ValueError otherwise. (Split as the agent splits a tcping target: agent.commands.parse_target.)"""
     if not isinstance(value, str):
         raise ValueError("dest must be a string host:port")
-    text = value.strip()
-    if text.startswith("["):
-        host, sep, port_text = text[1:].partition("]:")
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ValueError(f"{value!r} is not host:port") from None
-    else:
-        host, sep, port_text = text.rpartition(":")
-        if ":" in host:
-            raise ValueError(f"{value!r} is not host:port (write an IPv6 address as [addr]:port)")
-    if not sep or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-        raise ValueError(f"{value!r} is not host:port (port 1-65535)")
+    try:
+        host, port = parse_target(value.strip())
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not host:port ({exc})") from None
     try:
         ipaddress.ip_address(host)
     except ValueError:
         host = check_server_name(host)
-    return host, int(port_text)
+    return host, port
 
 
 def check_dest(value: str) -> str:
