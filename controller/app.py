@@ -22,8 +22,11 @@ from controller.core_bundle import CoreBundle, load_core_bundle
 from controller.db import make_engine, make_sessionmaker, prepare_database
 from controller.errors import DomainError
 from controller.events import Event, EventBus
-from controller.http import (AuditMiddleware, AuthMiddleware, InputGuardMiddleware, RequestIdMiddleware,
-                             domain_error_handler, http_error_handler, internal_error_handler)
+from controller.edge.audit import AuditMiddleware
+from controller.edge.auth import AuthMiddleware
+from controller.edge.errors import domain_error_handler, http_error_handler, internal_error_handler
+from controller.edge.guards import InputGuardMiddleware
+from controller.edge.request_id import RequestIdMiddleware
 from controller.hub.hub import Hub
 from controller.hub.servicer import AgentServicer, EnrollmentServicer
 from controller.pki import CertificateAuthority
@@ -74,7 +77,7 @@ class Controller:
                                       max_clock_skew=settings.telemetry_max_clock_skew)
         self.state = NodeStateWriter(self.sessions, self.bus)
         self.hub = Hub(settings, self.sessions, self.state, self.ingest, self.logs)
-        self.enrollment = EnrollmentService(self.sessions, self.ca, settings.enrollment_token_ttl)
+        self.enrollment = EnrollmentService(self.sessions, self.ca, settings.token_ttl)
         self.providers = self._make_providers()
         self.nodes = NodeService(settings, self.sessions, self.providers, self.enrollment, self.hub, self.bus,
                                  self.ca.cert_pem, self.bundle, xray_bundle=self.xray_bundle)

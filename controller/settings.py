@@ -41,6 +41,9 @@ class RegionSettings:
     reality_server_names: tuple[str, ...] = ()
 
 
+#: what an enrollment token lives beyond instance_wait_timeout (boot, package install, clock skew)
+ENROLLMENT_TTL_MARGIN = 120.0
+
 #: The proxy cores a node can run (controller.services.desired_state); new nodes get Settings.v2ray_core.
 CORES = ("xray", "v2ray")
 
@@ -122,7 +125,8 @@ class Settings:
     log_file: str = ""
     instance_sync_interval: float = 60.0
     instance_wait_timeout: float = 300.0
-    enrollment_token_ttl: float = 3600.0
+    #: seconds an enrollment token lives; 0 (the default): instance_wait_timeout plus ENROLLMENT_TTL_MARGIN
+    enrollment_token_ttl: float = 0.0
     heartbeat_interval: int = 10
     #: a node is offline after this many missed heartbeats plus offline_grace seconds
     offline_after_missed: int = 3
@@ -151,14 +155,46 @@ class Settings:
     diagnostics_allow_private_targets: bool = False
     cloud_init_template: Path = REPO_ROOT / "cloud-init" / "user-data.yaml"
 
+    # -- the controller's edge (issue 10) -------------------------------------------------------------------
+    #: server.tls.enabled: the REST API speaks HTTPS only. With no cert_file/key_file, the controller issues its
+    #: own certificate from its CA (DATA_DIR/pki/ca.crt is what clients trust) and prints its fingerprint.
+    tls_enabled: bool = False  # flipped to True once main.py serves TLS (issue 10, item 1)
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    #: server.allow_insecure_public_url: EC2 regions start with an http:// public_url (a TLS proxy elsewhere)
+    allow_insecure_public_url: bool = False
+    #: limits.*: bounded requests
+    max_body_bytes: int = 1024 * 1024
+    max_json_depth: int = 32
+    #: seconds a client has to send a request's headers (slowloris), and an idle keep-alive connection lives
+    header_timeout: float = 10.0
+    idle_timeout: float = 5.0
+    max_connections: int = 1000
+    #: failed authentications a source address may make per auth_failure_window seconds before 429s
+    auth_failures_per_window: int = 20
+    auth_failure_window: float = 60.0
+    #: audit.retention_days: operations older than this are pruned by the schedule
+    audit_retention_days: int = 365
+    #: pki.agent_cert_days: lifetime of agent certificates (renewed by the agent well before expiry)
+    agent_cert_days: int = 90
+    #: nodes.max_per_region / nodes.creations_per_minute: a bound on what one key can launch
+    max_nodes_per_region: int = 100
+    node_creations_per_minute: int = 10
+
     # -- derived values -----------------------------------------------------------------------------------
+    @property
+    def token_ttl(self) -> float:
+        """Seconds an enrollment token lives: a machine needs minutes, not the hour a sniffer could use."""
+        return self.enrollment_token_ttl or self.instance_wait_timeout + ENROLLMENT_TTL_MARGIN
+
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'vpnfleet.db'}"
 
     @property
     def http_url(self) -> str:
-        return self.public_url.rstrip("/") or f"http://{self.http_addr}"
+        scheme = "https" if self.tls_enabled else "http"
+        return self.public_url.rstrip("/") or f"{scheme}://{self.http_addr}"
 
     @property
     def advertised_grpc(self) -> str:

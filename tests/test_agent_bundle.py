@@ -23,7 +23,7 @@ from controller.agent_bundle import REQUIRES, build_agent_wheel
 from controller.core_bundle import (BINARY_ENV, CoreBundleError, elf_arch, find_xray, load_core_bundle,
                                     prepare_core_bundle)
 from controller.errors import DomainError
-from controller.http import domain_error_handler
+from controller.edge.errors import domain_error_handler
 from controller.routes import agent_package
 from controller.settings import REPO_ROOT
 
