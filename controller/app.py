@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 import grpc
-from starlette.applications import Starlette
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
+from controller import __version__
 from controller.agent_bundle import AgentBundle, build_agent_wheel
 from controller.auth import ApiKeyStore
 from controller.core_bundle import CoreBundle, load_core_bundle
@@ -24,7 +26,8 @@ from controller.errors import DomainError
 from controller.events import Event, EventBus
 from controller.edge.audit import AuditMiddleware
 from controller.edge.auth import AuthMiddleware
-from controller.edge.errors import domain_error_handler, http_error_handler, internal_error_handler
+from controller.edge.errors import (domain_error_handler, http_error_handler, internal_error_handler,
+                                    request_validation_handler)
 from controller.edge.guards import InputGuardMiddleware
 from controller.edge.request_id import RequestIdMiddleware
 from controller.hub.hub import Hub
@@ -203,26 +206,33 @@ class Controller:
         await self.engine.dispose()
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings) -> FastAPI:
     ctl = Controller(settings)
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await ctl.start()
         try:
             yield
         finally:
             await ctl.stop()
 
-    api_routes = [route for module in ROUTE_MODULES for route in module.routes]
-    models = [model for module in ROUTE_MODULES for model in module.schemas]
-    app = Starlette(
-        routes=api_routes + docs.make_routes(api_routes, models),
+    app = FastAPI(
+        title="vpnfleet", version=__version__,
+        # /openapi.json and /docs are served by controller.routes.docs (edge responses, a trimmed Swagger UI)
+        openapi_url=None, docs_url=None, redoc_url=None,
         middleware=[Middleware(RequestIdMiddleware), Middleware(InputGuardMiddleware),
                     Middleware(AuthMiddleware, keys=ctl.keys), Middleware(AuditMiddleware, operations=ctl.operations)],
         exception_handlers={DomainError: domain_error_handler, HTTPException: http_error_handler,
-                            Exception: internal_error_handler},
+                            RequestValidationError: request_validation_handler, Exception: internal_error_handler},
         lifespan=lifespan,
     )
+    for module in ROUTE_MODULES:
+        if hasattr(module, "router"):
+            app.include_router(module.router)
+        else:  # a module not yet moved to FastAPI: plain Starlette routes, documented by their docstrings
+            app.router.routes.extend(module.routes)
+            app.state.legacy_models = [*getattr(app.state, "legacy_models", []), *module.schemas]
+    app.include_router(docs.router)
     app.state.ctl = ctl
     return app

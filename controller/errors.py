@@ -46,6 +46,22 @@ class Unauthorized(DomainError):
     status, code = 401, "INVALID_CREDENTIALS"
 
 
+class PayloadTooLarge(DomainError):
+    """The request body is larger than the route takes (limits.max_body_bytes)."""
+
+    status, code = 413, "PAYLOAD_TOO_LARGE"
+
+
+class TooManyRequests(DomainError):
+    """The caller is throttled; ``retry_after`` seconds until it may try again (sent as Retry-After)."""
+
+    status, code = 429, "TOO_MANY_REQUESTS"
+
+    def __init__(self, message: str, retry_after: int, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message, details)
+        self.retry_after = retry_after
+
+
 class Unavailable(DomainError):
     """Something the request needs is not reachable right now (e.g. the node's agent is offline)."""
 

@@ -1,17 +1,18 @@
-"""The one mapping from errors to HTTP responses (domain errors, routing errors, and the unexpected)."""
+"""The one mapping from errors to HTTP responses: domain errors, request validation, routing, the unexpected."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
+from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Scope
 
 from controller.edge.request_id import request_id
-from controller.errors import DomainError, error_body
+from controller.errors import BadRequest, DomainError, ValidationFailed, error_body
 
 log = logging.getLogger("vpnfleet.http")
 
@@ -19,18 +20,59 @@ log = logging.getLogger("vpnfleet.http")
 COMPAT_PREFIX = "/api/v2ray"
 
 
-def error_response(exc: DomainError, scope: Scope) -> JSONResponse:
+def error_response(exc: DomainError, scope: Scope, headers: dict[str, str] | None = None) -> JSONResponse:
     if scope.get("path", "").startswith(COMPAT_PREFIX):
         body: dict[str, Any] = {"error": exc.message}
     else:
         body = error_body(exc, request_id(scope))
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-    return JSONResponse(body, status_code=exc.status, headers=headers)
+    headers = dict(headers or {})
+    if exc.status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    return JSONResponse(body, status_code=exc.status, headers=headers or None)
 
 
 async def domain_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, DomainError)
     return error_response(exc, request.scope)
+
+
+def _field(loc: tuple[Any, ...]) -> tuple[str, str]:
+    """(where, name) of a validation error's location: ("body", "plan.days"), ("query", "size"), ..."""
+    where = str(loc[0]) if loc else "body"
+    return where, ".".join(str(p) for p in loc[1:])
+
+
+def validation_failure(exc: RequestValidationError) -> DomainError:
+    """FastAPI's request validation error as the API's: 400 for a body that is not a JSON object at all,
+    else 422 naming the first bad field (and every bad field in details)."""
+    errs = exc.errors()
+    for e in errs:
+        where, name = _field(tuple(e.get("loc", ())))
+        if where == "body" and not name:
+            kind = e.get("type", "")
+            if kind == "missing":
+                return BadRequest("request body is required (JSON)")
+            if kind == "json_invalid":
+                return BadRequest(f"request body is not valid JSON: {e.get('ctx', {}).get('error', e['msg'])}")
+            return BadRequest("request body must be a JSON object")
+    details: dict[str, str] = {}
+    first = ""
+    for e in errs:
+        where, name = _field(tuple(e.get("loc", ())))
+        key = name or where
+        details.setdefault(key, e["msg"])
+        if not first:
+            first = (f"invalid field '{key}': {e['msg']}" if where == "body"
+                     else f"{where} parameter '{key}': {e['msg']}")
+    return ValidationFailed(first or "invalid request", details)
+
+
+async def request_validation_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    err = validation_failure(exc)
+    if request.url.path.startswith(COMPAT_PREFIX):
+        err.status = 400  # seed 000 answers every bad input with a 400
+    return error_response(err, request.scope)
 
 
 async def http_error_handler(request: Request, exc: Exception) -> Response:
@@ -40,7 +82,10 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
     err.status, err.code = exc.status_code, codes.get(exc.status_code, "BAD_REQUEST")
     if exc.status_code == 404:
         err.message = f"no route for {request.method} {request.url.path}"
-    return error_response(err, request.scope)
+    elif exc.status_code == 405:
+        err.message = f"{request.method} is not allowed on {request.url.path}"
+    # 405 keeps its Allow header (RFC 9110): the methods the path does take
+    return error_response(err, request.scope, headers=exc.headers)
 
 
 def loggable_path(path: str) -> str:
@@ -49,7 +94,10 @@ def loggable_path(path: str) -> str:
 
 
 async def internal_error_handler(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error in %s %s", request.method, loggable_path(request.url.path))
+    """The unexpected: logged with the request id the body names; the response carries it as a header too
+    (this runs outside the request-id middleware, in Starlette's outermost error middleware)."""
+    rid = request_id(request.scope)
+    log.exception("unhandled error in %s %s [request_id=%s]", request.method, loggable_path(request.url.path), rid)
     err = DomainError("internal error; see the controller log with this request id")
     err.status, err.code = 500, "INTERNAL_ERROR"
-    return error_response(err, request.scope)
+    return error_response(err, request.scope, headers={"X-Request-ID": rid} if rid else None)

@@ -1,75 +1,136 @@
-"""The API description: /openapi.json generated from the routes' docstrings, and Swagger UI at /docs."""
+"""The API description: /openapi.json generated from the routes' declared models, and Swagger UI at /docs.
+
+The document is built once from the FastAPI routes (their path, query and body models and response models),
+then completed with what the edge adds to every operation: the API-key security and the error responses the
+middleware can return (400 from the input guards, 401 and 429 from authentication, 413 from the body limit,
+422 from validation). Swagger UI is served from the two files of the swagger-ui-bundle package it needs, with
+its start script as a file (no inline script, so /docs can have a strict CSP) and without persisting the key.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import swagger_ui_bundle
-from pydantic import BaseModel
+from fastapi import APIRouter, FastAPI
+from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
 from starlette.requests import Request
-from starlette.responses import HTMLResponse
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import Route
 from starlette.schemas import SchemaGenerator
-from starlette.staticfiles import StaticFiles
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from controller import __version__
-from controller.http import json
+from controller.api import STATUS_DESCRIPTIONS, CompatErrorResponse, ErrorResponse
+from controller.edge.auth import PUBLIC_PATHS, PUBLIC_PREFIXES
+from controller.edge.errors import COMPAT_PREFIX
+from controller.errors import NotFound
+
+_ASSETS = Path(swagger_ui_bundle.swagger_ui_path)
+#: the only files of the bundle /docs uses (the package also ships a demo page that loads the petstore)
+_STATIC = {"swagger-ui-bundle.js": "text/javascript", "swagger-ui.css": "text/css"}
 
 _DOCS_HTML = """<!doctype html>
 <html><head><meta charset="utf-8"><title>vpnfleet API</title>
 <link rel="stylesheet" href="/docs/static/swagger-ui.css"></head>
 <body><div id="swagger-ui"></div>
 <script src="/docs/static/swagger-ui-bundle.js"></script>
-<script>
-window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui", persistAuthorization: true});
-</script></body></html>"""
+<script src="/docs/init.js"></script>
+</body></html>"""
+# persistAuthorization false: the API key lives in the page only, never in localStorage
+_INIT_JS = """window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui", persistAuthorization: false});
+"""
+
+_DESCRIPTION = ("Run a fleet of VPN nodes. Authenticate with `X-API-Key` or `Authorization: Bearer`. "
+                "Errors are `{\"error\": {code, message, request_id, details}}`; seed 000's `/api/v2ray` "
+                "answers `{\"error\": message}`.")
 
 
-def build_openapi(routes: list[BaseRoute], models: list[type[BaseModel]]) -> dict[str, Any]:
-    """OpenAPI 3.1 from each route's docstring (the YAML after ``---``) plus the request-body models."""
-    generator = SchemaGenerator({
-        "openapi": "3.1.0",
-        "info": {"title": "vpnfleet", "version": __version__,
-                 "description": "Run a fleet of VPN nodes. Authenticate with `X-API-Key` or `Authorization: Bearer`."},
-        "components": {
-            "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
-                                "bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {m.__name__: m.model_json_schema(ref_template="#/components/schemas/{model}") for m in models},
-        },
-        "security": [{"apiKey": []}, {"bearer": []}],
-    })
-    return generator.get_schema(routes)
+def _is_public(path: str) -> bool:
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
 
 
-def make_routes(api_routes: list[BaseRoute], models: list[type[BaseModel]]) -> list[BaseRoute]:
-    spec: dict[str, Any] = {}
+def _error_ref(path: str) -> dict[str, Any]:
+    name = CompatErrorResponse.__name__ if path.startswith(COMPAT_PREFIX) else ErrorResponse.__name__
+    return {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}
 
-    async def openapi(request: Request):
-        """The OpenAPI document of this API.
-        ---
-        summary: OpenAPI document
-        tags: [system]
-        security: []
-        responses:
-          200: {description: "OpenAPI 3.1"}
-        """
-        if not spec:
-            spec.update(build_openapi(request.app.routes, models))
-        return json(spec)
 
-    async def docs(request: Request):
-        """Swagger UI.
-        ---
-        summary: Swagger UI
-        tags: [system]
-        security: []
-        responses:
-          200: {description: "HTML"}
-        """
-        return HTMLResponse(_DOCS_HTML)
+def _legacy(app: FastAPI, schemas: dict[str, Any]) -> dict[str, Any]:
+    """Paths of routes not yet moved to FastAPI (plain Starlette routes with YAML docstrings)."""
+    legacy = [r for r in app.routes if isinstance(r, Route) and not isinstance(r, APIRoute)
+              and r.include_in_schema]
+    for model in getattr(app.state, "legacy_models", []):
+        schemas.setdefault(model.__name__, model.model_json_schema(ref_template="#/components/schemas/{model}"))
+    return SchemaGenerator({}).get_schema(legacy).get("paths", {})
 
-    return [
-        Route("/openapi.json", openapi, methods=["GET"], include_in_schema=True),
-        Route("/docs", docs, methods=["GET"]),
-        Mount("/docs/static", app=StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="docs-static"),
-    ]
+
+def build_openapi(app: FastAPI) -> dict[str, Any]:
+    spec = get_openapi(title="vpnfleet", version=__version__, openapi_version="3.1.0", description=_DESCRIPTION,
+                       routes=[r for r in app.routes if isinstance(r, APIRoute)])
+    components = spec.setdefault("components", {})
+    schemas = components.setdefault("schemas", {})
+    for path, ops in _legacy(app, schemas).items():
+        spec.setdefault("paths", {}).setdefault(path, {}).update(ops)
+    for model in (ErrorResponse, CompatErrorResponse):
+        for name, schema in model.model_json_schema(ref_template="#/components/schemas/{model}").pop(
+                "$defs", {}).items():
+            schemas.setdefault(name, schema)
+        schemas[model.__name__] = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas[model.__name__].pop("$defs", None)
+    # FastAPI's own validation-error schemas: unused, the API answers 422 with ErrorResponse
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    components["securitySchemes"] = {"apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                                     "bearer": {"type": "http", "scheme": "bearer"}}
+    spec["security"] = [{"apiKey": []}, {"bearer": []}]
+    for path, operations in spec.get("paths", {}).items():
+        for method, op in operations.items():
+            responses = op.setdefault("responses", {})
+            edge = [400]  # the input guards (NUL characters in the URL) apply everywhere
+            if method in ("post", "put", "patch"):
+                edge.append(413)
+            if op.get("parameters") or op.get("requestBody"):
+                edge.append(422)
+            if _is_public(path):
+                op["security"] = []
+            else:
+                edge += [401, 429]
+            for status in edge:
+                entry = responses.setdefault(str(status), {"description": STATUS_DESCRIPTIONS[status]})
+                entry["content"] = _error_ref(path)
+            if "422" in responses:
+                responses["422"]["content"] = _error_ref(path)
+                responses["422"]["description"] = STATUS_DESCRIPTIONS[422]
+    return spec
+
+
+router = APIRouter(include_in_schema=False)
+_cache: dict[int, dict[str, Any]] = {}
+
+
+@router.get("/openapi.json")
+async def openapi(request: Request) -> Response:
+    """The OpenAPI 3.1 document of this API (built once)."""
+    app = request.app
+    if id(app) not in _cache:
+        _cache[id(app)] = build_openapi(app)
+    return JSONResponse(_cache[id(app)])
+
+
+@router.get("/docs")
+async def docs() -> Response:
+    """Swagger UI."""
+    return HTMLResponse(_DOCS_HTML)
+
+
+@router.get("/docs/init.js")
+async def docs_init() -> Response:
+    return Response(_INIT_JS, media_type="text/javascript")
+
+
+@router.get("/docs/static/{name}")
+async def docs_static(name: str) -> Response:
+    if name not in _STATIC:
+        raise NotFound(f"no file {name} in /docs/static")
+    return FileResponse(_ASSETS / name, media_type=_STATIC[name])

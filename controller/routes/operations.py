@@ -2,36 +2,22 @@
 
 from __future__ import annotations
 
-from starlette.requests import Request
-from starlette.routing import Route
+from typing import Annotated, Any
 
-from controller.http import json, page_params, paginated
+from fastapi import APIRouter, Query
+
+from controller.api import Ctl, Page, page_of
+from controller.schemas.system import OperationOut, OperationQuery
 from controller.serializers import operation_to_dict
 
-
-async def list_operations(request: Request):
-    """Every mutating API call, newest first.
-    ---
-    summary: Operations log
-    tags: [operations]
-    parameters:
-      - {name: client_id, in: query, schema: {type: string}}
-      - {name: target_id, in: query, schema: {type: string}, description: "e.g. a node id"}
-      - {name: action, in: query, schema: {type: string}, description: "substring of 'METHOD /path'"}
-      - {name: actor, in: query, schema: {type: string}}
-      - {name: result, in: query, schema: {type: string, enum: [success, fail]}}
-      - {name: page, in: query, schema: {type: integer, minimum: 1}}
-      - {name: size, in: query, schema: {type: integer, minimum: 1, maximum: 500}}
-    responses:
-      200: {description: "paginated list of operations"}
-    """
-    page, size = page_params(request)
-    q = request.query_params
-    rows, total = await request.app.state.ctl.operations.list(
-        client_id=q.get("client_id"), target_id=q.get("target_id"), action=q.get("action"),
-        actor=q.get("actor"), result=q.get("result"), page=page, size=size)
-    return json(paginated([operation_to_dict(r) for r in rows], total, page, size))
+router = APIRouter()
 
 
-routes = [Route("/api/v1/operations", list_operations, methods=["GET"])]
-schemas: list = []
+@router.get("/api/v1/operations", response_model=Page[OperationOut], tags=["operations"],
+            summary="Operations log")
+async def list_operations(q: Annotated[OperationQuery, Query()], ctl: Ctl) -> dict[str, Any]:
+    """Every mutating API call, newest first; filters match exactly (action: a substring of 'METHOD /path')."""
+    rows, total = await ctl.operations.list(
+        client_id=q.client_id, target_id=q.target_id, action=q.action, actor=q.actor, result=q.result,
+        page=q.page, size=q.size)
+    return page_of([operation_to_dict(r) for r in rows], total, q)

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-from starlette.requests import Request
-from starlette.routing import Route
+from typing import Any
 
-from controller.http import json
+from fastapi import APIRouter
 
+from controller.api import Ctl
+from controller.schemas.system import Region
 
-async def list_regions(request: Request):
-    """Configured regions.
-    ---
-    summary: List regions
-    tags: [regions]
-    responses:
-      200: {description: "[{region, name, provider}]"}
-    """
-    regions = request.app.state.ctl.settings.all_regions()
-    return json([{"region": r.code, "name": r.name, "provider": r.provider} for r in regions])
+router = APIRouter()
 
 
-routes = [Route("/api/v1/regions", list_regions, methods=["GET"])]
-schemas: list = []
+@router.get("/api/v1/regions", response_model=list[Region], tags=["regions"], summary="List regions")
+async def list_regions(ctl: Ctl) -> list[dict[str, Any]]:
+    """Configured regions."""
+    return [{"region": r.code, "name": r.name, "provider": r.provider} for r in ctl.settings.all_regions()]
