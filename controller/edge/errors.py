@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Match, Route
 from starlette.types import Scope
 
 from controller.edge.request_id import request_id
@@ -48,12 +49,12 @@ def validation_failure(exc: RequestValidationError) -> DomainError:
     errs = exc.errors()
     for e in errs:
         where, name = _field(tuple(e.get("loc", ())))
+        kind = e.get("type", "")
+        if kind == "json_invalid":  # its loc is ("body", <offset>)
+            return BadRequest(f"request body is not valid JSON: {e.get('ctx', {}).get('error', e['msg'])}")
         if where == "body" and not name:
-            kind = e.get("type", "")
             if kind == "missing":
                 return BadRequest("request body is required (JSON)")
-            if kind == "json_invalid":
-                return BadRequest(f"request body is not valid JSON: {e.get('ctx', {}).get('error', e['msg'])}")
             return BadRequest("request body must be a JSON object")
     details: dict[str, str] = {}
     first = ""
@@ -84,8 +85,22 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
         err.message = f"no route for {request.method} {request.url.path}"
     elif exc.status_code == 405:
         err.message = f"{request.method} is not allowed on {request.url.path}"
-    # 405 keeps its Allow header (RFC 9110): the methods the path does take
-    return error_response(err, request.scope, headers=exc.headers)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:  # Allow (RFC 9110): every method the path takes, over all routes of the path
+        headers["Allow"] = ", ".join(sorted(_methods_of(request)) or headers.get("Allow", "").split(", "))
+    return error_response(err, request.scope, headers=headers)
+
+
+def _methods_of(request: Request) -> set[str]:
+    """The methods of every route whose path matches the request's (Starlette's own Allow names only the
+    first route that matched the path, and a path may have one route per method)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.methods:
+            match, _ = route.matches(request.scope)
+            if match != Match.NONE:
+                methods |= route.methods
+    return methods
 
 
 def loggable_path(path: str) -> str:
