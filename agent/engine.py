@@ -2,6 +2,9 @@
 
     startup:  re-apply the stored desired state (the node serves before any connection), start sampling
     enroll:   once, if state_dir holds no certificate
+    renew:    before each connect and during a session, once less than a third of the certificate's life is
+              left (Agent.Renew); a renewal ends the session and the next one connects at once with the new
+              certificate. The identity is re-read from disk at each connect (`vpnfleet-agent --reenroll`).
     session:  Connect -> Hello -> Welcome -> concurrently { heartbeats, telemetry from the spool,
               log batches, applied reports, reading DesiredState / TelemetryAck / Command / Shutdown }
     loss:     backoff with full jitter, reconnect; only a refused certificate ends the loop
@@ -13,6 +16,7 @@ Nothing that happens to the stream touches what was applied: the data plane neve
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import random
 import socket
@@ -30,11 +34,16 @@ from agent.drivers import build_components
 from agent.identity import (
     CertificateRefused,
     Identity,
+    RenewalRefused,
     cert_path,
+    certificate_times,
     channel_options,
     ensure_identity,
     key_path,
+    load_identity_when_settled,
     mtls_credentials,
+    renew,
+    renewal_due_at,
 )
 from agent.latest import Latest
 from agent.logcontrol import LogControl
@@ -60,6 +69,10 @@ LOG_FLUSH_SECONDS = 0.5
 MAX_COMMANDS_IN_FLIGHT = 32
 #: Status codes with which the controller refuses our certificate: retrying cannot help.
 _REFUSED = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
+#: Longest sleep between two looks at the certificate's renewal time (the wall clock may jump meanwhile).
+RENEW_CHECK_SECONDS = 3600.0
+#: Why a session ended when it ended for a renewal (the next one starts at once).
+RENEWED = "certificate renewed"
 
 SPOOL_DIR = "spool"
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
@@ -120,6 +133,7 @@ class Engine:
         self._desired: Latest[agent_pb2.DesiredState] = Latest()
         self._reports: Latest[agent_pb2.AppliedReport] = Latest()
         self._healthy_since: float | None = None
+        self._state_dir = state_dir
 
     # -- the loop ---------------------------------------------------------------------------------------
 
@@ -136,10 +150,23 @@ class Engine:
             identity = await ensure_identity(self.config, Backoff(cap=self.config.reconnect_max_seconds))
             log.info("agent %s starting as node %s", agent.__version__, identity.node_id)
             while True:
-                reason = await self._one_session(identity)
+                # renewed, or replaced by `vpnfleet-agent --reenroll` (waiting for one in progress)
+                identity = await asyncio.to_thread(load_identity_when_settled, self._state_dir) or identity
+                identity = await self._renew_if_due(identity)
+                try:
+                    reason = await self._one_session(identity)
+                except CertificateRefused:
+                    stored = await asyncio.to_thread(load_identity_when_settled, self._state_dir)
+                    if stored is None or stored.cert_pem == identity.cert_pem:
+                        raise
+                    # re-enrolled meanwhile: the refusal was for the certificate just replaced
+                    reason = "the refused certificate was replaced on disk (re-enrolled)"
                 lasted = time.monotonic() - self._healthy_since if self._healthy_since else 0.0
                 self._healthy_since = None
                 self.backoff.session_ended(lasted)
+                if reason == RENEWED:
+                    log.info("reconnecting to %s with the renewed certificate", self.config.grpc_addr)
+                    continue
                 delay = self.backoff.next_delay()
                 log.warning("stream to %s ended (%s); reconnecting in %.1fs", self.config.grpc_addr, reason, delay)
                 await asyncio.sleep(delay)
@@ -151,8 +178,7 @@ class Engine:
     async def _one_session(self, identity: Identity) -> str:
         """Run one stream; return why it ended. Raises CertificateRefused for a permanent refusal."""
         try:
-            await self._session(identity)
-            return "closed by the controller"
+            return await self._session(identity)
         except grpc.aio.AioRpcError as exc:
             if exc.code() in _REFUSED:
                 raise CertificateRefused(
@@ -169,7 +195,8 @@ class Engine:
             log.exception("session failed")
             return f"{type(exc).__name__}: {exc}"
 
-    async def _session(self, identity: Identity) -> None:
+    async def _session(self, identity: Identity) -> str:
+        """One stream, until it ends; returns why it ended cleanly (an error ending it is raised)."""
         outgoing: Outgoing = asyncio.Queue(maxsize=OUTGOING_QUEUE_SIZE)
         async with grpc.aio.secure_channel(
             self.config.grpc_addr, mtls_credentials(identity), options=channel_options(self.config)
@@ -192,14 +219,16 @@ class Engine:
                     asyncio.create_task(self._send_logs(outgoing), name="logs"),
                     asyncio.create_task(self._send_reports(outgoing), name="reports"),
                 ]
+                renewal = asyncio.create_task(self._renew_when_due(identity), name="renew")
                 try:
-                    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                    done, _ = await asyncio.wait([*tasks, renewal], return_when=asyncio.FIRST_COMPLETED)
                 finally:
-                    for task in tasks:
+                    for task in (*tasks, renewal):
                         task.cancel()
-                    await asyncio.gather(*tasks, return_exceptions=True)
+                    await asyncio.gather(*tasks, renewal, return_exceptions=True)
                 for task in done:
                     task.result()  # re-raise the error that ended the session
+                return RENEWED if renewal in done else "closed by the controller"
             finally:
                 for task in list(commands):
                     task.cancel()  # their results would have nowhere to go; the controller times out
@@ -224,6 +253,50 @@ class Engine:
             telemetry_seq=self.spool.last_seq,
             hostname=socket.gethostname(),
         )
+
+    # -- certificate renewal ----------------------------------------------------------------------------
+
+    async def _renew_if_due(self, identity: Identity) -> Identity:
+        """Before connecting: renew if due. A failure keeps the current certificate (Connect decides)."""
+        now = dt.datetime.now(dt.timezone.utc)
+        if now < renewal_due_at(identity.cert_pem):
+            return identity
+        _, not_after = certificate_times(identity.cert_pem)
+        if now >= not_after:
+            log.error("this node's certificate expired at %s: the controller will refuse it; re-enroll the node "
+                      "(vpnfleet-agent --reenroll)", not_after.isoformat())
+            return identity
+        try:
+            return await renew(self.config, identity)
+        except RenewalRefused as exc:
+            log.warning("certificate renewal refused (%s); connecting with the current certificate", exc)
+        except grpc.aio.AioRpcError as exc:
+            log.warning("certificate renewal failed (%s); connecting with the current certificate", exc.code().name)
+        except Exception:  # e.g. the state dir is not writable: keep serving with what we have
+            log.exception("certificate renewal failed; connecting with the current certificate")
+        return identity
+
+    async def _renew_when_due(self, identity: Identity) -> None:
+        """During a session: sleep until the renewal time, renew, and return (which ends the session, so the
+        next one uses the new certificate; the data plane is untouched). Transient failures are retried; a
+        refusal waits for the session to end (the controller cuts a revoked node's stream itself)."""
+        due = renewal_due_at(identity.cert_pem)
+        _, not_after = certificate_times(identity.cert_pem)
+        while True:
+            now = dt.datetime.now(dt.timezone.utc)
+            if now < due:
+                await asyncio.sleep(min((due - now).total_seconds(), RENEW_CHECK_SECONDS))
+                continue
+            try:
+                await renew(self.config, identity)
+                return
+            except RenewalRefused as exc:
+                log.warning("certificate renewal refused (%s); keeping the current certificate", exc)
+                await asyncio.Event().wait()
+            except grpc.aio.AioRpcError as exc:
+                retry = max(1.0, min(300.0, (not_after - now).total_seconds() / 10))
+                log.warning("certificate renewal failed (%s); retrying in %.0fs", exc.code().name, retry)
+                await asyncio.sleep(retry)
 
     # -- session tasks ----------------------------------------------------------------------------------
 

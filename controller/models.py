@@ -6,7 +6,7 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, false as sa_false
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, false as sa_false, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -50,6 +50,8 @@ class Node(Base):
     """A VPN node: one machine from a provider, running one agent."""
 
     __tablename__ = "nodes"
+    #: ids are never reused after a delete (SQLite AUTOINCREMENT; migration 0009)
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     uuid: Mapped[str] = mapped_column(String(36), unique=True, default=new_uuid)
@@ -71,8 +73,20 @@ class Node(Base):
     deleted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     # -- agent ---------------------------------------------------------------------------------------------
+    #: SHA-256 of the node's CURRENT certificate (DER): the only one Agent.Connect accepts
     cert_fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
     enrolled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: serial (hex) and expiry of the current certificate; NULL for a certificate issued before they were
+    #: recorded (filled in at its first Connect; controller/services/node_certificates.py)
+    cert_serial: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    cert_not_after: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: when the current certificate was renewed or re-issued by enrollment
+    cert_issued_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    #: the certificate a Renew just replaced: accepted by Renew only (an agent whose answer was lost asks again),
+    #: never by Connect; cleared when the new one first connects
+    cert_previous_fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: set by revoke: no certificate of the node is accepted until it enrolls again (re-enrollment)
+    cert_revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     online: Mapped[bool] = mapped_column(Boolean, default=False)
     last_seen_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     agent_version: Mapped[str | None] = mapped_column(String(32), nullable=True)
@@ -124,6 +138,8 @@ class EnrollmentToken(Base):
     """A one-time, expiring token that lets an agent enroll as its node. Only the hash is stored."""
 
     __tablename__ = "enrollment_tokens"
+    #: ids are never reused after a delete (SQLite AUTOINCREMENT; migration 0009)
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     node_uuid: Mapped[str] = mapped_column(ForeignKey("nodes.uuid", ondelete="CASCADE"), index=True)
@@ -137,6 +153,8 @@ class ApiKey(Base):
     """An operator API key. Only a SHA-256 hash of the key is stored."""
 
     __tablename__ = "api_keys"
+    #: ids are never reused after a delete (SQLite AUTOINCREMENT; migration 0009)
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
@@ -207,6 +225,7 @@ class WireguardServer(Base):
     __table_args__ = (
         Index("uq_wireguard_servers_node_interface", "node_uuid", "interface", unique=True),
         Index("uq_wireguard_servers_node_port", "node_uuid", "listen_port", unique=True),
+        {"sqlite_autoincrement": True},  # ids never reused after a delete (migration 0009)
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -246,6 +265,7 @@ class WireguardClient(Base):
         Index("uq_wireguard_clients_server_key", "server_id", "public_key", unique=True),
         Index("uq_wireguard_clients_server_v4", "server_id", "ipv4_address", unique=True),
         Index("uq_wireguard_clients_server_v6", "server_id", "ipv6_address", unique=True),
+        {"sqlite_autoincrement": True},  # ids never reused after a delete (migration 0009)
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -286,6 +306,8 @@ class Ipv6Pool(Base):
     """A pool of IPv6 prefixes to hand out (seed 001)."""
 
     __tablename__ = "ipv6_pools"
+    #: ids are never reused after a delete (SQLite AUTOINCREMENT; migration 0009)
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
@@ -301,7 +323,8 @@ class Ipv6Allocation(Base):
     """A prefix allocated from a pool."""
 
     __tablename__ = "ipv6_allocations"
-    __table_args__ = (Index("uq_ipv6_allocations_pool_prefix", "pool_id", "prefix", unique=True),)
+    __table_args__ = (Index("uq_ipv6_allocations_pool_prefix", "pool_id", "prefix", unique=True),
+                      {"sqlite_autoincrement": True})  # ids never reused after a delete (migration 0009)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     pool_id: Mapped[int] = mapped_column(ForeignKey("ipv6_pools.id", ondelete="CASCADE"), index=True)
@@ -317,6 +340,7 @@ class Subscriber(Base):
     __tablename__ = "clients"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_uuid)
+    #: unique regardless of case (uq_clients_username_lower below; migration 0008)
     username: Mapped[str] = mapped_column(String(64), unique=True)
     #: the legacy VMess/VLESS id shared by every node (subscribers made before per-node ids); nodes carry it only
     #: while shared_credential is set
@@ -348,6 +372,8 @@ class Subscriber(Base):
     version: Mapped[int] = mapped_column(Integer, server_default="1")
 
     __mapper_args__ = {"version_id_col": version}
+    # Alice and alice are one name: to people, in apps' profile titles and in the CLI's look-up by name
+    __table_args__ = (Index("uq_clients_username_lower", func.lower(username), unique=True),)
 
 
 class SubscriberUsage(Base):

@@ -27,6 +27,22 @@ class EnrollResponse(_message.Message):
     ca_chain_pem: bytes
     def __init__(self, node_id: _Optional[str] = ..., certificate_pem: _Optional[bytes] = ..., ca_chain_pem: _Optional[bytes] = ...) -> None: ...
 
+class RenewRequest(_message.Message):
+    __slots__ = ("csr_pem", "agent_version")
+    CSR_PEM_FIELD_NUMBER: _ClassVar[int]
+    AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    csr_pem: bytes
+    agent_version: str
+    def __init__(self, csr_pem: _Optional[bytes] = ..., agent_version: _Optional[str] = ...) -> None: ...
+
+class RenewResponse(_message.Message):
+    __slots__ = ("certificate_pem", "ca_chain_pem")
+    CERTIFICATE_PEM_FIELD_NUMBER: _ClassVar[int]
+    CA_CHAIN_PEM_FIELD_NUMBER: _ClassVar[int]
+    certificate_pem: bytes
+    ca_chain_pem: bytes
+    def __init__(self, certificate_pem: _Optional[bytes] = ..., ca_chain_pem: _Optional[bytes] = ...) -> None: ...
+
 class AgentMessage(_message.Message):
     __slots__ = ("hello", "heartbeat", "applied", "telemetry", "logs", "command_result")
     HELLO_FIELD_NUMBER: _ClassVar[int]

@@ -129,6 +129,11 @@ class AgentStub:
                 request_serializer=protos_dot_agent__pb2.AgentMessage.SerializeToString,
                 response_deserializer=protos_dot_agent__pb2.ControllerMessage.FromString,
                 _registered_method=True)
+        self.Renew = channel.unary_unary(
+                '/vpnfleet.agent.v1.Agent/Renew',
+                request_serializer=protos_dot_agent__pb2.RenewRequest.SerializeToString,
+                response_deserializer=protos_dot_agent__pb2.RenewResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServicer:
@@ -140,6 +145,18 @@ class AgentServicer:
 
     def Connect(self, request_iterator, context):
         """One stream per node. A newer stream from the same node replaces an older one (session epochs).
+        Only the node's current, unrevoked certificate is accepted (PERMISSION_DENIED otherwise).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Renew(self, request, context):
+        """Exchange a CSR for a new key of the same node for a new certificate, well before the current one
+        expires. The call must present the node's current certificate (or, so that an agent whose answer was
+        lost can ask again, the one the last Renew replaced, until the new one has connected). From the answer
+        on, Connect accepts only the new certificate; the agent reconnects with it. The data plane is untouched.
+        A revoked or replaced certificate fails with PERMISSION_DENIED, a bad CSR with INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -152,6 +169,11 @@ def add_AgentServicer_to_server(servicer, server):
                     servicer.Connect,
                     request_deserializer=protos_dot_agent__pb2.AgentMessage.FromString,
                     response_serializer=protos_dot_agent__pb2.ControllerMessage.SerializeToString,
+            ),
+            'Renew': grpc.unary_unary_rpc_method_handler(
+                    servicer.Renew,
+                    request_deserializer=protos_dot_agent__pb2.RenewRequest.FromString,
+                    response_serializer=protos_dot_agent__pb2.RenewResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -185,6 +207,33 @@ class Agent:
             '/vpnfleet.agent.v1.Agent/Connect',
             protos_dot_agent__pb2.AgentMessage.SerializeToString,
             protos_dot_agent__pb2.ControllerMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Renew(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vpnfleet.agent.v1.Agent/Renew',
+            protos_dot_agent__pb2.RenewRequest.SerializeToString,
+            protos_dot_agent__pb2.RenewResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -57,8 +57,13 @@ class Hub:
         ingest.on_store_failed = self._resync_telemetry
 
     # -- sessions -----------------------------------------------------------------------------------------
-    async def open_session(self, node: Node, hello: agent_pb2.Hello) -> AgentSession:
-        """Accept a Hello: bump the node's session epoch durably and replace any older stream."""
+    async def open_session(self, node: Node, hello: agent_pb2.Hello, cert_fingerprint: str | None = None) -> AgentSession:
+        """Accept a Hello: bump the node's session epoch durably and replace any older stream.
+
+        ``cert_fingerprint``: the certificate the stream was admitted with. It is checked again once the
+        session is registered, so a revocation or re-enrollment committed meanwhile (whose disconnect found
+        no session yet) still ends this stream.
+        """
         async with self._sessions() as s:
             row = await s.get(Node, node.id)
             row.session_epoch += 1
@@ -90,7 +95,11 @@ class Hub:
         # committed while the Hello was being accepted) skipped the node, so a revision committed before this
         # read is pushed here, and one committed after it finds the session.
         async with self._sessions() as s:
-            desired = await s.scalar(select(Node.desired_revision).where(Node.id == node.id))
+            desired, current_cert, revoked_at = (await s.execute(
+                select(Node.desired_revision, Node.cert_fingerprint, Node.cert_revoked_at)
+                .where(Node.id == node.id))).one()
+        if cert_fingerprint is not None and (revoked_at is not None or current_cert != cert_fingerprint):
+            session.close("certificate revoked or replaced while the stream was accepted", refuse=revoked_at is not None)
         if desired is not None and hello.applied_revision < desired:
             self.mark_dirty([node.uuid])
         # The node's row changed outside the writer: publish through it so SSE readers see it online.
@@ -114,11 +123,12 @@ class Hub:
             del self.sessions[session.node_uuid]
         log.info("agent %s stream ended: %s", session.node_uuid, reason)
 
-    def disconnect(self, node_uuid: str, reason: str) -> None:
-        """Drop a node's stream (node deleted or its certificate revoked)."""
+    def disconnect(self, node_uuid: str, reason: str, refuse: bool = False) -> None:
+        """Drop a node's stream (node deleted, re-enrolled, or its certificate revoked: ``refuse``, so the
+        stream ends with PERMISSION_DENIED)."""
         session = self.sessions.pop(node_uuid, None)
         if session is not None:
-            session.close(reason)
+            session.close(reason, refuse=refuse)
         self._online.discard(node_uuid)
         self._last_seen.pop(node_uuid, None)
         self.state.update(node_uuid, online=False)

@@ -1,4 +1,4 @@
-"""gRPC servicers: Enrollment (server TLS) and Agent.Connect (mutual TLS)."""
+"""gRPC servicers: Enrollment (server TLS) and Agent.Connect / Agent.Renew (mutual TLS)."""
 
 from __future__ import annotations
 
@@ -6,13 +6,10 @@ import asyncio
 import logging
 
 import grpc
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
 from controller.hub.hub import Hub
-from controller.models import Node
-from controller.pki import fingerprint
+from controller.pki import CsrError, fingerprint
 from controller.services.enrollment import EnrollmentRefused, EnrollmentService
+from controller.services.node_certificates import CertificateRefused, NodeCertificateService
 from protos import agent_pb2, agent_pb2_grpc
 
 log = logging.getLogger("vpnfleet.hub")
@@ -37,16 +34,35 @@ class EnrollmentServicer(agent_pb2_grpc.EnrollmentServicer):
 
 
 class AgentServicer(agent_pb2_grpc.AgentServicer):
-    def __init__(self, hub: Hub, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, hub: Hub, certificates: NodeCertificateService, ca_pem: bytes) -> None:
         self._hub = hub
-        self._sessions = sessions
+        self._certificates = certificates
+        self._ca_pem = ca_pem
 
-    async def Connect(self, request_iterator, context: grpc.aio.ServicerContext) -> None:  # noqa: ANN001
+    @staticmethod
+    async def _peer_certificate(context: grpc.aio.ServicerContext) -> tuple[str, bytes]:
+        """(common name, PEM) of the client certificate, which the TLS layer already verified against the CA."""
         auth = context.auth_context()
         cn = (auth.get("x509_common_name") or [b""])[0].decode()
         pem = (auth.get("x509_pem_cert") or [b""])[0]
         if not cn or not pem:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "a client certificate is required")
+        return cn, pem
+
+    async def Renew(self, request: agent_pb2.RenewRequest, context: grpc.aio.ServicerContext) -> agent_pb2.RenewResponse:
+        cn, pem = await self._peer_certificate(context)
+        if not request.csr_pem:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "csr_pem is required")
+        try:
+            cert_pem = await self._certificates.renew(cn, pem, request.csr_pem, context.peer())
+        except CertificateRefused as exc:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"renewal refused: {exc}")
+        except CsrError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"renewal refused: {exc}")
+        return agent_pb2.RenewResponse(certificate_pem=cert_pem, ca_chain_pem=self._ca_pem)
+
+    async def Connect(self, request_iterator, context: grpc.aio.ServicerContext) -> None:  # noqa: ANN001
+        cn, pem = await self._peer_certificate(context)
         try:
             first = await asyncio.wait_for(context.read(), HELLO_TIMEOUT)
         except asyncio.TimeoutError:
@@ -61,15 +77,11 @@ class AgentServicer(agent_pb2_grpc.AgentServicer):
             await context.abort(grpc.StatusCode.UNAVAILABLE, "controller is shutting down")
 
         async with self._hub.handshakes:  # a mass reconnect queues here instead of toppling the database
-            async with self._sessions() as s:
-                node = await s.scalar(select(Node).where(Node.uuid == cn))
-            if node is None or node.is_deleted or node.status in ("deleting", "deleted"):
-                log.warning("refused stream from deleted or unknown node %s (%s)", cn, context.peer())
-                await context.abort(grpc.StatusCode.PERMISSION_DENIED, "node is deleted or unknown")
-            if node.cert_fingerprint != fingerprint(pem):
-                log.warning("refused stream from node %s: certificate is not the one issued", cn)
-                await context.abort(grpc.StatusCode.PERMISSION_DENIED, "certificate revoked or replaced")
-            session = await self._hub.open_session(node, hello)
+            try:
+                node = await self._certificates.admit(cn, pem, context.peer())
+            except CertificateRefused as exc:
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+            session = await self._hub.open_session(node, hello, cert_fingerprint=fingerprint(pem))
 
         reader = asyncio.create_task(self._read(context, session))
         try:
@@ -83,6 +95,9 @@ class AgentServicer(agent_pb2_grpc.AgentServicer):
         finally:
             reader.cancel()
             self._hub.close_session(session, session.close_reason or "stream closed")
+        if session.refused:
+            # revoked: end with a status the agent takes as final, not a plain end it reconnects after
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, session.close_reason)
 
     async def _read(self, context: grpc.aio.ServicerContext, session) -> None:  # noqa: ANN001
         try:

@@ -25,6 +25,9 @@ class AgentSession:
         self.connected_at = time.monotonic()
         self.closed = asyncio.Event()
         self.close_reason = ""
+        #: closed because the node's certificate no longer admits it (revoked): the stream ends with
+        #: PERMISSION_DENIED, which the agent takes as final, instead of a plain end it would reconnect after
+        self.refused = False
 
     def send(self, message: agent_pb2.ControllerMessage) -> bool:
         """Queue a message; a full queue means the agent stopped reading, so the session is closed."""
@@ -37,10 +40,11 @@ class AgentSession:
             self.close("agent is not reading its stream")
             return False
 
-    def close(self, reason: str) -> None:
+    def close(self, reason: str, refuse: bool = False) -> None:
         if self.closed.is_set():
             return
         self.close_reason = reason
+        self.refused = refuse
         self.closed.set()
         for fut in self.pending.values():
             if not fut.done():
