@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -36,9 +37,10 @@ from controller.pki import CertificateAuthority
 from controller.providers.base import Provider
 from controller.providers.local import LocalProvider
 from controller.local_relay import LocalRelay
-from controller.routes import (agent_package, clients, docs, ipv6, nodes, operations, regions, streams,
-                               subscription, system, v2ray_compat, wireguard)
+from controller.routes import (agent_package, clients, docs, ipv6, node_certificates, nodes, operations, regions,
+                               streams, subscription, system, v2ray_compat, wireguard)
 from controller.services.enrollment import EnrollmentService
+from controller.services.node_certificates import NodeCertificateService
 from controller.services.logs import LogStore
 from controller.services.node_state import NodeStateWriter
 from controller.services.nodes import NodeService
@@ -53,7 +55,7 @@ from protos import agent_pb2_grpc
 
 log = logging.getLogger("vpnfleet")
 
-ROUTE_MODULES = (system, regions, nodes, streams, operations, v2ray_compat, agent_package, wireguard, ipv6, clients,
+ROUTE_MODULES = (system, regions, nodes, node_certificates, streams, operations, v2ray_compat, agent_package, wireguard, ipv6, clients,
                  subscription)
 GRPC_OPTIONS = [
     ("grpc.keepalive_time_ms", 30_000),
@@ -70,7 +72,8 @@ class Controller:
         self.engine = make_engine(settings.db_url)
         self.sessions = make_sessionmaker(self.engine)
         self.bus = EventBus()
-        self.ca = CertificateAuthority(settings.data_dir / "pki")
+        self.ca = CertificateAuthority(settings.data_dir / "pki",
+                                       agent_validity=dt.timedelta(days=settings.agent_cert_days))
         self.keys = ApiKeyStore(self.sessions)
         self.operations = OperationLog(self.sessions)
         self.logs = LogStore(self.bus, settings.logs_per_node, line_max_bytes=settings.log_line_max_bytes,
@@ -81,6 +84,7 @@ class Controller:
         self.state = NodeStateWriter(self.sessions, self.bus)
         self.hub = Hub(settings, self.sessions, self.state, self.ingest, self.logs)
         self.enrollment = EnrollmentService(self.sessions, self.ca, settings.token_ttl)
+        self.certificates = NodeCertificateService(self.sessions, self.ca, self.enrollment, self.hub)
         self.providers = self._make_providers()
         self.nodes = NodeService(settings, self.sessions, self.providers, self.enrollment, self.hub, self.bus,
                                  self.ca.cert_pem, self.bundle, xray_bundle=self.xray_bundle)
@@ -159,7 +163,7 @@ class Controller:
         adv = self.settings.advertised_grpc
         pair = self.ca.server_keypair([] if is_unix(adv) else [split_hostport(adv)[0]])
         mtls = grpc.aio.server(options=GRPC_OPTIONS)
-        agent_pb2_grpc.add_AgentServicer_to_server(AgentServicer(self.hub, self.sessions), mtls)
+        agent_pb2_grpc.add_AgentServicer_to_server(AgentServicer(self.hub, self.certificates, self.ca.cert_pem), mtls)
         mtls.add_secure_port(self.settings.grpc_addr, grpc.ssl_server_credentials(
             [(pair.key_pem, pair.cert_pem)], root_certificates=self.ca.cert_pem, require_client_auth=True))
         enroll = grpc.aio.server(options=GRPC_OPTIONS)
@@ -221,8 +225,15 @@ def create_app(settings: Settings) -> FastAPI:
         title="vpnfleet", version=__version__,
         # /openapi.json and /docs are served by controller.routes.docs (edge responses, a trimmed Swagger UI)
         openapi_url=None, docs_url=None, redoc_url=None,
-        middleware=[Middleware(RequestIdMiddleware), Middleware(InputGuardMiddleware),
-                    Middleware(AuthMiddleware, keys=ctl.keys), Middleware(AuditMiddleware, operations=ctl.operations)],
+        middleware=[Middleware(RequestIdMiddleware),
+                    Middleware(__import__("controller.edge.headers", fromlist=["x"]).SecurityHeadersMiddleware,
+                               hsts=settings.tls_enabled),
+                    Middleware(InputGuardMiddleware),
+                    Middleware(AuthMiddleware, keys=ctl.keys, failures_per_window=settings.auth_failures_per_window,
+                               failure_window=settings.auth_failure_window),
+                    Middleware(AuditMiddleware, operations=ctl.operations),
+                    Middleware(__import__("controller.edge.limits", fromlist=["x"]).BodyLimitMiddleware,
+                               max_bytes=settings.max_body_bytes, max_json_depth=settings.max_json_depth)],
         exception_handlers={DomainError: domain_error_handler, HTTPException: http_error_handler,
                             RequestValidationError: request_validation_handler, Exception: internal_error_handler},
         lifespan=lifespan,

@@ -9,14 +9,44 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from controller.edge.errors import loggable_path
 from controller.edge.guards import has_nul
+from controller.edge.limits import REFUSED_KEY, check_json
 from controller.edge.request_id import request_id
 from controller.services.operations import OperationLog
 
 log = logging.getLogger("vpnfleet.http")
 
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
+#: the most of a body the audit log keeps (a larger one is recorded as its size)
 MAX_AUDIT_BODY = 64 * 1024
+#: nesting the audit log parses; deeper is recorded as its size (the body limit refuses past limits.max_json_depth)
+MAX_AUDIT_DEPTH = 64
+
+
+def audit_payload(body: bytes, size: int, refused: dict[str, Any] | None = None) -> Any:
+    """What the operations log records of a request body: the parsed JSON (redacted later, by OperationLog), or,
+    for a body refused at the edge, malformed, too deep or too large, only its size and why, never its text
+    (a malformed body is where a secret would otherwise leak verbatim)."""
+    if refused is not None:
+        return {"_size": refused["size"], "_error": refused["error"]}
+    if size == 0:
+        return None
+    if size > len(body):
+        return {"_size": size, "_error": f"not recorded: over {MAX_AUDIT_BODY} bytes"}
+    reason = check_json(body, MAX_AUDIT_DEPTH)
+    if reason is not None:
+        return {"_size": size, "_error": reason}
+    try:
+        payload = jsonlib.loads(body)
+    except ValueError as exc:
+        msg = exc.msg if isinstance(exc, jsonlib.JSONDecodeError) else "not UTF-8"
+        return {"_size": size, "_error": f"not valid JSON: {msg}"}
+    except RecursionError:
+        return {"_size": size, "_error": "nested too deeply"}
+    if has_nul(payload):  # PostgreSQL's JSON cannot hold it; the body limit refuses it before this
+        return {"_size": size, "_error": "a NUL character"}
+    return payload
 
 
 class AuditMiddleware:
@@ -30,14 +60,22 @@ class AuditMiddleware:
         if scope["type"] != "http" or scope["method"] not in MUTATING or "principal" not in scope.get("state", {}):
             return await self.app(scope, receive, send)
         body = bytearray()
+        size = 0
         status = 500
         error_body_bytes = bytearray()
         recorded = False
 
+        def payload() -> Any:
+            return audit_payload(bytes(body), size, scope["state"].get(REFUSED_KEY))
+
         async def receive_and_keep() -> Message:
+            nonlocal size
             message = await receive()
-            if message["type"] == "http.request" and len(body) < MAX_AUDIT_BODY:
-                body.extend(message.get("body", b"")[: MAX_AUDIT_BODY - len(body)])
+            if message["type"] == "http.request":
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if len(body) < MAX_AUDIT_BODY:
+                    body.extend(chunk[: MAX_AUDIT_BODY - len(body)])
             return message
 
         async def send_and_note(message: Message) -> None:
@@ -51,30 +89,24 @@ class AuditMiddleware:
                     # the entry is written before the caller sees the end of the response, so a client that
                     # reads the operations log right after its call always finds the call there
                     recorded = True
-                    await self._record(scope, bytes(body), status, bytes(error_body_bytes))
+                    await self._record(scope, payload(), status, bytes(error_body_bytes))
             await send(message)
 
         try:
             await self.app(scope, receive_and_keep, send_and_note)
         finally:
             if not recorded:  # the handler failed before answering, or the client went away
-                await self._record(scope, bytes(body), status, bytes(error_body_bytes))
+                await self._record(scope, payload(), status, bytes(error_body_bytes))
 
-    async def _record(self, scope: Scope, body: bytes, status: int, err: bytes) -> None:
+    async def _record(self, scope: Scope, payload: Any, status: int, err: bytes) -> None:
         route = scope.get("route")
-        template = getattr(route, "path", scope["path"])
+        template = getattr(route, "path", None) or loggable_path(scope["path"])  # no route: a 404 or 405
         params = scope.get("path_params") or {}
         target_id = _canonical_id(params.get("id") or params.get("uuid"))
         parts = [p for p in template.split("/") if p and not p.startswith("{")]
         # "/api/v1/nodes/{id}/start" -> target "node", action "POST /api/v1/nodes/{id}/start"
         resource = parts[2] if len(parts) > 2 else (parts[-1] if parts else "")
         target_type = resource.rstrip("s") or None
-        try:
-            payload = jsonlib.loads(body) if body else None
-        except (ValueError, RecursionError):
-            payload = {"_raw": body[:200].decode("utf-8", "replace").replace("\x00", "")}
-        if has_nul(payload):  # refused by read_body; PostgreSQL's JSON cannot hold it either
-            payload = {"_raw": "(a body with NUL characters)"}
         message = None
         if status >= 400:
             try:
@@ -82,6 +114,7 @@ class AuditMiddleware:
                 message = e.get("message") if isinstance(e, dict) else str(e)
             except (ValueError, AttributeError):
                 message = err[:500].decode("utf-8", "replace") or None
+            message = message.replace("\x00", "") if message else message  # PostgreSQL's text cannot hold it
         if target_id is None and status < 400 and isinstance(scope["state"].get("created_id"), str):
             target_id = scope["state"]["created_id"]
         # seed 004: a subscriber's operations are found by client_id

@@ -40,7 +40,7 @@ def source_of(scope: Scope) -> str:
         return str(client[0])  # a unix socket peer or a test transport
     if address.version == 6 and address.ipv4_mapped is None:
         return str(ipaddress.ip_network(f"{address}/64", strict=False))
-    return str(address.ipv4_mapped or address)
+    return str(address.ipv4_mapped or address) if address.version == 6 else str(address)
 
 
 class FailureThrottle:
@@ -128,11 +128,9 @@ class AuthMiddleware:
         source = source_of(scope)
         wait = self.throttle.retry_after(source)
         if wait is not None:
-            response = error_response(TooManyRequests(
-                f"too many failed API keys from this address; retry in {wait} s", wait,
-                {"retry_after": wait}), scope)
-            response.headers["Retry-After"] = str(wait)
-            return await response(scope, receive, send)
+            return await error_response(TooManyRequests(
+                f"too many failed API keys from this address; retry in {wait} s", wait, {"retry_after": wait}),
+                scope, headers={"Retry-After": str(wait)})(scope, receive, send)
         presented = _presented_key(scope)
         if not presented:
             return await error_response(Unauthorized("API key required (X-API-Key or Authorization: Bearer)"),

@@ -15,8 +15,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from controller.edge.errors import error_response
 from controller.errors import BadRequest, DomainError, PayloadTooLarge
 
-#: a JSON string token (escapes included): brackets inside strings do not nest
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+#: a JSON string token (escapes included): brackets inside strings do not nest. Every quote starts a match: an
+#: unterminated string (or one ending in a lone backslash) runs to the end of the body, which the parser refuses
+#: anyway. A pattern that could fail there would rescan the rest of the body from every quote (quadratic).
+_STRING = re.compile(rb'"[^"\\]*+(?:\\(?:.|\Z)[^"\\]*+)*+(?:"|\Z)', re.DOTALL)
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 #: the escape \u0000 not itself escaped (an even number of backslashes, possibly none, before its own)
 _NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
@@ -45,7 +47,8 @@ def check_json(body: bytes, max_depth: int) -> str | None:
     its body as JSON."""
     if has_nul_text(body):
         return "request body holds a NUL character (\\u0000), which no field accepts"
-    if json_depth(body) > max_depth:
+    # fewer opening brackets than the limit cannot nest past it: most bodies skip the string scan
+    if body.count(b"[") + body.count(b"{") > max_depth and json_depth(body) > max_depth:
         return f"request body is nested too deeply (more than {max_depth} levels)"
     return None
 
@@ -97,11 +100,9 @@ class BodyLimitMiddleware:
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, size: int, exc: DomainError) -> None:
         scope.setdefault("state", {})[REFUSED_KEY] = {"size": size, "error": exc.message}
-        response = error_response(exc, scope)
-        if exc.status == 413:
-            # the rest of the body is never read: close the connection rather than drain it
-            response.headers["Connection"] = "close"
-        await response(scope, receive, send)
+        # a 413 leaves the rest of the body unread: the connection is closed rather than drained
+        headers = {"Connection": "close"} if exc.status == 413 else None
+        await error_response(exc, scope, headers=headers)(scope, receive, send)
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
