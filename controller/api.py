@@ -13,11 +13,12 @@ API's ``{"error": {...}}`` format (``controller.edge.errors``); services raise `
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar
 
 from fastapi import Depends, Path, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.requests import Request
 
 from controller.errors import NotFound
@@ -35,8 +36,19 @@ Ctl = Annotated["Controller", Depends(_controller)]
 
 #: the largest integer id: a 64-bit signed column; beyond it a clear 422, never a database error
 MAX_ID = 2**63 - 1
-#: a numeric id in a path (ASCII digits only: "¹" or "١" is not an id)
-IntId = Annotated[int, Path(ge=1, le=MAX_ID, description="numeric id")]
+
+
+def _ascii_digits(value: Any) -> Any:
+    """A numeric id as text is ASCII digits only: int() would also take "١" (Arabic-Indic one), "1_0" (ten),
+    " 1" and "+1", each silently naming another resource."""
+    if isinstance(value, str) and not _DIGITS.fullmatch(value):
+        raise ValueError("must be a positive integer in ASCII digits")
+    return value
+
+
+_DIGITS = re.compile(r"[0-9]{1,19}")
+#: a numeric id in a path
+IntId = Annotated[int, Path(ge=1, le=MAX_ID, description="numeric id"), BeforeValidator(_ascii_digits)]
 #: a numeric id in a body
 BodyIntId = Annotated[int, Field(ge=1, le=MAX_ID, strict=True)]
 

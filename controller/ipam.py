@@ -161,6 +161,31 @@ def check_no_overlap(new: str, existing: Mapping[str, str], field: str = "ipv4_a
             raise Conflict(f"{field}: {why}", details={field: why})
 
 
+#: what a WireGuard subnet may never overlap on any node, whatever the node reports: the node itself (loopback,
+#: "this network", unspecified), link-local (and the cloud metadata address in it), multicast, reserved space
+#: and IPv4-mapped IPv6
+NODE_RESERVED_NETWORKS: dict[str, tuple[str, ...]] = {
+    "loopback": ("127.0.0.0/8", "::1/128"),
+    "link-local": ("169.254.0.0/16", "fe80::/10"),
+    "this network": ("0.0.0.0/8", "::/128"),
+    "multicast": ("224.0.0.0/4", "ff00::/8"),
+    "reserved": ("240.0.0.0/4",),
+    "IPv4-mapped": ("::ffff:0:0/96",),
+}
+
+
+def check_outside_node(subnet: str, node_networks: Mapping[str, str], field: str = "ipv4_address") -> None:
+    """ValidationFailed naming ``field`` if ``subnet`` overlaps a built-in reserved network or one of the
+    node's own (``what -> CIDR``, e.g. ``"the node's public address" -> "198.51.100.7/32"``): the node would
+    route its own traffic into the tunnel."""
+    net = parse_subnet(subnet, field)
+    named = [(f"{what} {cidr}", cidr) for what, cidrs in NODE_RESERVED_NETWORKS.items() for cidr in cidrs]
+    named += [(f"{what} ({cidr})", cidr) for what, cidr in node_networks.items()]
+    for what, cidr in named:
+        if subnets_overlap(str(net), cidr):
+            raise _fail(field, f"{net} overlaps the node's own networks: {what}")
+
+
 # --- IPv6 prefix pools ---------------------------------------------------------------------------
 
 def parse_pool(pool: str, prefix_length: int, *, pool_field: str = "prefix",

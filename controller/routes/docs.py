@@ -22,7 +22,7 @@ from starlette.schemas import SchemaGenerator
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from controller import __version__
-from controller.api import STATUS_DESCRIPTIONS, CompatErrorResponse, ErrorResponse
+from controller.api import MAX_ID, STATUS_DESCRIPTIONS, CompatErrorResponse, ErrorResponse
 from controller.edge.auth import PUBLIC_PATHS, PUBLIC_PREFIXES
 from controller.edge.errors import COMPAT_PREFIX
 from controller.errors import NotFound
@@ -67,7 +67,9 @@ def _legacy(app: FastAPI, schemas: dict[str, Any]) -> dict[str, Any]:
 
 def build_openapi(app: FastAPI) -> dict[str, Any]:
     spec = get_openapi(title="vpnfleet", version=__version__, openapi_version="3.1.0", description=_DESCRIPTION,
-                       routes=[r for r in app.routes if isinstance(r, APIRoute)])
+                       # all of app.routes: FastAPI >= 0.16x wraps included routers (not APIRoutes themselves);
+                       # get_openapi flattens them and skips what is not an APIRoute
+                       routes=app.routes)
     components = spec.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
     for path, ops in _legacy(app, schemas).items():
@@ -102,7 +104,26 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
             if "422" in responses:
                 responses["422"]["content"] = _error_ref(path)
                 responses["422"]["description"] = STATUS_DESCRIPTIONS[422]
+    _integral_bounds(spec)
     return spec
+
+
+_BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+
+
+def _integral_bounds(node: Any) -> None:
+    """FastAPI's OpenAPI model stores numeric bounds as floats: ``le=MAX_ID`` would be published as
+    9.223372036854776e+18, which is 2**63, one more than the server takes. Integral bounds go back to ints
+    (the only bound near 2**63 the API has is MAX_ID)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in _BOUNDS and isinstance(value, float) and value.is_integer():
+                node[key] = MAX_ID if int(value) == MAX_ID + 1 else int(value)
+            else:
+                _integral_bounds(value)
+    elif isinstance(node, list):
+        for item in node:
+            _integral_bounds(item)
 
 
 router = APIRouter(include_in_schema=False)

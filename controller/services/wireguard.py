@@ -7,21 +7,27 @@ changes incrementally, so other peers keep their sessions.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from typing import Any
 
+import psutil
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from controller.db import fetch_page
 from controller.errors import Conflict, NotFound, ValidationFailed
 from controller.hub.hub import Hub
-from controller.ipam import allocate_address, check_address, check_no_overlap, host_cidr
+from controller.ipam import allocate_address, check_address, check_no_overlap, check_outside_node, host_cidr
 from controller.models import Node, WireguardClient, WireguardServer, utcnow
+from controller.schemas.wireguard import ClientBody, ClientUpdate, ServerBody, ServerUpdate
 from controller.wireguard_config import format_endpoint, render_client_config
 from controller.wireguard_keys import generate_keypair, generate_preshared_key, public_key_of, validate_key
 
 CLIENT_STATUSES = ("active", "disabled")
 SERVER_STATUSES = ("running", "stopped")
+FAMILIES = ("ipv4_address", "ipv6_address")
+#: the most peers one server status lists (a server's peers fit in its subnet; this bounds a huge one)
+MAX_STATUS_PEERS = 100_000
 
 
 def _network(address: str | None) -> str | None:
@@ -30,6 +36,40 @@ def _network(address: str | None) -> str | None:
 
 def _host(address: str | None) -> str | None:
     return str(ipaddress.ip_interface(address).ip) if address else None
+
+
+def host_networks(exclude_interfaces: frozenset[str] | set[str] = frozenset()) -> dict[str, str]:
+    """The networks on this machine's interfaces (``"interface eth0" -> "192.0.2.0/24"``): a local node's own,
+    since local nodes run here. ``exclude_interfaces``: the WireGuard server's own interface (its subnet is
+    on the machine because the server runs)."""
+    out: dict[str, str] = {}
+    for name, addresses in psutil.net_if_addrs().items():
+        if name in exclude_interfaces:
+            continue
+        for a in addresses:
+            if a.family not in (socket.AF_INET, socket.AF_INET6) or not a.netmask:
+                continue
+            try:
+                ip = ipaddress.ip_address(a.address.split("%", 1)[0])  # fe80::1%eth0
+                prefix = bin(int(ipaddress.ip_address(a.netmask))).count("1")
+                out[f"interface {name} {ip}"] = str(ipaddress.ip_interface(f"{ip}/{prefix}").network)
+            except ValueError:
+                continue
+    return out
+
+
+def node_networks(node: Node, interface: str | None = None) -> dict[str, str]:
+    """What the controller knows of a node's own networks: its public and private addresses, and for a local
+    node the networks of this machine (the agent does not report its interfaces)."""
+    out: dict[str, str] = {}
+    for what, value in (("the node's public address", node.public_ip), ("the node's private address", node.private_ip)):
+        try:
+            out[what] = str(ipaddress.ip_network(value)) if value else ""
+        except ValueError:
+            pass  # not an address (never written so by a provider): nothing to compare
+    if node.provider == "local":
+        out.update(host_networks({interface} if interface else set()))
+    return {k: v for k, v in out.items() if v}
 
 
 class WireguardService:
@@ -63,27 +103,33 @@ class WireguardService:
             raise NotFound(f"WireGuard server {server_id} not found")
         return server
 
-    async def create_server(self, values: dict[str, Any]) -> WireguardServer:
+    async def server_clients(self, server_id: int) -> list[WireguardClient]:
+        """The server's peers, in id order (its status page)."""
         async with self._sessions() as s:
-            node = await s.scalar(select(Node).where(Node.uuid == values["node_id"], Node.is_deleted.is_(False)))
+            return list((await s.scalars(select(WireguardClient).where(WireguardClient.server_id == server_id)
+                                         .order_by(WireguardClient.id).limit(MAX_STATUS_PEERS))).all())
+
+    async def create_server(self, cmd: ServerBody) -> WireguardServer:
+        node_id = str(cmd.node_id)
+        async with self._sessions() as s:
+            node = await s.scalar(select(Node).where(Node.uuid == node_id, Node.is_deleted.is_(False)))
             if node is None:
-                raise ValidationFailed(f"node {values['node_id']} not found", {"node_id": "unknown node"})
-            if not values.get("ipv4_address") and not values.get("ipv6_address"):
+                raise ValidationFailed(f"node {node_id} not found", {"node_id": "unknown node"})
+            if not cmd.ipv4_address and not cmd.ipv6_address:
                 raise ValidationFailed("a server needs ipv4_address and/or ipv6_address",
                                        {"ipv4_address": "required unless ipv6_address is given"})
+            values = cmd.model_dump()
+            self._check_outside_node(node, values, FAMILIES, interface=None)
             await self._check_unique_on_node(s, node.uuid, values, exclude_id=None)
             private_key, public_key = generate_keypair()
             server = WireguardServer(
-                node_uuid=node.uuid, name=values["name"], interface=values["interface"],
-                listen_port=values["listen_port"], ipv4_address=values.get("ipv4_address"),
-                ipv6_address=values.get("ipv6_address"), private_key=private_key, public_key=public_key,
-                dns_servers=values.get("dns_servers") or [], mtu=values.get("mtu") or 1420,
-                persistent_keepalive=values.get("persistent_keepalive", 25),
-                allowed_ips=values.get("allowed_ips") or ["0.0.0.0/0", "::/0"], nat=values.get("nat", True),
-                peer_to_peer=values.get("peer_to_peer", False),
-                endpoint_host=values.get("endpoint_host"), auto_start=values.get("auto_start", True),
-                status="running" if values.get("auto_start", True) else "stopped",
-                description=values.get("description") or "",
+                node_uuid=node.uuid, name=cmd.name, interface=cmd.interface, listen_port=cmd.listen_port,
+                ipv4_address=cmd.ipv4_address, ipv6_address=cmd.ipv6_address, private_key=private_key,
+                public_key=public_key, dns_servers=cmd.dns_servers, mtu=cmd.mtu,
+                persistent_keepalive=cmd.persistent_keepalive,
+                allowed_ips=cmd.allowed_ips or ["0.0.0.0/0", "::/0"], nat=cmd.nat, peer_to_peer=cmd.peer_to_peer,
+                endpoint_host=cmd.endpoint_host, auto_start=cmd.auto_start,
+                status="running" if cmd.auto_start else "stopped", description=cmd.description,
             )
             s.add(server)
             await self._bump(s, node.uuid)
@@ -91,17 +137,31 @@ class WireguardService:
         self._hub.mark_dirty([server.node_uuid])
         return server
 
-    async def update_server(self, server_id: int, values: dict[str, Any]) -> WireguardServer:
+    async def update_server(self, server_id: int, cmd: ServerUpdate) -> WireguardServer:
+        return await self._update_server(server_id, cmd.changes())
+
+    async def set_server_status(self, server_id: int, status: str) -> WireguardServer:
+        if status not in SERVER_STATUSES:
+            raise ValidationFailed(f"status must be one of {', '.join(SERVER_STATUSES)}", {"status": "unknown"})
+        return await self._update_server(server_id, {"status": status})
+
+    async def _update_server(self, server_id: int, values: dict[str, Any]) -> WireguardServer:
         async with self._sessions() as s:
             server = await s.get(WireguardServer, server_id)
             if server is None:
                 raise NotFound(f"WireGuard server {server_id} not found")
             merged = {"interface": server.interface, "listen_port": server.listen_port,
                       "ipv4_address": server.ipv4_address, "ipv6_address": server.ipv6_address, **values}
-            if ("ipv4_address" in values and _network(values["ipv4_address"]) != _network(server.ipv4_address)) or \
-               ("ipv6_address" in values and _network(values["ipv6_address"]) != _network(server.ipv6_address)):
-                if await s.scalar(select(func.count()).where(WireguardClient.server_id == server_id)):
-                    raise Conflict("the subnet of a server with clients cannot change; remove the clients first")
+            if not merged["ipv4_address"] and not merged["ipv6_address"]:
+                raise ValidationFailed("a server needs ipv4_address and/or ipv6_address",
+                                       {next(f for f in FAMILIES if f in values): "the server's last subnet"})
+            changed = [f for f in FAMILIES if f in values and _network(values[f]) != _network(getattr(server, f))]
+            node = await s.scalar(select(Node).where(Node.uuid == server.node_uuid))
+            if node is not None:
+                # only a changed subnet: a running server's own subnet is on a local node's machine already
+                self._check_outside_node(node, merged, changed, interface=server.interface)
+            if changed and await s.scalar(select(func.count()).where(WireguardClient.server_id == server_id)):
+                raise Conflict("the subnet of a server with clients cannot change; remove the clients first")
             await self._check_unique_on_node(s, server.node_uuid, merged, exclude_id=server.id)
             for key, value in values.items():
                 setattr(server, key, value)
@@ -120,8 +180,14 @@ class WireguardService:
             await s.commit()
         self._hub.mark_dirty([server.node_uuid])
 
-    async def set_server_status(self, server_id: int, status: str) -> WireguardServer:
-        return await self.update_server(server_id, {"status": status})
+    @staticmethod
+    def _check_outside_node(node: Node, values: dict[str, Any], families: tuple[str, ...] | list[str],
+                            interface: str | None) -> None:
+        networks = None
+        for family in families:
+            if values.get(family):
+                networks = node_networks(node, interface) if networks is None else networks
+                check_outside_node(_network(values[family]), networks, family)
 
     async def _check_unique_on_node(self, s: AsyncSession, node_uuid: str, values: dict[str, Any],
                                     exclude_id: int | None) -> None:
@@ -134,7 +200,7 @@ class WireguardService:
             if other.listen_port == values["listen_port"]:
                 raise Conflict(f"port {values['listen_port']} is already used by server {other.name}",
                                {"listen_port": "already used on the node"})
-        for family in ("ipv4_address", "ipv6_address"):
+        for family in FAMILIES:
             if values.get(family):
                 existing = {o.name: _network(getattr(o, family)) for o in others if getattr(o, family)}
                 check_no_overlap(_network(values[family]), existing, family)
@@ -163,21 +229,21 @@ class WireguardService:
             node = await s.scalar(select(Node).where(Node.uuid == server.node_uuid))
         return client, server, node
 
-    async def create_client(self, values: dict[str, Any]) -> WireguardClient:
+    async def create_client(self, cmd: ClientBody) -> WireguardClient:
+        values = cmd.model_dump()
         async with self._sessions() as s:
-            server = await s.get(WireguardServer, values["server_id"])
+            server = await s.get(WireguardServer, cmd.server_id)
             if server is None:
-                raise ValidationFailed(f"WireGuard server {values['server_id']} not found",
-                                       {"server_id": "unknown server"})
+                raise ValidationFailed(f"WireGuard server {cmd.server_id} not found", {"server_id": "unknown server"})
             peers = (await s.scalars(select(WireguardClient).where(WireguardClient.server_id == server.id))).all()
-            client = WireguardClient(server_id=server.id, name=values["name"],
-                                     dns_servers=values.get("dns_servers") or server.dns_servers,
-                                     allowed_ips=values.get("allowed_ips") or server.allowed_ips,
-                                     persistent_keepalive=values.get("persistent_keepalive",
-                                                                     server.persistent_keepalive),
-                                     expires_at=values.get("expires_at"), description=values.get("description") or "")
-            self._assign_addresses(client, server, peers, values)
-            self._assign_keys(client, peers, values)
+            keepalive = server.persistent_keepalive if cmd.persistent_keepalive is None else cmd.persistent_keepalive
+            client = WireguardClient(server_id=server.id, name=cmd.name,
+                                     dns_servers=cmd.dns_servers or server.dns_servers,
+                                     allowed_ips=cmd.allowed_ips or server.allowed_ips,
+                                     persistent_keepalive=keepalive, expires_at=cmd.expires_at,
+                                     description=cmd.description)
+            self._assign_addresses(client, server, list(peers), values)
+            self._assign_keys(client, list(peers), values)
             s.add(client)
             await self._bump(s, server.node_uuid)
             await s.commit()
@@ -187,7 +253,7 @@ class WireguardService:
     @staticmethod
     def _assign_addresses(client: WireguardClient, server: WireguardServer, peers: list[WireguardClient],
                           values: dict[str, Any]) -> None:
-        for family in ("ipv4_address", "ipv6_address"):
+        for family in FAMILIES:
             subnet = _network(getattr(server, family))
             given = values.get(family)
             if subnet is None:
@@ -219,18 +285,21 @@ class WireguardService:
         client.preshared_key = validate_key(psk, "preshared_key") if psk else (
             generate_preshared_key() if values.get("use_preshared_key", True) else None)
 
-    async def update_client(self, client_id: int, values: dict[str, Any]) -> WireguardClient:
+    async def update_client(self, client_id: int, cmd: ClientUpdate) -> WireguardClient:
+        values = cmd.changes()
         async with self._sessions() as s:
             client = await s.get(WireguardClient, client_id)
             if client is None:
                 raise NotFound(f"WireGuard client {client_id} not found")
             server = await s.get(WireguardServer, client.server_id)
-            if "ipv4_address" in values or "ipv6_address" in values:
+            given = {f: values[f] for f in FAMILIES if values.get(f)}
+            if given:
                 peers = (await s.scalars(select(WireguardClient).where(WireguardClient.server_id == server.id,
                                                                        WireguardClient.id != client.id))).all()
-                self._assign_addresses(client, server, list(peers),
-                                       {k: v for k, v in values.items() if k in ("ipv4_address", "ipv6_address")}
-                                       | {"auto_assign_ip": False})
+                self._assign_addresses(client, server, list(peers), given | {"auto_assign_ip": False})
+            for family in FAMILIES:
+                if family in values and values[family] is None:
+                    setattr(client, family, None)  # null: the peer no longer has an address of that family
             for key in ("name", "dns_servers", "allowed_ips", "persistent_keepalive", "expires_at", "description",
                         "status"):
                 if key in values:

@@ -84,7 +84,8 @@ async def test_malformed_bodies_are_400(client: httpx.AsyncClient, content: byte
     assert r.status_code == 400 and message in r.json()["error"]["message"], r.text
 
 
-@pytest.mark.parametrize("raw", ["%C2%B9", "%D9%A1", "abc", "0", "99999999999999999999999"])
+@pytest.mark.parametrize("raw", ["%C2%B9", "%D9%A1", "abc", "0", "99999999999999999999999", "1_0", "+1", "%201", "1.0",
+                                 "9223372036854775808"])
 async def test_int_ids_are_ascii_and_bounded(client: httpx.AsyncClient, raw: str) -> None:
     r = await client.get(f"/api/v1/things/{raw}")
     assert r.status_code == 422 and "id" in r.json()["error"]["details"], r.text
