@@ -210,7 +210,17 @@ def channel_options(config: AgentConfig) -> list[tuple[str, object]]:
         # (5 min), so a controller with default settings never answers with "too many pings".
         ("grpc.keepalive_time_ms", 360_000),
         ("grpc.keepalive_timeout_ms", 20_000),
+        # the controller's limits mirrored (controller/grpc_options.py; the agent wheel cannot import it, and
+        # tests/unit/test_grpc_options.py checks they agree): the largest desired state it sends, the largest
+        # batch it takes
+        ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
+        ("grpc.max_send_message_length", MAX_SEND_BYTES),
     ]
+
+
+#: what the agent takes from / sends to the controller in one message (controller/grpc_options.py)
+MAX_RECEIVE_BYTES = 19 * 1024 * 1024
+MAX_SEND_BYTES = 11 * 1024 * 1024
 
 
 def enrollment_credentials(config: AgentConfig) -> grpc.ChannelCredentials:

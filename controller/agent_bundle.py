@@ -1,4 +1,5 @@
-"""Build the agent wheel nodes download at first boot, from the ``agent`` and ``protos`` source packages.
+"""Build the agent wheel nodes download at first boot, from the ``agent`` and ``protos`` source packages, and
+ship beside it the hash-pinned requirements file its dependencies install from (``pip --require-hashes``).
 
 The build is reproducible (sorted entries, fixed timestamps and modes), so the controller can rebuild it at
 every start and still hand out the same sha256; an identical wheel already on disk is left in place.
@@ -30,18 +31,31 @@ REQUIRES = (
 )
 REQUIRES_PYTHON = ">=3.11"
 ENTRY_POINTS = "[console_scripts]\nvpnfleet-agent = agent.main:main\n"
+#: The agent's dependencies, every version pinned and every file hashed (pip-compile --generate-hashes; see its
+#: header for the command, tests/test_agent_bundle.py keeps it in step with REQUIRES and constraints.txt).
+REQUIREMENTS_SOURCE = Path(agent.__file__).resolve().parent / "requirements.txt"
 #: 1980-01-01, the earliest time a zip entry can carry.
 FIXED_DATE = (1980, 1, 1, 0, 0, 0)
 
 
 @dataclass(frozen=True)
+class RequirementsFile:
+    """The agent's hash-pinned requirements, as served to nodes."""
+
+    path: Path
+    filename: str
+    sha256: str
+
+
+@dataclass(frozen=True)
 class AgentBundle:
-    """A built agent wheel."""
+    """A built agent wheel, and the requirements file its dependencies install from."""
 
     path: Path
     filename: str
     sha256: str
     version: str
+    requirements: RequirementsFile
 
 
 def build_agent_wheel(out_dir: Path) -> AgentBundle:
@@ -59,7 +73,21 @@ def build_agent_wheel(out_dir: Path) -> AgentBundle:
         if not target.exists() or file_sha256(target) != digest:
             # A node downloading meanwhile gets the old file or the new one, never half of one.
             os.replace(built, target)
-    return AgentBundle(path=target, filename=filename, sha256=digest, version=version)
+    return AgentBundle(path=target, filename=filename, sha256=digest, version=version,
+                       requirements=copy_requirements(out_dir, version))
+
+
+def copy_requirements(out_dir: Path, version: str, source: Path = REQUIREMENTS_SOURCE) -> RequirementsFile:
+    """Put the requirements file beside the wheel (atomically, unchanged when identical)."""
+    filename = f"{DIST_NAME}-{version}-requirements.txt"
+    data = source.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    target = out_dir / filename
+    if not target.exists() or file_sha256(target) != digest:
+        tmp = out_dir / f".{filename}.tmp"
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
+    return RequirementsFile(path=target, filename=filename, sha256=digest)
 
 
 def source_files() -> list[tuple[str, Path]]:

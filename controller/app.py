@@ -30,7 +30,10 @@ from controller.edge.auth import AuthMiddleware
 from controller.edge.errors import (domain_error_handler, http_error_handler, internal_error_handler,
                                     request_validation_handler)
 from controller.edge.guards import InputGuardMiddleware
+from controller.edge.headers import SecurityHeadersMiddleware
+from controller.edge.limits import BodyLimitMiddleware
 from controller.edge.request_id import RequestIdMiddleware
+from controller.grpc_options import enrollment_server_options, server_options
 from controller.hub.hub import Hub
 from controller.hub.servicer import AgentServicer, EnrollmentServicer
 from controller.pki import CertificateAuthority
@@ -57,12 +60,6 @@ log = logging.getLogger("vpnfleet")
 
 ROUTE_MODULES = (system, regions, nodes, node_certificates, streams, operations, v2ray_compat, agent_package, wireguard, ipv6, clients,
                  subscription)
-GRPC_OPTIONS = [
-    ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
-    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-]
 
 
 class Controller:
@@ -152,7 +149,8 @@ class Controller:
         await self._start_grpc()
         await self.hub.prime()
         loops = [self.state.run(), self.ingest.run(), self.hub.run_pusher(), self.hub.run_liveness(),
-                 self.nodes.run_sync_loop(), self._prune_loop(), self._expiry_loop(), self.subscribers.run_schedule()]
+                 self.nodes.run_sync_loop(), self._prune_loop(), self._expiry_loop(), self.subscribers.run_schedule(),
+                 self.operations.run_retention(self.settings.audit_retention_days)]
         if self.relay is not None:
             loops.append(self.relay.run())
         for loop in loops:
@@ -162,11 +160,11 @@ class Controller:
     async def _start_grpc(self) -> None:
         adv = self.settings.advertised_grpc
         pair = self.ca.server_keypair([] if is_unix(adv) else [split_hostport(adv)[0]])
-        mtls = grpc.aio.server(options=GRPC_OPTIONS)
+        mtls = grpc.aio.server(options=server_options())
         agent_pb2_grpc.add_AgentServicer_to_server(AgentServicer(self.hub, self.certificates, self.ca.cert_pem), mtls)
         mtls.add_secure_port(self.settings.grpc_addr, grpc.ssl_server_credentials(
             [(pair.key_pem, pair.cert_pem)], root_certificates=self.ca.cert_pem, require_client_auth=True))
-        enroll = grpc.aio.server(options=GRPC_OPTIONS)
+        enroll = grpc.aio.server(options=enrollment_server_options())
         agent_pb2_grpc.add_EnrollmentServicer_to_server(EnrollmentServicer(self.enrollment, self.ca.cert_pem), enroll)
         enroll.add_secure_port(self.settings.enroll_addr, grpc.ssl_server_credentials([(pair.key_pem, pair.cert_pem)]))
         for server in (mtls, enroll):
@@ -226,14 +224,14 @@ def create_app(settings: Settings) -> FastAPI:
         # /openapi.json and /docs are served by controller.routes.docs (edge responses, a trimmed Swagger UI)
         openapi_url=None, docs_url=None, redoc_url=None,
         middleware=[Middleware(RequestIdMiddleware),
-                    Middleware(__import__("controller.edge.headers", fromlist=["x"]).SecurityHeadersMiddleware,
-                               hsts=settings.tls_enabled),
+                    Middleware(SecurityHeadersMiddleware, hsts=settings.tls_enabled),
                     Middleware(InputGuardMiddleware),
                     Middleware(AuthMiddleware, keys=ctl.keys, failures_per_window=settings.auth_failures_per_window,
                                failure_window=settings.auth_failure_window),
                     Middleware(AuditMiddleware, operations=ctl.operations),
-                    Middleware(__import__("controller.edge.limits", fromlist=["x"]).BodyLimitMiddleware,
-                               max_bytes=settings.max_body_bytes, max_json_depth=settings.max_json_depth)],
+                    # inside Audit (refused bodies are recorded) and Auth (anonymous callers make it scan nothing)
+                    Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,
+                               max_json_depth=settings.max_json_depth)],
         exception_handlers={DomainError: domain_error_handler, HTTPException: http_error_handler,
                             RequestValidationError: request_validation_handler, Exception: internal_error_handler},
         lifespan=lifespan,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
 import secrets
 from dataclasses import dataclass
@@ -16,6 +17,21 @@ from controller.models import ApiKey
 
 ADMIN_KEY_FILE = "admin.key"
 KEY_PREFIX = "vpf_"
+
+log = logging.getLogger("vpnfleet.auth")
+
+
+def write_key_file(path: Path, key: str) -> None:
+    """Write key to a new 0600 file: O_EXCL|O_NOFOLLOW, so neither a planted symlink nor an existing file is
+    written through. A leftover file (from a database that was since removed) is unlinked first: its key is
+    valid nowhere, and unlinking a symlink removes the link, never its target."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if os.path.lexists(path):
+        log.warning("replacing %s: the database has no admin key, so the key in that file is valid nowhere", path)
+        os.unlink(path)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key + "\n")
 
 
 def hash_key(key: str) -> str:
@@ -44,19 +60,22 @@ class ApiKeyStore:
         self._keys = [(row.key_hash, Principal(row.name, row.is_admin)) for row in rows]
 
     async def ensure_admin_key(self, data_dir: Path) -> str | None:
-        """Create the admin key on first start. Returns the plaintext exactly once (then only the file has it)."""
+        """Create the admin key on first start. Returns the plaintext exactly once (then only the file has it).
+
+        The file is written before the hash is committed, so a failed start never leaves a key nobody has."""
         async with self._sessions() as s:
             if await s.scalar(select(ApiKey.id).where(ApiKey.is_admin.is_(True)).limit(1)) is not None:
                 await self.load()
                 return None
             key = KEY_PREFIX + secrets.token_urlsafe(32)
-            s.add(ApiKey(name="admin", key_hash=hash_key(key), is_admin=True))
-            await s.commit()
-        data_dir.mkdir(parents=True, exist_ok=True)
-        path = data_dir / ADMIN_KEY_FILE
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(key + "\n")
+            path = data_dir / ADMIN_KEY_FILE
+            write_key_file(path, key)
+            try:
+                s.add(ApiKey(name="admin", key_hash=hash_key(key), is_admin=True))
+                await s.commit()
+            except BaseException:
+                path.unlink(missing_ok=True)
+                raise
         await self.load()
         return key
 

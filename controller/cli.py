@@ -1,7 +1,9 @@
 """``vpnfleet``: the operator's command line for a vpnfleet controller (REST API and live SSE streams).
 
-Settings: ``--url`` / $VPNFLEET_URL (default http://127.0.0.1:8080); the API key from ``--api-key``,
+Settings: ``--url`` / $VPNFLEET_URL (default https://127.0.0.1:8080); the API key from ``--api-key``,
 $VPNFLEET_API_KEY, or the admin key file the controller wrote ($VPNFLEET_DATA_DIR, default ./data, + admin.key).
+Over https the controller's certificate is checked against ``--ca-cert`` / $VPNFLEET_CA_CERT, else the
+controller's own CA ($VPNFLEET_DATA_DIR/pki/ca.crt) when that file exists, else the system's trust store.
 Every command takes ``--json`` to print the API's JSON instead of tables. Exit codes: 0 ok, 1 error, 2 usage.
 """
 
@@ -12,6 +14,7 @@ import datetime as dt
 import json
 import os
 import re
+import ssl
 import sys
 import time
 import uuid
@@ -28,7 +31,8 @@ from rich.text import Text
 from controller import __version__
 from controller.auth import ADMIN_KEY_FILE
 
-DEFAULT_URL = "http://127.0.0.1:8080"
+DEFAULT_URL = "https://127.0.0.1:8080"
+CA_ENV = "VPNFLEET_CA_CERT"
 WAIT_TIMEOUT = 300.0
 POLL_SECONDS = 0.5
 #: the controller pings streams every 15 s; a silent minute means the connection is dead
@@ -84,10 +88,11 @@ class ApiClient:
 
     PUBLIC = ("/api/v1/health",)
 
-    def __init__(self, url: str, api_key: str | None, timeout: float = 30.0) -> None:
+    def __init__(self, url: str, api_key: str | None, timeout: float = 30.0,
+                 verify: ssl.SSLContext | bool = True) -> None:
         self.url = url
         self._key = api_key
-        self._http = httpx.Client(base_url=url, timeout=httpx.Timeout(timeout, connect=5.0),
+        self._http = httpx.Client(base_url=url, timeout=httpx.Timeout(timeout, connect=5.0), verify=verify,
                                   headers={"User-Agent": f"vpnfleet-cli/{__version__}"})
 
     def close(self) -> None:
@@ -95,7 +100,8 @@ class ApiClient:
 
     def _headers(self, path: str) -> dict[str, str]:
         if path in self.PUBLIC:
-            return {}
+            # with a key the health check tells more (version, agents); without one it still answers
+            return {"X-API-Key": self._key} if self._key else {}
         if not self._key:
             raise ApiError(missing_key_message())
         return {"X-API-Key": self._key}
@@ -139,6 +145,12 @@ class ApiClient:
             raise ApiError(f"the controller did not answer with an event stream: {exc}") from None
 
     def _network_error(self, exc: httpx.TransportError) -> ApiError:
+        if isinstance(exc, httpx.ConnectError) and "CERTIFICATE_VERIFY_FAILED" in str(exc):
+            return ApiError(f"the controller at {self.url} has a certificate this CLI does not trust: pass its CA "
+                            f"with --ca-cert or ${CA_ENV} (the controller's is DATA_DIR/pki/ca.crt)", network=True)
+        if isinstance(exc, httpx.ConnectError) and self.url.startswith("https://") and (
+                "WRONG_VERSION_NUMBER" in str(exc) or "record layer failure" in str(exc)):
+            return ApiError(f"the controller at {self.url} does not speak https (try http://)", network=True)
         if isinstance(exc, httpx.ConnectError):
             return ApiError(f"cannot reach the controller at {self.url}", network=True)
         if isinstance(exc, httpx.TimeoutException):
@@ -160,6 +172,27 @@ def _clean(params: dict[str, Any] | None) -> dict[str, Any] | None:
     if params is None:
         return None
     return {k: (str(v).lower() if isinstance(v, bool) else v) for k, v in params.items() if v is not None}
+
+
+def find_ca_cert(explicit: str | None) -> Path | None:
+    """The CA to verify the controller with: --ca-cert, $VPNFLEET_CA_CERT, or the controller's own CA file in
+    $VPNFLEET_DATA_DIR (default ./data) when it exists; None: the system's trust store (e.g. a TLS proxy)."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get(CA_ENV):
+        return Path(os.environ[CA_ENV])
+    default = Path(os.environ.get("VPNFLEET_DATA_DIR") or "data") / "pki" / "ca.crt"
+    return default if default.is_file() else None
+
+
+def tls_verify(ca_cert: Path | None) -> ssl.SSLContext | bool:
+    """httpx's verify=: trust only ca_cert when given (the controller's own CA), else the system's store."""
+    if ca_cert is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=str(ca_cert))
+    except (OSError, ssl.SSLError) as exc:
+        raise ApiError(f"cannot use the CA certificate {ca_cert}: {getattr(exc, 'strerror', None) or exc}") from None
 
 
 def find_api_key(explicit: str | None) -> str | None:
@@ -708,6 +741,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--api-key", default=argparse.SUPPRESS,
                         help="API key (prefer $VPNFLEET_API_KEY: other users can read command lines; "
                              "else $VPNFLEET_DATA_DIR/admin.key)")
+    common.add_argument("--ca-cert", default=argparse.SUPPRESS, metavar="PEM",
+                        help=f"CA that signs the controller's certificate (${CA_ENV}, default "
+                             f"$VPNFLEET_DATA_DIR/pki/ca.crt when it exists, else the system's)")
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print the API's JSON")
 
     parser = argparse.ArgumentParser(prog="vpnfleet", parents=[common], description=__doc__,
@@ -807,10 +843,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     url = (getattr(args, "url", None) or os.environ.get("VPNFLEET_URL") or DEFAULT_URL).rstrip("/")
     if "://" not in url:
-        url = "http://" + url
+        url = "https://" + url
     out = Console(highlight=False, width=None if sys.stdout.isatty() else 1000)
     err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 1000)
-    api = ApiClient(url, find_api_key(getattr(args, "api_key", None)))
+    try:
+        verify = tls_verify(find_ca_cert(getattr(args, "ca_cert", None)))
+    except ApiError as exc:
+        err.print(plain(f"error: {exc}"))
+        return 1
+    api = ApiClient(url, find_api_key(getattr(args, "api_key", None)), verify=verify)
     ctx = Ctx(api=api, out=out, err=err, as_json=getattr(args, "json", False))
     try:
         return args.func(ctx, args)

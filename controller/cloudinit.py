@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -26,11 +27,16 @@ CHECKSUM_PATH = "/opt/vpnfleet/dist/SHA256SUMS"
 DIST_DIR = "/opt/vpnfleet/dist"
 #: Where the template installs the Xray binary (on the agent's PATH: the driver runs `xray`).
 XRAY_PATH = "/usr/local/bin/xray"
+#: Where the template writes the controller's CA, which downloads from the controller are pinned to.
+DOWNLOAD_CA_PATH = "/etc/vpnfleet/controller-ca.pem"
+#: Debian's trust store (package ca-certificates): for downloads from elsewhere (a mirror, a TLS proxy).
+SYSTEM_CA_PATH = "/etc/ssl/certs/ca-certificates.crt"
 
 _PLACEHOLDER = re.compile(r"\$\{([A-Z][A-Z0-9_]*)\}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 # A wheel file name, and nothing a shell or a checksum line could misread.
 _FILENAME = re.compile(r"[A-Za-z0-9_.+-]+\.whl")
+_REQUIREMENTS_FILENAME = re.compile(r"[A-Za-z0-9_.+-]+\.txt")
 # What controller/core_bundle.py names the Xray binary it serves.
 _XRAY_FILENAME = re.compile(r"xray-[0-9]+\.[0-9]+\.[0-9]+-linux-(amd64|arm64)")
 
@@ -40,8 +46,17 @@ class CloudInitError(ValueError):
 
 
 @dataclass(frozen=True)
+class Download:
+    """A file a node downloads: where from, its sha256, and the name it is saved under in DIST_DIR."""
+
+    url: str
+    sha256: str
+    filename: str
+
+
+@dataclass(frozen=True)
 class XrayDownload:
-    """The Xray binary a node downloads from the controller: URL (token-authenticated), sha256, file name
+    """The Xray binary a node downloads from the controller or a mirror: URL (no credential in it), sha256, file name
     (``xray-<version>-linux-<arch>``) and the architecture it runs on (Debian's name: amd64, arm64)."""
 
     url: str
@@ -51,11 +66,25 @@ class XrayDownload:
 
 
 def render_user_data(agent_config: AgentConfig, package_url: str, package_sha256: str, package_filename: str,
-                     template_path: Path, xray: XrayDownload | None = None) -> str:
-    """The ``#cloud-config`` user data that installs the agent package (and xray, if given; without it the
-    node runs V2Ray only) and starts the agent with agent_config."""
-    if not package_url.startswith(("https://", "http://")):
-        raise CloudInitError(f"package URL must be http(s), got {package_url[:40]!r}")
+                     template_path: Path, xray: XrayDownload | None = None, *, requirements: Download,
+                     download_ca_pem: str | None = None) -> str:
+    """The ``#cloud-config`` user data that installs the agent package and its hash-pinned requirements (and
+    xray, if given; without it the node runs V2Ray only) and starts the agent with agent_config.
+
+    download_ca_pem: the CA the controller's own https certificate chains to; downloads from the controller's
+    origin are pinned to it (``curl --cacert``). None: they use the system trust store (a TLS proxy with a
+    public certificate in front of the controller, or the operator's own certificate)."""
+    for what, url in (("package", package_url), ("requirements", requirements.url)):
+        if not url.startswith(("https://", "http://")):
+            raise CloudInitError(f"{what} URL must be http(s), got {url[:40]!r}")
+        if "token=" in url:
+            raise CloudInitError(f"{what} URL carries a token: downloads are sha256-pinned, never authenticated by URL")
+    if not _SHA256.fullmatch(requirements.sha256):
+        raise CloudInitError("requirements sha256 must be 64 lowercase hex digits")
+    if not _REQUIREMENTS_FILENAME.fullmatch(requirements.filename):
+        raise CloudInitError(f"bad requirements file name {requirements.filename!r}")
+    if download_ca_pem is not None and "-----BEGIN CERTIFICATE-----" not in download_ca_pem:
+        raise CloudInitError("download CA must be a PEM certificate")
     if not _SHA256.fullmatch(package_sha256):
         raise CloudInitError("package sha256 must be 64 lowercase hex digits")
     if not _FILENAME.fullmatch(package_filename):
@@ -78,12 +107,31 @@ def render_user_data(agent_config: AgentConfig, package_url: str, package_sha256
         "PACKAGE_URL": package_url,
         "PACKAGE_SHA256": package_sha256,
         "PACKAGE_FILENAME": package_filename,
+        "REQUIREMENTS_URL": requirements.url,
+        "REQUIREMENTS_SHA256": requirements.sha256,
+        "REQUIREMENTS_FILENAME": requirements.filename,
+        "DOWNLOAD_CA_PEM": download_ca_pem,
+        "DOWNLOAD_CA_FILE": DOWNLOAD_CA_PATH if download_ca_pem is not None else SYSTEM_CA_PATH,
+        "XRAY_CA_FILE": (DOWNLOAD_CA_PATH if download_ca_pem is not None and xray is not None
+                         and _origin(xray.url) == _origin(package_url) else SYSTEM_CA_PATH),
+        "DOWNLOAD_PROTO": _protocols(package_url),
+        "XRAY_PROTO": xray and _protocols(xray.url),
         "XRAY_URL": xray and xray.url,
         "XRAY_SHA256": xray and xray.sha256,
         "XRAY_FILENAME": xray and xray.filename,
         "XRAY_ARCH": xray and xray.arch,
     }
     return HEADER + yaml.dump(substitute(template, values), Dumper=_Dumper, sort_keys=False, width=1000)
+
+
+def _protocols(url: str) -> str:
+    """curl --proto: an https download may not be redirected to plain http."""
+    return "=https" if url.startswith("https://") else "=https,http"
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    return parts.scheme, (parts.hostname or "").lower(), parts.port
 
 
 def substitute(node: Any, values: Mapping[str, str | None], _in_list: bool = False) -> Any:
@@ -140,6 +188,16 @@ def package_url_from_user_data(user_data: str) -> tuple[str, str]:
         raise CloudInitError("user data has no curl download of the agent package")
     sha256 = _written_file(doc, CHECKSUM_PATH).split()[0]
     return url, sha256
+
+
+def download_ca_from_user_data(user_data: str) -> str | None:
+    """The CA PEM downloads from the controller are pinned to, or None: they use the system trust store."""
+    try:
+        return _written_file(_load(user_data), DOWNLOAD_CA_PATH)
+    except CloudInitError as exc:
+        if "does not write" in str(exc):
+            return None
+        raise
 
 
 def xray_download_from_user_data(user_data: str) -> XrayDownload | None:

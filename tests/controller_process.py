@@ -1,5 +1,8 @@
 """Run a real controller process for tests: free loopback ports, its own data dir, full cleanup.
 
+The controller speaks https like the product does (its self-issued certificate; clients verify it with the
+controller's CA, DATA_DIR/pki/ca.crt); ``tls=False`` for the few tests that need plain http.
+
 Local nodes' agents run in their own sessions (like real nodes they outlive the controller), so cleanup
 also kills every agent whose pid file lies under the data dir.
 """
@@ -11,6 +14,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -60,13 +64,15 @@ class ControllerProcess:
 
     def __init__(
         self, data_dir: Path, env: dict[str, str] | None = None, config: Path | None = None,
-        relative_data_dir: bool = False,
+        relative_data_dir: bool = False, tls: bool = True,
     ) -> None:
-        """relative_data_dir: run in data_dir's parent with VPNFLEET_DATA_DIR=<its name>, as `make run` does."""
+        """relative_data_dir: run in data_dir's parent with VPNFLEET_DATA_DIR=<its name>, as `make run` does.
+        tls: https with the controller's own certificate (the default), else plain http."""
         self.data_dir = data_dir
         self.cwd = data_dir.parent if relative_data_dir else REPO
         self.http_port, self.grpc_port, self.enroll_port = free_port(), free_port(), free_port()
-        self.url = f"http://127.0.0.1:{self.http_port}"
+        self.tls = tls
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.http_port}"
         self.env = {
             **os.environ,
             "VPNFLEET_DATA_DIR": data_dir.name if relative_data_dir else str(data_dir),
@@ -79,6 +85,9 @@ class ControllerProcess:
             "VPNFLEET_METRICS_INTERVAL": "1",
             # nodes run V2Ray only in the tests about it (they pass VPNFLEET_V2RAY_ENABLED=1)
             "VPNFLEET_V2RAY_ENABLED": "0",
+            # many tests share one controller and create nodes quickly; tests/e2e/test_node_quota.py sets its own
+            "VPNFLEET_NODE_CREATIONS_PER_MINUTE": "10000",
+            "VPNFLEET_TLS_ENABLED": "1" if tls else "0",
             # the Xray the controller serves its nodes and local agents run (make test builds it in the venv)
             **({"VPNFLEET_XRAY": XRAY} if shutil.which(XRAY) else {}),
             **(env or {}),
@@ -97,14 +106,34 @@ class ControllerProcess:
         log.close()
         wait_for(self._healthy, timeout, message=f"controller health (log: {self.log_path})")
         key = (self.data_dir / "admin.key").read_text().strip()
-        self.client = httpx.Client(base_url=self.url, headers={"X-API-Key": key}, timeout=30.0)
+        self.client = self.http_client(headers={"X-API-Key": key}, timeout=30.0)
         return self
+
+    @property
+    def ca_file(self) -> Path:
+        """The CA the controller's https certificate chains to (what its clients trust)."""
+        return self.data_dir / "pki" / "ca.crt"
+
+    def verify(self) -> ssl.SSLContext | bool:
+        """httpx's ``verify=`` for this controller: its CA only (never the system's), or True for plain http."""
+        return ssl.create_default_context(cafile=str(self.ca_file)) if self.tls else True
+
+    def http_client(self, **kwargs: Any) -> httpx.Client:
+        """An httpx client for this controller (base URL and trust set; kwargs as for httpx.Client)."""
+        return httpx.Client(base_url=self.url, verify=self.verify(), **kwargs)
+
+    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        """One unauthenticated request (a fresh connection), e.g. the public health check."""
+        with self.http_client(timeout=kwargs.pop("timeout", 10.0)) as client:
+            return client.get(path, **kwargs)
 
     def _healthy(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
             raise AssertionError(f"controller exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
+        if self.tls and not self.ca_file.exists():
+            return False
         try:
-            return httpx.get(self.url + "/api/v1/health", timeout=1.0).status_code == 200
+            return self.get("/api/v1/health", timeout=1.0).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -169,9 +198,10 @@ V2RAY_ENV = {"VPNFLEET_V2RAY_ENABLED": "1", "VPNFLEET_CLIENT_CHECK_INTERVAL": "1
 
 
 @contextlib.contextmanager
-def running_controller(data_dir: Path, env: dict[str, str] | None = None) -> Iterator[ControllerProcess]:
+def running_controller(data_dir: Path, env: dict[str, str] | None = None,
+                       tls: bool = True) -> Iterator[ControllerProcess]:
     """A started controller; on exit it and everything its local nodes run are killed."""
-    ctl = ControllerProcess(data_dir, env=env)
+    ctl = ControllerProcess(data_dir, env=env, tls=tls)
     try:
         yield ctl.start()
     finally:

@@ -1,5 +1,6 @@
-"""What nodes download at first boot: the agent wheel (real, reproducible and pip-installable) and the
-controller's own Xray-core binary (controller/core_bundle.py), both behind the enrollment-token check."""
+"""What nodes download at first boot: the agent wheel (real, reproducible and pip-installable), the hash-pinned
+requirements of its dependencies (agent/requirements.txt, kept in step with pyproject.toml and constraints.txt)
+and the controller's own Xray-core binary (controller/core_bundle.py), served with no credential in the URL."""
 
 from __future__ import annotations
 
@@ -16,10 +17,12 @@ from types import SimpleNamespace
 
 import httpx
 import pytest
-from starlette.applications import Starlette
+from fastapi import FastAPI
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 import agent
-from controller.agent_bundle import REQUIRES, build_agent_wheel
+from controller.agent_bundle import REQUIREMENTS_SOURCE, REQUIRES, build_agent_wheel
 from controller.core_bundle import (BINARY_ENV, CoreBundleError, elf_arch, find_xray, load_core_bundle,
                                     prepare_core_bundle)
 from controller.errors import DomainError
@@ -46,7 +49,8 @@ def test_build_is_deterministic(bundle, tmp_path: Path) -> None:
     mtime = again.path.stat().st_mtime_ns
     assert build_agent_wheel(tmp_path).sha256 == bundle.sha256
     assert again.path.stat().st_mtime_ns == mtime
-    assert [p.name for p in tmp_path.iterdir()] == [bundle.filename]  # no build leftovers
+    # no build leftovers: the wheel and its requirements file only
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([bundle.filename, bundle.requirements.filename])
 
 
 def test_wheel_contents(bundle) -> None:
@@ -70,6 +74,64 @@ def test_wheel_contents(bundle) -> None:
 def test_requirements_match_pyproject() -> None:
     pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
     assert list(REQUIRES) == pyproject["project"]["dependencies"]
+
+
+# -- the hash-pinned requirements file -----------------------------------------------------------------------------
+
+def pinned_requirements() -> dict[str, tuple[str, list[str]]]:
+    """{canonical name: (version, [sha256 hashes])} of agent/requirements.txt (pip's multi-line format)."""
+    text = REQUIREMENTS_SOURCE.read_text().replace("\\\n", " ")
+    pins: dict[str, tuple[str, list[str]]] = {}
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        spec, *options = line.split(" --hash=")
+        req = Requirement(spec.strip())
+        (pin,) = req.specifier
+        assert pin.operator == "==", f"{req.name} is not pinned exactly"
+        hashes = [h.strip() for h in options]
+        assert hashes and all(re.fullmatch(r"sha256:[0-9a-f]{64}", h) for h in hashes), req.name
+        pins[canonicalize_name(req.name)] = (pin.version, hashes)
+    return pins
+
+
+def test_requirements_file_pins_every_agent_dependency_with_hashes() -> None:
+    """Every dependency in REQUIRES is pinned (with hashes) at a version its specifier allows."""
+    pins = pinned_requirements()
+    for spec in REQUIRES:
+        req = Requirement(spec)
+        name = canonicalize_name(req.name)
+        assert name in pins, f"{req.name} missing from {REQUIREMENTS_SOURCE}"
+        assert req.specifier.contains(pins[name][0]), f"{req.name}=={pins[name][0]} does not satisfy {spec}"
+
+
+def test_requirements_file_is_current_with_constraints_and_complete() -> None:
+    """Nodes run what the tests ran: every pin is constraints.txt's version; and the file is closed under the
+    pinned packages' own dependencies (as installed here), so `pip --require-hashes` finds nothing unpinned.
+    When this fails, regenerate with the command in the file's header."""
+    constraints = {}
+    for line in (REPO_ROOT / "constraints.txt").read_text().splitlines():
+        if "==" in line and not line.startswith("#"):
+            name, version = line.split(";")[0].strip().split("==")
+            constraints[canonicalize_name(name)] = version.strip()
+    pins = pinned_requirements()
+    for name, (version, _) in pins.items():
+        assert constraints.get(name) == version, f"{name}=={version} but constraints.txt has {constraints.get(name)}"
+    from importlib import metadata
+    for name in pins:
+        for dep in metadata.requires(name) or []:
+            req = Requirement(dep)
+            if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+                continue  # an extra, or another platform's dependency
+            assert canonicalize_name(req.name) in pins, f"{name} needs {req.name}, which is not pinned"
+
+
+def test_the_bundle_ships_the_requirements_file(bundle) -> None:
+    shipped = bundle.requirements
+    assert shipped.filename == f"vpnfleet_agent-{agent.__version__}-requirements.txt"
+    assert shipped.path.read_bytes() == REQUIREMENTS_SOURCE.read_bytes()
+    assert hashlib.sha256(shipped.path.read_bytes()).hexdigest() == shipped.sha256
 
 
 def test_pip_installs_the_wheel(bundle, tmp_path: Path) -> None:
@@ -194,48 +256,48 @@ def elf_arch_or_none(path: Path) -> str | None:
 
 # -- the download route --------------------------------------------------------------------------------------------
 
-def package_get(tmp_path: Path, with_core: bool, *requests: tuple[str, dict[str, str]]):
+def package_get(tmp_path: Path, with_core: bool, *paths: str):
     """(wheel bundle, core bundle or None, [responses]) from the real route in an app whose controller has those
-    bundles and takes the enrollment token "good"."""
+    bundles. No credential is sent: none is needed (the files are sha256-pinned in the user data)."""
     wheel = tmp_path / "vpnfleet_agent-0.1.0-py3-none-any.whl"
     wheel.write_bytes(b"wheel bytes")
-    bundle = SimpleNamespace(path=wheel, filename=wheel.name, sha256=hashlib.sha256(b"wheel bytes").hexdigest())
+    reqs = tmp_path / "vpnfleet_agent-0.1.0-requirements.txt"
+    reqs.write_bytes(b"grpcio==1 --hash=sha256:00\n")
+    requirements = SimpleNamespace(path=reqs, filename=reqs.name, sha256=hashlib.sha256(reqs.read_bytes()).hexdigest())
+    bundle = SimpleNamespace(path=wheel, filename=wheel.name, sha256=hashlib.sha256(b"wheel bytes").hexdigest(),
+                             requirements=requirements)
     core = None
     if with_core:
         binary = tmp_path / "xray-26.3.27-linux-amd64"
         binary.write_bytes(b"xray bytes")
         core = SimpleNamespace(path=binary, filename=binary.name, sha256=hashlib.sha256(b"xray bytes").hexdigest())
 
-    async def token_is_valid(token: str) -> bool:
-        return token == "good"
-
-    app = Starlette(routes=agent_package.routes, exception_handlers={DomainError: domain_error_handler})
-    app.state.ctl = SimpleNamespace(enrollment=SimpleNamespace(token_is_valid=token_is_valid),
-                                    bundle=lambda: bundle, xray_bundle=lambda: core)
+    app = FastAPI(exception_handlers={DomainError: domain_error_handler})
+    app.include_router(agent_package.router)
+    app.state.ctl = SimpleNamespace(bundle=lambda: bundle, xray_bundle=lambda: core)
 
     async def run() -> list[httpx.Response]:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ctl") as client:
-            return [await client.get(path, params=params) for path, params in requests]
+            return [await client.get(path) for path in paths]
 
     return bundle, core, asyncio.run(run())
 
 
-def test_the_package_route_serves_the_wheel_and_xray_to_a_valid_token(tmp_path: Path) -> None:
-    names = ["vpnfleet_agent-0.1.0-py3-none-any.whl", "xray-26.3.27-linux-amd64"]
-    requests = [(f"/agent/package/{name}", params) for name in names
-                for params in ({"token": "good"}, {"token": "bad"}, {})]
-    bundle, core, responses = package_get(tmp_path, True, *requests,
-                                          ("/agent/package/xray-1.8.0-linux-amd64", {"token": "good"}))
-    for served, (ok, bad, missing) in zip((bundle, core), (responses[0:3], responses[3:6])):
+def test_the_package_route_serves_the_wheel_its_requirements_and_xray(tmp_path: Path) -> None:
+    names = ["vpnfleet_agent-0.1.0-py3-none-any.whl", "vpnfleet_agent-0.1.0-requirements.txt",
+             "xray-26.3.27-linux-amd64"]
+    bundle, core, responses = package_get(tmp_path, True, *[f"/agent/package/{n}" for n in names],
+                                          "/agent/package/xray-1.8.0-linux-amd64", "/agent/package/..%2Fetc%2Fpasswd")
+    for served, ok in zip((bundle, bundle.requirements, core), responses):
         assert ok.status_code == 200 and ok.content == served.path.read_bytes()
         assert ok.headers["x-checksum-sha256"] == served.sha256
         assert ok.headers["content-type"] == "application/octet-stream"
-        assert bad.status_code == 401 and missing.status_code == 401
-    assert responses[6].status_code == 404 and core.filename in responses[6].text
+    assert responses[3].status_code == 404 and core.filename in responses[3].text
+    assert responses[4].status_code == 404
 
 
-def test_without_xray_the_route_serves_only_the_wheel(tmp_path: Path) -> None:
-    _, _, (wheel, xray) = package_get(tmp_path, False, ("/agent/package/vpnfleet_agent-0.1.0-py3-none-any.whl",
-                                                        {"token": "good"}),
-                                      ("/agent/package/xray-26.3.27-linux-amd64", {"token": "good"}))
-    assert wheel.status_code == 200 and xray.status_code == 404
+def test_without_xray_the_route_serves_only_the_wheel_and_requirements(tmp_path: Path) -> None:
+    _, _, (wheel, reqs, xray) = package_get(tmp_path, False, "/agent/package/vpnfleet_agent-0.1.0-py3-none-any.whl",
+                                            "/agent/package/vpnfleet_agent-0.1.0-requirements.txt",
+                                            "/agent/package/xray-26.3.27-linux-amd64")
+    assert wheel.status_code == 200 and reqs.status_code == 200 and xray.status_code == 404

@@ -310,8 +310,10 @@ def test_bad_key(cli: Run) -> None:
     assert "vpf_not-the-key" not in out + err
 
 
-def test_missing_key(cli: Run, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_missing_key(cli: Run, controller: Controller, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("VPNFLEET_DATA_DIR", str(tmp_path))
+    # the data dir moved away, so name the controller's CA explicitly
+    monkeypatch.setenv("VPNFLEET_CA_CERT", str(controller.data_dir / "pki" / "ca.crt"))
     code, _, err = cli("nodes", "ls")
     assert code == 1 and "VPNFLEET_API_KEY" in err and str(tmp_path / "admin.key") in err
     monkeypatch.setenv("VPNFLEET_API_KEY", "vpf_from-env")  # the environment wins over the file
@@ -433,3 +435,23 @@ def test_terminal_controls_are_stripped_from_node_supplied_text() -> None:
     assert "\x1b" not in printed and "\x07" not in printed and "\x9b" not in printed and "\x7f" not in printed
     assert "ok31m" in printed and "Telemetry rejected" in printed
     assert not re.search(r"\x1b\[[0-9;]*[^0-9;m]", out.getvalue())  # no cursor movement, no screen clearing
+
+
+def test_the_cli_speaks_https_and_trusts_only_the_given_ca(cli: Run, controller: Controller, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The controller serves https (its own CA): the CLI trusts $VPNFLEET_DATA_DIR/pki/ca.crt by default, or
+    --ca-cert / $VPNFLEET_CA_CERT; a CA that did not sign the controller's certificate is refused, clearly."""
+    assert controller.url.startswith("https://")
+    code, out, err = cli("regions")
+    assert code == 0, err
+    other = tmp_path / "other-ca.crt"
+    from controller.pki import CertificateAuthority
+    other.write_bytes(CertificateAuthority(tmp_path / "other-pki").cert_pem)
+    code, _, err = cli("--ca-cert", str(other), "regions")
+    assert code == 1 and "certificate this CLI does not trust" in err and "--ca-cert" in err
+    monkeypatch.setenv("VPNFLEET_CA_CERT", str(other))
+    assert cli("regions")[0] == 1
+    monkeypatch.setenv("VPNFLEET_CA_CERT", str(controller.data_dir / "pki" / "ca.crt"))
+    assert cli("regions")[0] == 0
+    code, _, err = cli("--url", f"http://127.0.0.1:{controller.http_port}", "regions")
+    assert code == 1  # plain http to the https port gets nothing

@@ -13,10 +13,14 @@ import yaml
 
 from agent.config import DEFAULT_CONFIG_PATH, AgentConfig
 from controller.cloudinit import (
+    DOWNLOAD_CA_PATH,
+    SYSTEM_CA_PATH,
     XRAY_PATH,
     CloudInitError,
+    Download,
     XrayDownload,
     agent_config_from_user_data,
+    download_ca_from_user_data,
     package_url_from_user_data,
     render_user_data,
     xray_download_from_user_data,
@@ -26,8 +30,12 @@ from controller.settings import Settings
 TEMPLATE = Settings().cloud_init_template
 SHA = "ab" * 32
 FILENAME = "vpnfleet_agent-0.1.0-py3-none-any.whl"
-URL = "https://ctl.example:8443/api/v1/agent/package?token=tok-123"
+URL = f"https://ctl.example:8443/agent/package/{FILENAME}"
 PEM = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIU\n-----END CERTIFICATE-----\n"
+#: the controller's CA its downloads are pinned to (a stand-in PEM: the document only carries it)
+CA_PEM = "-----BEGIN CERTIFICATE-----\nMIIBdDCCARqgAwIBAgIU\n-----END CERTIFICATE-----\n"
+REQUIREMENTS = Download(url="https://ctl.example:8443/agent/package/vpnfleet_agent-0.1.0-requirements.txt",
+                        sha256="ef" * 32, filename="vpnfleet_agent-0.1.0-requirements.txt")
 
 
 def config(**overrides: object) -> AgentConfig:
@@ -37,14 +45,24 @@ def config(**overrides: object) -> AgentConfig:
     return AgentConfig(**values)  # type: ignore[arg-type]
 
 
-XRAY = XrayDownload(url="https://ctl.example:8443/agent/package/xray-26.3.27-linux-amd64?token=tok-123",
+XRAY = XrayDownload(url="https://ctl.example:8443/agent/package/xray-26.3.27-linux-amd64",
                     sha256="cd" * 32, filename="xray-26.3.27-linux-amd64", arch="amd64")
 AGENT_START = ["systemctl", "enable", "--now", "vpnfleet-agent.service"]
 
 
 def render(cfg: AgentConfig | None = None, url: str = URL, template: Path = TEMPLATE,
-           xray: XrayDownload | None = None) -> str:
-    return render_user_data(cfg or config(), url, SHA, FILENAME, template, xray=xray)
+           xray: XrayDownload | None = None, ca: str | None = CA_PEM,
+           requirements: Download = REQUIREMENTS) -> str:
+    return render_user_data(cfg or config(), url, SHA, FILENAME, template, xray=xray, requirements=requirements,
+                            download_ca_pem=ca)
+
+
+def curls(user_data: str) -> list[list[str]]:
+    return [cmd for cmd in yaml.safe_load(user_data)["runcmd"] if isinstance(cmd, list) and cmd[0] == "curl"]
+
+
+def option(cmd: list[str], name: str) -> str:
+    return cmd[cmd.index(name) + 1]
 
 
 def written(user_data: str, path: str) -> dict:
@@ -76,11 +94,11 @@ def test_round_trip() -> None:
 ])
 def test_yaml_special_values_render_safely(token: str) -> None:
     cfg = config(enrollment_token=token, node_name="#not a comment: {x}")
-    user_data = render(cfg, url=URL + "&x='1'; rm -rf /")
+    user_data = render(cfg, url=URL + "?x='1'; rm -rf /")
     doc = yaml.safe_load(user_data)
     assert list(doc) == list(yaml.safe_load(TEMPLATE.read_text()))  # no key injected
     assert agent_config_from_user_data(user_data) == cfg
-    assert package_url_from_user_data(user_data)[0] == URL + "&x='1'; rm -rf /"
+    assert package_url_from_user_data(user_data)[0] == URL + "?x='1'; rm -rf /"
 
 
 def test_agent_config_file_is_private() -> None:
@@ -100,7 +118,8 @@ def test_runcmd_verifies_the_package_before_installing() -> None:
     assert curl < check < pip
     assert "--fail" in runcmd[curl] and f"/opt/vpnfleet/dist/{FILENAME}" in runcmd[curl]
     sums = written(render(), runcmd[check][-1])
-    assert sums["content"] == f"{SHA}  /opt/vpnfleet/dist/{FILENAME}\n"
+    assert sums["content"] == (f"{SHA}  /opt/vpnfleet/dist/{FILENAME}\n"
+                               f"{REQUIREMENTS.sha256}  /opt/vpnfleet/dist/{REQUIREMENTS.filename}\n")
     assert runcmd[-1] == ["systemctl", "enable", "--now", "vpnfleet-agent.service"]
     # Debian's own v2ray service (the package's sample config, a published UUID) never runs on a node
     assert ["systemctl", "disable", "--now", "v2ray.service"] in runcmd
@@ -270,7 +289,79 @@ def test_unknown_placeholder_is_an_error(tmp_path: Path) -> None:
 ])
 def test_bad_values_are_refused(url: str, sha: str, filename: str) -> None:
     with pytest.raises(CloudInitError):
-        render_user_data(config(), url, sha, filename, TEMPLATE)
+        render_user_data(config(), url, sha, filename, TEMPLATE, requirements=REQUIREMENTS)
+
+
+# -- downloads: no credential in a URL, https pinned to the controller's CA, hash-pinned dependencies ---------
+
+@pytest.mark.parametrize("url, requirements", [
+    (URL + "?token=tok-123", REQUIREMENTS),
+    (URL, Download(url=REQUIREMENTS.url + "?token=tok-123", sha256=REQUIREMENTS.sha256,
+                   filename=REQUIREMENTS.filename)),
+])
+def test_a_token_in_a_download_url_is_refused(url: str, requirements: Download) -> None:
+    with pytest.raises(CloudInitError, match="token"):
+        render(url=url, requirements=requirements)
+
+
+def test_no_url_in_the_user_data_carries_the_token() -> None:
+    user_data = render(xray=XRAY)
+    urls = [arg for cmd in curls(user_data) for arg in cmd if arg.startswith(("https://", "http://"))]
+    assert len(urls) == 3 and not [u for u in urls if "tok-123" in u or "token" in u]
+
+
+def test_downloads_from_the_controller_are_pinned_to_its_ca() -> None:
+    user_data = render(xray=XRAY)
+    ca = written(user_data, DOWNLOAD_CA_PATH)
+    assert ca["content"] == CA_PEM and ca["owner"] == "root:root"
+    assert download_ca_from_user_data(user_data) == CA_PEM
+    doc = yaml.safe_load(user_data)
+    assert doc["write_files"].index(ca) < len(doc["write_files"])  # written before runcmd runs
+    for cmd in curls(user_data):
+        # the controller's CA only, https only (also after a redirect)
+        assert option(cmd, "--cacert") == DOWNLOAD_CA_PATH and option(cmd, "--proto") == "=https", cmd
+
+
+def test_behind_a_tls_proxy_downloads_use_the_system_trust_store() -> None:
+    user_data = render(xray=XRAY, ca=None)
+    assert not [f for f in yaml.safe_load(user_data)["write_files"] if f["path"] == DOWNLOAD_CA_PATH]
+    assert download_ca_from_user_data(user_data) is None
+    assert {option(cmd, "--cacert") for cmd in curls(user_data)} == {SYSTEM_CA_PATH}
+
+
+def test_xray_from_a_mirror_uses_the_system_trust_store_and_plain_http_is_allowed_only_for_http_urls() -> None:
+    mirror = XrayDownload(url="https://mirror.example/xray/xray-26.3.27-linux-amd64", sha256=XRAY.sha256,
+                          filename=XRAY.filename, arch="amd64")
+    by_url = {cmd[-1]: cmd for cmd in curls(render(xray=mirror))}
+    assert option(by_url[mirror.url], "--cacert") == SYSTEM_CA_PATH
+    assert option(by_url[URL], "--cacert") == DOWNLOAD_CA_PATH
+    plain = "http://ctl.example:8080/agent/package/" + FILENAME
+    by_url = {cmd[-1]: cmd for cmd in curls(render(url=plain, ca=None))}
+    assert option(by_url[plain], "--proto") == "=https,http"
+
+
+def test_dependencies_install_from_the_hash_pinned_requirements_before_the_agent() -> None:
+    runcmd = yaml.safe_load(render())["runcmd"]
+    pip = [cmd for cmd in runcmd if isinstance(cmd, list) and cmd[:2] == ["/opt/vpnfleet/venv/bin/pip", "install"]]
+    assert len(pip) == 2
+    deps, agent = pip
+    assert "--require-hashes" in deps and option(deps, "-r") == f"/opt/vpnfleet/dist/{REQUIREMENTS.filename}"
+    assert option(deps, "--only-binary") == ":all:"  # nothing is built on the node
+    assert {"--no-deps", "--no-index"} <= set(agent) and agent[-1] == f"/opt/vpnfleet/dist/{FILENAME}"
+    download = next(i for i, cmd in enumerate(runcmd) if isinstance(cmd, list) and cmd[0] == "curl"
+                    and cmd[-1] == REQUIREMENTS.url)
+    check = runcmd.index(["sha256sum", "--check", "--strict", "/opt/vpnfleet/dist/SHA256SUMS"])
+    assert download < check < runcmd.index(deps) < runcmd.index(agent)
+
+
+@pytest.mark.parametrize("requirements", [
+    Download(url=REQUIREMENTS.url, sha256="nope", filename=REQUIREMENTS.filename),
+    Download(url=REQUIREMENTS.url, sha256=REQUIREMENTS.sha256, filename="../r.txt"),
+    Download(url="file:///etc/passwd", sha256=REQUIREMENTS.sha256, filename=REQUIREMENTS.filename),
+])
+def test_bad_requirements_values_are_refused(requirements: Download) -> None:
+    with pytest.raises(CloudInitError, match="requirements"):
+        render(requirements=requirements)
 
 
 def test_reading_user_data_without_agent_config() -> None:

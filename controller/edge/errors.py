@@ -29,6 +29,9 @@ def error_response(exc: DomainError, scope: Scope, headers: dict[str, str] | Non
     headers = dict(headers or {})
     if exc.status == 401:
         headers["WWW-Authenticate"] = "Bearer"
+    retry_after = getattr(exc, "retry_after", None)  # TooManyRequests: when to try again (RFC 9110)
+    if retry_after is not None:
+        headers["Retry-After"] = str(max(1, int(retry_after)))
     return JSONResponse(body, status_code=exc.status, headers=headers or None)
 
 
@@ -43,7 +46,7 @@ def _field(loc: tuple[Any, ...]) -> tuple[str, str]:
     return where, ".".join(str(p) for p in loc[1:])
 
 
-def validation_failure(exc: RequestValidationError) -> DomainError:
+def validation_failure(exc: RequestValidationError, content_type: str = "application/json") -> DomainError:
     """FastAPI's request validation error as the API's: 400 for a body that is not a JSON object at all,
     else 422 naming the first bad field (and every bad field in details)."""
     errs = exc.errors()
@@ -55,6 +58,9 @@ def validation_failure(exc: RequestValidationError) -> DomainError:
         if where == "body" and not name:
             if kind == "missing":
                 return BadRequest("request body is required (JSON)")
+            if "json" not in content_type:  # FastAPI parses a body as JSON only when it is labelled so
+                return BadRequest("request body must be JSON, sent with Content-Type: application/json "
+                                  f"(got {content_type or 'none'!r}; curl: --json '{{...}}')")
             return BadRequest("request body must be a JSON object")
     details: dict[str, str] = {}
     first = ""
@@ -70,7 +76,7 @@ def validation_failure(exc: RequestValidationError) -> DomainError:
 
 async def request_validation_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    err = validation_failure(exc)
+    err = validation_failure(exc, request.headers.get("content-type", "").split(";")[0].strip().lower()[:100])
     if request.url.path.startswith(COMPAT_PREFIX):
         err.status = 400  # seed 000 answers every bad input with a 400
     return error_response(err, request.scope)
@@ -99,7 +105,7 @@ def _methods_of(request: Request) -> set[str]:
         if isinstance(route, Route) and route.methods:
             match, _ = route.matches(request.scope)
             if match != Match.NONE:
-                methods |= route.methods
+                methods |= route.methods - {"HEAD"}  # implied by GET, and not part of the API description
     return methods
 
 

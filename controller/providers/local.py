@@ -5,6 +5,10 @@ real machine: the agent config (taken from the rendered user data itself, only i
 into the node directory), the agent's state, a pid file and its output. Agents run in their own session, so
 like real nodes they keep running when the controller stops or restarts; the controller adopts them again
 through their pid files.
+
+Everything a node runs (the agent, V2Ray, wireguard-go) carries NODE_ENV=<node dir> in its environment, which
+children inherit whatever session or user they move to: stopping the "machine" stops every one of them.
+Node directories are private (0700, files 0600): the agent config holds the enrollment token.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +31,8 @@ log = logging.getLogger("vpnfleet.local")
 
 INSTANCE_PREFIX = "local-"
 STOP_TIMEOUT = 10.0
+#: set in every local agent's environment (and so its data plane's): which node's "machine" a process is on
+NODE_ENV = "VPNFLEET_LOCAL_NODE_DIR"
 
 
 def free_tcp_port() -> int:
@@ -36,10 +43,13 @@ def free_tcp_port() -> int:
 
 
 def processes_of(node_dir: Path, program: str | None = None) -> list[int]:
-    """Pids of the processes whose command line names a file in node_dir (optionally only those whose
-    program is named `program`, e.g. "v2ray"). A node's data-plane processes run detached from its agent,
-    like on a real machine; this is how the "machine" finds them."""
+    """Pids of the processes of node_dir's "machine": those whose environment carries NODE_ENV=node_dir (what
+    the agent and everything it starts inherit, e.g. wireguard-go, whose command line names no file) or whose
+    command line names a file in node_dir (agents started before NODE_ENV); optionally only those whose
+    program is named `program`, e.g. "v2ray". A node's data-plane processes run detached from its agent, like
+    on a real machine; this is how the "machine" finds them."""
     markers = {f"{node_dir}/".encode(), f"{node_dir.resolve()}/".encode()}
+    env_markers = {f"{NODE_ENV}={node_dir}\0".encode(), f"{NODE_ENV}={node_dir.resolve()}\0".encode()}
     pids = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit() or int(proc.name) == os.getpid():
@@ -48,11 +58,19 @@ def processes_of(node_dir: Path, program: str | None = None) -> list[int]:
             cmdline = (proc / "cmdline").read_bytes()
         except OSError:
             continue
-        if not any(marker in cmdline for marker in markers):
+        if not any(marker in cmdline for marker in markers) and not _environ_has(proc, env_markers):
             continue
         if program is None or Path(cmdline.split(b"\0")[0].decode(errors="replace")).name == program:
             pids.append(int(proc.name))
     return sorted(pids)
+
+
+def _environ_has(proc: Path, markers: set[bytes]) -> bool:
+    try:
+        environ = b"\0" + (proc / "environ").read_bytes()
+    except OSError:  # gone, or not ours to read (then not ours to kill either)
+        return False
+    return any(b"\0" + marker in environ for marker in markers)
 
 
 def kill_processes_of(node_dir: Path) -> list[int]:
@@ -65,6 +83,14 @@ def kill_processes_of(node_dir: Path) -> list[int]:
         except OSError:
             pass
     return killed
+
+
+def _write_private(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
 
 
 class LocalProvider:
@@ -105,23 +131,43 @@ class LocalProvider:
                         private_ip="127.0.0.1", node_id=node_dir.name)
 
     def _spawn(self, node_dir: Path) -> None:
-        out = open(node_dir / "agent.out", "ab")
+        self._make_reachable(node_dir)
+        fd = os.open(node_dir / "agent.out", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
         try:
             proc = subprocess.Popen(
                 [self._python, "-m", "agent", "--config", str(node_dir / "agent.yaml")],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, stdout=fd, stderr=subprocess.STDOUT,
                 start_new_session=True,  # like a real node: survives the controller
-                cwd=node_dir,
+                cwd=node_dir, env={**os.environ, NODE_ENV: str(node_dir)},
             )
         finally:
-            out.close()
-        (node_dir / "agent.pid").write_text(f"{proc.pid}\n")
+            os.close(fd)
+        _write_private(node_dir / "agent.pid", f"{proc.pid}\n")
         log.info("started agent for node %s (pid %d)", node_dir.name, proc.pid)
 
+    def _make_reachable(self, node_dir: Path | None = None) -> None:
+        """base_dir 0700; as root, search-only (o+x) on it, the data dir above it and the node's own directory: a
+        root agent runs V2Ray as the unprivileged data-plane user, which must pass through them to its
+        directory under the node's state. Search lets no one list a directory or read a private file in it."""
+        self.base_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if os.geteuid() != 0:
+            return
+        for directory in (self.base_dir.parent, self.base_dir, *([node_dir] if node_dir else [])):
+            mode = stat.S_IMODE(directory.stat().st_mode)
+            if not mode & stat.S_IXOTH:
+                os.chmod(directory, mode | stat.S_IXOTH)
+
     async def _kill(self, node_dir: Path) -> None:
-        """Stop the "machine": its agent, then what the agent left running for the data plane (V2Ray)."""
+        """Stop the "machine": its agent, then everything the agent left running for the data plane (V2Ray,
+        wireguard-go), until none is left (a process may be forking as we look)."""
         await self._kill_agent(node_dir)
-        kill_processes_of(node_dir)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STOP_TIMEOUT
+        while kill_processes_of(node_dir) and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        left = processes_of(node_dir)
+        if left:
+            log.warning("node %s: processes %s survived SIGKILL", node_dir.name, left)
 
     async def _kill_agent(self, node_dir: Path) -> None:
         pid = self._pid(node_dir)
@@ -149,8 +195,9 @@ class LocalProvider:
             return self._instance(node_dir)
         config = agent_config_from_user_data(request.user_data)
         config.state_dir = str(node_dir / "state")
-        node_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(node_dir / "agent.yaml.tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        self._make_reachable()
+        node_dir.mkdir(exist_ok=True, mode=0o700)
+        fd = os.open(node_dir / "agent.yaml.tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(config.to_yaml())
         os.replace(node_dir / "agent.yaml.tmp", node_dir / "agent.yaml")

@@ -2,101 +2,33 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import re
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictFloat, StrictInt, field_validator
+from fastapi import APIRouter, Query
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
-from controller.errors import ValidationFailed
-from controller.http import json, page_params, paginated, path_uuid, query_bool, query_int, read_body
+from controller.api import Ctl, Page, errors, page_of, uuid_or_404, uuid_path
 from controller.models import Subscriber, utcnow
+from controller.schemas.clients import (SubscriberConfig, SubscriberOut, ClientQuery, SubscriberUsage, CutOverResult,
+                                        ExtendBody, SubscriberBody, SubscriberUpdate, UsageQuery)
 from controller.serializers import iso
-from controller.services.subscribers import GIB, MAX_DAYS, STATUSES, SubscriberService, endpoint_credentials
+from controller.services.subscribers import GIB, SubscriberService, endpoint_credentials
 from controller.share_links import render_base64
 
-USERNAME = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{2,63}$"
-UUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
-REGION = r"^[a-z0-9-]{1,64}$"
+router = APIRouter(tags=["clients"])
+
+ClientId = Annotated[str, uuid_path("the client's UUID")]
 NOT_FOUND = "client not found: "
 
 
-#: expires_at may be at most this far ahead: as far as `days` can reach
-_LATEST = dt.timedelta(days=MAX_DAYS)
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-
-
-def _expiry(value: dt.datetime | None, future: bool) -> dt.datetime | None:
-    """An expires_at the API can store and show: in UTC, after 1970 (subscription headers count seconds since
-    then), no later than MAX_DAYS from now, and in the future when a client is created."""
-    if value is None:
-        return None
-    try:
-        value = value.astimezone(dt.timezone.utc)
-    except OverflowError:
-        raise ValueError("is out of range") from None
-    now = utcnow()
-    if future and value <= now:
-        raise ValueError("must be in the future")
-    if value < _EPOCH:
-        raise ValueError("must be after 1970-01-01T00:00:00Z")
-    if value > now + _LATEST:
-        raise ValueError(f"must be at most {MAX_DAYS} days from now")
-    return value
-
-
-class SubscriberBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    username: str = Field(pattern=USERNAME, description="3-64 characters: letters, digits, _ . @ -")
-    days: StrictInt | None = Field(default=None, ge=1, le=MAX_DAYS, description="subscription length from now")
-    expires_at: AwareDatetime | None = Field(default=None, description="instead of days: when access ends")
-    data_limit_gb: StrictFloat | None = Field(default=None, ge=0, le=1_000_000,
-                                              description="GiB; null or 0: no limit")
-    node_ids: list[str] | None = Field(default=None, max_length=1000, description="default: every node")
-    regions: list[str] | None = Field(default=None, max_length=100, description="default: every region")
-    note: str = Field(default="", max_length=1000)
-
-    _expiry = field_validator("expires_at")(lambda cls, v: _expiry(v, future=True))
-    _nodes = field_validator("node_ids")(lambda cls, v: _list_of(v, UUID, "a node id (UUID)"))
-    _regions = field_validator("regions")(lambda cls, v: _list_of(v, REGION, "a region code"))
-
-
-class SubscriberUpdate(BaseModel):
-    """Only the fields given change. A new plan: days (from now) or expires_at, data_limit_gb."""
-
-    model_config = ConfigDict(extra="forbid")
-    username: str | None = Field(default=None, pattern=USERNAME)
-    days: StrictInt | None = Field(default=None, ge=1, le=MAX_DAYS)
-    expires_at: AwareDatetime | None = Field(default=None, description="may be in the past: expires the client now")
-    data_limit_gb: StrictFloat | None = Field(default=None, ge=0, le=1_000_000)
-    node_ids: list[str] | None = Field(default=None, max_length=1000)
-    regions: list[str] | None = Field(default=None, max_length=100)
-    note: str | None = Field(default=None, max_length=1000)
-
-    _expiry = field_validator("expires_at")(lambda cls, v: _expiry(v, future=False))
-    _nodes = field_validator("node_ids")(lambda cls, v: _list_of(v, UUID, "a node id (UUID)"))
-    _regions = field_validator("regions")(lambda cls, v: _list_of(v, REGION, "a region code"))
-
-
-class ExtendBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    days: StrictInt = Field(ge=1, le=MAX_DAYS)
-
-
-def _list_of(values: list[str] | None, pattern: str, what: str) -> list[str] | None:
-    if values is None:
-        return None
-    for v in values:
-        if not isinstance(v, str) or not re.fullmatch(pattern, v):
-            raise ValueError(f"{v!r} is not {what}")
-    return [v.lower() if pattern == UUID else v for v in values]
+def client_id(raw: str) -> str:
+    """A client id from a path: a normalised UUID, or the route's 404 (a malformed id names no client)."""
+    return uuid_or_404(raw, NOT_FOUND)
 
 
 def client_to_dict(sub: Subscriber, subscription_url: str) -> dict[str, Any]:
-    """Seed 004's client fields, plus plan, usage and where the client may connect."""
+    """Seed 004's client fields, plus plan, usage and where the client may connect (``SubscriberOut``)."""
     used = sub.used_upload_bytes + sub.used_download_bytes
     return {
         "id": sub.id,
@@ -122,179 +54,83 @@ def client_to_dict(sub: Subscriber, subscription_url: str) -> dict[str, Any]:
     }
 
 
-def _svc(request: Request) -> SubscriberService:
-    return request.app.state.ctl.subscribers
+def _out(svc: SubscriberService, sub: Subscriber) -> dict[str, Any]:
+    return client_to_dict(sub, svc.subscription_url(sub))
 
 
-def _id(request: Request) -> str:
-    return path_uuid(request, "id", NOT_FOUND)
+@router.post("/api/v1/clients/shared-credentials/cut-over", response_model=CutOverResult,
+             summary="Cut over legacy shared credentials")
+async def cut_over_shared_credentials(ctl: Ctl) -> dict[str, Any]:
+    """End every subscriber's legacy shared id (from before per-node ids) on every node at once.
 
-
-def _out(request: Request, sub: Subscriber, status: int = 200) -> Response:
-    return json(client_to_dict(sub, _svc(request).subscription_url(sub)), status=status)
-
-
-async def list_clients(request: Request):
-    """Subscribers, oldest first.
-    ---
-    summary: List clients
-    tags: [clients]
-    parameters:
-      - {name: status, in: query, schema: {type: string, enum: [active, blocked, expired, limited]}}
-      - {name: expired, in: query, schema: {type: boolean}, description: "expires_at has passed (or not)"}
-      - {name: search, in: query, schema: {type: string}, description: "username, note or id"}
-      - {name: page, in: query, schema: {type: integer, minimum: 1}}
-      - {name: size, in: query, schema: {type: integer, minimum: 1, maximum: 500}}
-    responses:
-      200: {description: "paginated list of clients"}
-      422: {description: "bad filter"}
+    Subscribers made before per-node ids keep their old id, valid on every node, until their next rotation or
+    this cut-over, so their apps work until they refresh the subscription (which already serves each node's
+    own id). Apps that have not refreshed since lose access.
     """
-    status = request.query_params.get("status") or None
-    if status is not None and status not in STATUSES:
-        raise ValidationFailed(f"status must be one of {', '.join(STATUSES)}", {"status": "unknown status"})
-    page, size = page_params(request)
-    rows, total = await _svc(request).list(status=status, expired=query_bool(request, "expired"),
-                                           search=request.query_params.get("search") or None, page=page, size=size)
-    svc = _svc(request)
-    return json(paginated([client_to_dict(r, svc.subscription_url(r)) for r in rows], total, page, size))
+    return {"subscribers": await ctl.subscribers.cut_over_shared_credentials()}
 
 
-async def create_client(request: Request):
-    """Create a subscriber: credentials valid on every node they may use, from now for `days`.
-    ---
-    summary: Create a client
-    tags: [clients]
-    requestBody: {content: {application/json: {schema: {$ref: '#/components/schemas/SubscriberBody'}}}}
-    responses:
-      201: {description: "the client"}
-      409: {description: "username taken"}
-      422: {description: "invalid field (username, days, expires_at, data_limit_gb, node_ids, regions)"}
-    """
-    values = (await read_body(request, SubscriberBody)).model_dump(exclude_unset=True)
-    sub = await _svc(request).create(values)
-    request.state.created_id = sub.id
-    return _out(request, sub, 201)
+@router.get("/api/v1/clients", response_model=Page[SubscriberOut], summary="List clients")
+async def list_clients(q: Annotated[ClientQuery, Query()], ctl: Ctl) -> dict[str, Any]:
+    """Subscribers, oldest first."""
+    svc = ctl.subscribers
+    rows, total = await svc.list(status=q.status, expired=q.expired, search=q.search, page=q.page, size=q.size)
+    return page_of([_out(svc, r) for r in rows], total, q)
 
 
-async def get_client(request: Request):
-    """One subscriber.
-    ---
-    summary: Get a client
-    tags: [clients]
-    parameters: [{name: id, in: path, required: true, schema: {type: string, format: uuid}}]
-    responses:
-      200: {description: "the client"}
-      404: {description: "unknown client"}
-    """
-    return _out(request, await _svc(request).get(_id(request)))
+@router.post("/api/v1/clients", status_code=201, response_model=SubscriberOut, responses=errors(409),
+             summary="Create a client")
+async def create_client(body: SubscriberBody, request: Request, ctl: Ctl) -> dict[str, Any]:
+    """Create a subscriber: credentials valid on every node they may use, from now for `days` (or until
+    `expires_at`). 409: the username is taken, in any case (`Alice` and `alice` are one name). 422: an
+    invalid field (username, days, expires_at, data_limit_gb, node_ids, regions)."""
+    sub = await ctl.subscribers.create(body)
+    request.state.created_id = sub.id  # the operations log names the new client
+    return _out(ctl.subscribers, sub)
 
 
-async def update_client(request: Request):
+@router.get("/api/v1/clients/{id}", response_model=SubscriberOut, responses=errors(404), summary="Get a client")
+async def get_client(id: ClientId, ctl: Ctl) -> dict[str, Any]:
+    """One subscriber."""
+    return _out(ctl.subscribers, await ctl.subscribers.get(client_id(id)))
+
+
+@router.patch("/api/v1/clients/{id}", response_model=SubscriberOut, responses=errors(404, 409),
+              summary="Update a client")
+async def update_client(id: ClientId, body: SubscriberUpdate, ctl: Ctl) -> dict[str, Any]:
     """Change a subscriber: a new plan (days or expires_at, data_limit_gb), nodes/regions, username, note.
-    ---
-    summary: Update a client
-    tags: [clients]
-    parameters: [{name: id, in: path, required: true, schema: {type: string, format: uuid}}]
-    requestBody: {content: {application/json: {schema: {$ref: '#/components/schemas/SubscriberUpdate'}}}}
-    responses:
-      200: {description: "the client"}
-      404: {description: "unknown client"}
-      409: {description: "username taken"}
-      422: {description: "invalid field"}
-    """
-    client_id = _id(request)
-    values = (await read_body(request, SubscriberUpdate)).model_dump(exclude_unset=True)
-    for name in ("username", "days", "expires_at"):
-        if name in values and values[name] is None:
-            raise ValidationFailed(f"{name} cannot be null", {name: "cannot be null"})
-    return _out(request, await _svc(request).update(client_id, values))
+    Only the fields given change; username, days and expires_at cannot be null. 409: the username is
+    another client's (in any case)."""
+    return _out(ctl.subscribers, await ctl.subscribers.update(client_id(id), body))
 
 
-async def delete_client(request: Request):
-    """Delete a subscriber for good: access is removed from every node, the record and usage are deleted.
-    ---
-    summary: Delete a client
-    tags: [clients]
-    parameters: [{name: id, in: path, required: true, schema: {type: string, format: uuid}}]
-    responses:
-      204: {description: "deleted"}
-      404: {description: "unknown client"}
-    """
-    await _svc(request).delete(_id(request))
+@router.delete("/api/v1/clients/{id}", status_code=204, response_class=Response,
+               responses={204: {"description": "deleted"}, **errors(404)}, summary="Delete a client")
+async def delete_client(id: ClientId, ctl: Ctl) -> Response:
+    """Delete a subscriber for good: access is removed from every node, the record and usage are deleted."""
+    await ctl.subscribers.delete(client_id(id))
     return Response(status_code=204)
 
 
-async def extend_client(request: Request):
-    """Add days to the subscription (from its end, or from now if it has ended).
-    ---
-    summary: Extend a client
-    tags: [clients]
-    parameters: [{name: id, in: path, required: true, schema: {type: string, format: uuid}}]
-    requestBody: {content: {application/json: {schema: {$ref: '#/components/schemas/ExtendBody'}}}}
-    responses:
-      200: {description: "the client"}
-      404: {description: "unknown client"}
-      422: {description: "days missing or not 1..36500"}
-    """
-    client_id = _id(request)
-    body = await read_body(request, ExtendBody)
-    return _out(request, await _svc(request).extend(client_id, body.days))
+@router.post("/api/v1/clients/{id}/extend", response_model=SubscriberOut, responses=errors(404),
+             summary="Extend a client")
+async def extend_client(id: ClientId, body: ExtendBody, ctl: Ctl) -> dict[str, Any]:
+    """Add days to the subscription (from its end, or from now if it has ended)."""
+    return _out(ctl.subscribers, await ctl.subscribers.extend(client_id(id), body.days))
 
 
-async def block_client(request: Request):
-    """Cut a subscriber off on every node (idempotent).
-    ---
-    summary: Block a client
-    tags: [clients]
-    parameters: [{name: id, in: path, required: true, schema: {type: string, format: uuid}}]
-    responses:
-      200: {description: "the client"}
-      404: {description: "unknown client"}
-    """
-    return _out(request, await _svc(request).block(_id(request)))
+@router.post("/api/v1/clients/{id}/block", response_model=SubscriberOut, responses=errors(404),
+             summary="Block a client")
+async def block_client(id: ClientId, ctl: Ctl) -> dict[str, Any]:
+    """Cut a subscriber off on every node (idempotent)."""
+    return _out(ctl.subscribers, await ctl.subscribers.block(client_id(id)))
 
 
-async def unblock_client(request: Request):
-    """Undo a block (idempotent); a client whose time or data ran out stays expired/limited.
-    ---
-    summary: Unblock a client
-    tags: [clients]
-    parameters: [{name: id, in: path, required: true, schema: {type: string, format: uuid}}]
-    responses:
-      200: {description: "the client"}
-      404: {description: "unknown client"}
-    """
-    return _out(request, await _svc(request).unblock(_id(request)))
-
-
-async def client_config(request: Request):
-    """The subscription (seed 004's shape): `config_data` is the base64 subscription of share links.
-    ---
-    summary: Get a client's config
-    tags: [clients]
-    parameters: [{name: id, in: path, required: true, schema: {type: string, format: uuid}}]
-    responses:
-      200: {description: "{client_id, short_uuid, subscription_url, config_data}"}
-      404: {description: "unknown client"}
-    """
-    svc = _svc(request)
-    sub = await svc.get(_id(request))
-    return json(await _config(svc, sub))
-
-
-async def rotate_client_config(request: Request):
-    """New credentials and subscription URL; the old ones stop working on every node.
-    ---
-    summary: Rotate a client's config
-    tags: [clients]
-    parameters: [{name: id, in: path, required: true, schema: {type: string, format: uuid}}]
-    responses:
-      200: {description: "the new config, same shape as GET .../config"}
-      404: {description: "unknown client"}
-    """
-    svc = _svc(request)
-    sub = await svc.rotate(_id(request))
-    return json(await _config(svc, sub))
+@router.post("/api/v1/clients/{id}/unblock", response_model=SubscriberOut, responses=errors(404),
+             summary="Unblock a client")
+async def unblock_client(id: ClientId, ctl: Ctl) -> dict[str, Any]:
+    """Undo a block (idempotent); a client whose time or data ran out stays expired/limited."""
+    return _out(ctl.subscribers, await ctl.subscribers.unblock(client_id(id)))
 
 
 async def _config(svc: SubscriberService, sub: Subscriber) -> dict[str, Any]:
@@ -305,64 +141,32 @@ async def _config(svc: SubscriberService, sub: Subscriber) -> dict[str, Any]:
             "config_data": render_base64(endpoints, endpoint_credentials(sub)) if endpoints else ""}
 
 
-async def client_usage(request: Request):
-    """Transfer per node and per day (UTC), and the usage that counts against the data limit.
-    ---
-    summary: Get a client's usage
-    tags: [clients]
-    parameters:
-      - {name: id, in: path, required: true, schema: {type: string, format: uuid}}
-      - {name: days, in: query, schema: {type: integer, minimum: 1, maximum: 366, default: 30}}
-    responses:
-      200: {description: "{client_id, since, nodes: [{node_id, node_name, days: [{date, upload_bytes, download_bytes, total_bytes}], ...}], period, used}"}
-      404: {description: "unknown client"}
-    """
-    client_id = _id(request)
-    days = query_int(request, "days", 30, 1, 366)
-    return json(await _svc(request).usage(client_id, days))
+@router.get("/api/v1/clients/{id}/config", response_model=SubscriberConfig, responses=errors(404),
+            summary="Get a client's config")
+async def client_config(id: ClientId, ctl: Ctl) -> dict[str, Any]:
+    """The subscription (seed 004's shape): `config_data` is the base64 subscription of share links."""
+    svc = ctl.subscribers
+    return await _config(svc, await svc.get(client_id(id)))
 
 
-async def reset_client_usage(request: Request):
-    """Count towards the data limit from zero again (a limited client becomes active; history is kept).
-    ---
-    summary: Reset a client's usage
-    tags: [clients]
-    parameters: [{name: id, in: path, required: true, schema: {type: string, format: uuid}}]
-    responses:
-      200: {description: "the client"}
-      404: {description: "unknown client"}
-    """
-    return _out(request, await _svc(request).reset_usage(_id(request)))
+@router.post("/api/v1/clients/{id}/config/rotate", response_model=SubscriberConfig, responses=errors(404),
+             summary="Rotate a client's config")
+async def rotate_client_config(id: ClientId, ctl: Ctl) -> dict[str, Any]:
+    """New credentials and subscription URL; the old ones stop working on every node. Returns the new config,
+    the same shape as GET .../config."""
+    svc = ctl.subscribers
+    return await _config(svc, await svc.rotate(client_id(id)))
 
 
-async def cut_over_shared_credentials(request: Request):
-    """End every subscriber's legacy shared id (from before per-node ids) on every node at once.
-
-    Subscribers made before per-node ids keep their old id, valid on every node, until their next rotation or
-    this cut-over, so their apps work until they refresh the subscription (which already serves each node's
-    own id). Apps that have not refreshed since lose access.
-    ---
-    summary: Cut over legacy shared credentials
-    tags: [clients]
-    responses:
-      200: {description: "{subscribers: how many were cut over}"}
-    """
-    return json({"subscribers": await _svc(request).cut_over_shared_credentials()})
+@router.get("/api/v1/clients/{id}/usage", response_model=SubscriberUsage, responses=errors(404),
+            summary="Get a client's usage")
+async def client_usage(id: ClientId, q: Annotated[UsageQuery, Query()], ctl: Ctl) -> dict[str, Any]:
+    """Transfer per node and per day (UTC), and the usage that counts against the data limit."""
+    return await ctl.subscribers.usage(client_id(id), q.days)
 
 
-routes = [
-    Route("/api/v1/clients/shared-credentials/cut-over", cut_over_shared_credentials, methods=["POST"]),
-    Route("/api/v1/clients", list_clients, methods=["GET"]),
-    Route("/api/v1/clients", create_client, methods=["POST"]),
-    Route("/api/v1/clients/{id}", get_client, methods=["GET"]),
-    Route("/api/v1/clients/{id}", update_client, methods=["PATCH"]),
-    Route("/api/v1/clients/{id}", delete_client, methods=["DELETE"]),
-    Route("/api/v1/clients/{id}/extend", extend_client, methods=["POST"]),
-    Route("/api/v1/clients/{id}/block", block_client, methods=["POST"]),
-    Route("/api/v1/clients/{id}/unblock", unblock_client, methods=["POST"]),
-    Route("/api/v1/clients/{id}/config", client_config, methods=["GET"]),
-    Route("/api/v1/clients/{id}/config/rotate", rotate_client_config, methods=["POST"]),
-    Route("/api/v1/clients/{id}/usage", client_usage, methods=["GET"]),
-    Route("/api/v1/clients/{id}/usage/reset", reset_client_usage, methods=["POST"]),
-]
-schemas = [SubscriberBody, SubscriberUpdate, ExtendBody]
+@router.post("/api/v1/clients/{id}/usage/reset", response_model=SubscriberOut, responses=errors(404),
+             summary="Reset a client's usage")
+async def reset_client_usage(id: ClientId, ctl: Ctl) -> dict[str, Any]:
+    """Count towards the data limit from zero again (a limited client becomes active; history is kept)."""
+    return _out(ctl.subscribers, await ctl.subscribers.reset_usage(client_id(id)))

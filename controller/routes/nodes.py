@@ -3,119 +3,43 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
-from typing import Any, Literal
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-from pydantic.json_schema import SkipJsonSchema
+from fastapi import APIRouter, Query
 from starlette.requests import Request
-from starlette.routing import Route
 
-from controller.errors import BadRequest, ValidationFailed
-from controller.http import json, page_params, paginated, path_uuid, query_bool, query_int, query_time, read_body
+from controller.api import Ctl, Page, errors, page_of, uuid_or_404, uuid_path
+from controller.errors import BadRequest
 from controller.models import utcnow
-from controller.serializers import node_to_dict
-from controller.services.desired_state import validate_agent_settings
-from controller.services.nodes import STATUSES
+from controller.schemas.nodes import (CREATION_THROTTLED, MetricsQuery, NodeCreate, NodeInfo, NodeMetrics, NodeOut, NodeQuery,
+                                      NodeUpdate, TcpingQuery, TcpingResult)
+from controller.serializers import iso, node_to_dict
 from controller.services.telemetry import metrics_history, sample_to_dict
 from protos import agent_pb2
 
-_TARGET = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]{1,253}):(\d{1,5})$")
+router = APIRouter(tags=["nodes"])
+
+NodeId = Annotated[str, uuid_path("the node's UUID")]
+#: seconds the controller waits for a node to answer a command
+COMMAND_TIMEOUT = 10.0
 
 
-_KEY_REFUSED = ("the node's REALITY key pair is made by the controller and never taken from outside "
-                "(the public key shows in the node's JSON)")
-_INBOUNDS_REFUSED = ("the inbounds follow the node's core (set core: xray or v2ray); VLESS is never served "
-                     "without TLS or REALITY")
+def node_id(raw: str) -> str:
+    """A node id from a path: a normalised UUID, or the route's 404 (a malformed id names no node)."""
+    return uuid_or_404(raw, "node not found (node ids are UUIDs): ")
 
 
-def _refuse(message: str):
-    def check(value: Any) -> Any:
-        raise ValueError(message)
-    return check
+@router.get("/api/v1/nodes", response_model=Page[NodeOut], summary="List nodes")
+async def list_nodes(q: Annotated[NodeQuery, Query()], ctl: Ctl) -> dict[str, Any]:
+    """Nodes, newest first. `status` includes deleted nodes when it is `deleted`; otherwise they show only
+    with `include_deleted=true`."""
+    rows, total = await ctl.nodes.list(status=q.status, region=q.region, online=q.online, search=q.search,
+                                       include_deleted=q.include_deleted, page=q.page, size=q.size)
+    return page_of([node_to_dict(n) for n in rows], total, q)
 
 
-class RealityInput(BaseModel):
-    """A node's own REALITY settings (xray nodes). Omitted fields are kept; a null dest or server_names goes
-    back to the region's (aws.regions.<code>.reality_*) or the fleet's (v2ray.reality.*)."""
-
-    model_config = ConfigDict(extra="forbid")
-    dest: str | None = Field(default=None, max_length=300, description="the target site, host:port, e.g. "
-                             "www.microsoft.com:443; it must serve the server names")
-    server_names: list[str] | None = Field(default=None, max_length=16,
-                                           description="the TLS server names clients may send (the first is "
-                                                       "the one subscriptions carry)")
-    short_ids: list[str] | None = Field(default=None, min_length=1, max_length=8,
-                                        description="hex, an even number of characters up to 16; the first is "
-                                                    "the one subscriptions carry")
-    # Never accepted (a clear 422 naming the field); not part of the schema.
-    private_key: SkipJsonSchema[Any] = None
-    public_key: SkipJsonSchema[Any] = None
-    _no_private_key = field_validator("private_key")(_refuse(_KEY_REFUSED))
-    _no_public_key = field_validator("public_key")(_refuse(_KEY_REFUSED))
-
-
-class NodeCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    region: str = Field(min_length=1, max_length=64)
-    name: str | None = Field(default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    core: Literal["xray", "v2ray"] | None = Field(default=None, description="the proxy core; default v2ray.core "
-                                                  "(xray)")
-    reality: RealityInput | None = None
-    v2ray_inbounds: SkipJsonSchema[Any] = None
-    _no_inbounds = field_validator("v2ray_inbounds")(_refuse(_INBOUNDS_REFUSED))
-
-
-class NodeUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str | None = Field(default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    agent_settings: dict | None = None
-    core: Literal["xray", "v2ray"] | None = Field(default=None, description="switch the proxy core (one restart "
-                                                  "of the node's core)")
-    reality: RealityInput | None = None
-    v2ray_inbounds: SkipJsonSchema[Any] = None
-    _no_inbounds = field_validator("v2ray_inbounds")(_refuse(_INBOUNDS_REFUSED))
-
-
-def _reality_overrides(body: NodeCreate | NodeUpdate) -> dict[str, Any] | None:
-    """The REALITY fields the body sent (null ones included: they reset to the default)."""
-    if body.reality is None:
-        return None
-    return body.reality.model_dump(include=body.reality.model_fields_set - {"private_key", "public_key"})
-
-
-def node_id(request: Request) -> str:
-    return path_uuid(request, "id", "node not found (node ids are UUIDs): ")
-
-
-async def list_nodes(request: Request):
-    """Nodes, newest first.
-    ---
-    summary: List nodes
-    tags: [nodes]
-    parameters:
-      - {name: status, in: query, schema: {type: string, enum: [pending, creating, running, stopping, stopped, starting, deleting, deleted, error]}}
-      - {name: region, in: query, schema: {type: string}}
-      - {name: online, in: query, schema: {type: boolean}}
-      - {name: search, in: query, schema: {type: string}, description: "name, id, IP or instance id contains"}
-      - {name: include_deleted, in: query, schema: {type: boolean}}
-      - {name: page, in: query, schema: {type: integer, minimum: 1}}
-      - {name: size, in: query, schema: {type: integer, minimum: 1, maximum: 500}}
-    responses:
-      200: {description: "paginated list of nodes"}
-    """
-    page, size = page_params(request)
-    status = request.query_params.get("status") or None
-    if status and status not in STATUSES:
-        raise ValidationFailed(f"status must be one of {', '.join(STATUSES)}", {"status": "unknown status"})
-    rows, total = await request.app.state.ctl.nodes.list(
-        status=status, region=request.query_params.get("region") or None, online=query_bool(request, "online"),
-        search=request.query_params.get("search") or None,
-        include_deleted=bool(query_bool(request, "include_deleted")), page=page, size=size)
-    return json(paginated([node_to_dict(n) for n in rows], total, page, size))
-
-
-async def create_node(request: Request):
+@router.post("/api/v1/nodes", status_code=202, response_model=NodeOut, responses={**errors(409, 429), 429: {**errors(429)[429], **CREATION_THROTTLED}}, summary="Create a node")
+async def create_node(body: NodeCreate, request: Request, ctl: Ctl) -> Any:
     """Create a node; returns at once with status `pending`, progress shows in GET and on /api/v1/events.
 
     `core` is the node's proxy core: `xray` (default, v2ray.core) serves VMess and VLESS+REALITY+XTLS-Vision,
@@ -123,198 +47,98 @@ async def create_node(request: Request):
     gets its own REALITY key pair and short id (the public key and short ids show in its JSON; the private key
     never leaves the controller except to the node). `reality` sets the node's own target site and server
     names (xray only); a private key is never accepted. The inbounds follow the core: they cannot be given.
-    ---
-    summary: Create a node
-    tags: [nodes]
-    requestBody:
-      content:
-        application/json:
-          schema: {$ref: '#/components/schemas/NodeCreate'}
-    responses:
-      202: {description: "the node, status pending (with core, v2ray_inbounds and their profiles, reality.public_key and short_ids)"}
-      422: {description: "unknown region, bad name, unknown core, REALITY on a v2ray node, a dest that is not host:port or does not serve the server names, a short id that is not hex, a REALITY key or v2ray_inbounds given; details name the field"}
-    """
-    body = await read_body(request, NodeCreate)
-    node, _ = await request.app.state.ctl.nodes.create(body.region, body.name, core=body.core,
-                                                      reality_overrides=_reality_overrides(body))
+
+    A region holds at most `nodes.max_per_region` live nodes (409 beyond) and gets at most
+    `nodes.creations_per_minute` new nodes a minute (429 with `Retry-After` beyond). 422: unknown region, bad
+    name, unknown core, REALITY on a v2ray node, a dest that is not host:port or does not serve the server
+    names, a short id that is not hex, a REALITY key or v2ray_inbounds given; details name the field."""
+    node, _ = await ctl.nodes.create(body)
     request.state.created_id = node.uuid
-    return json(node_to_dict(node), status=202)
+    return node_to_dict(node)
 
 
-async def get_node(request: Request):
-    """One node, including deleted ones.
-    ---
-    summary: Get a node
-    tags: [nodes]
-    parameters: [{name: id, in: path, required: true, schema: {type: string, format: uuid}}]
-    responses:
-      200: {description: "the node"}
-      404: {description: "unknown node"}
-    """
-    return json(node_to_dict(await request.app.state.ctl.nodes.get(node_id(request))))
+@router.get("/api/v1/nodes/{id}", response_model=NodeOut, responses=errors(404), summary="Get a node")
+async def get_node(id: NodeId, ctl: Ctl) -> dict[str, Any]:
+    """One node, including deleted ones."""
+    return node_to_dict(await ctl.nodes.get(node_id(id)))
 
 
-async def update_node(request: Request):
+@router.patch("/api/v1/nodes/{id}", response_model=NodeOut, responses=errors(404), summary="Update a node")
+async def update_node(id: NodeId, body: NodeUpdate, ctl: Ctl) -> dict[str, Any]:
     """Rename a node, override its agent settings, switch its core or change its REALITY settings. Every change
     but the name is pushed to the agent as a new desired revision; a new core or REALITY setting is one
     restart of the node's proxy core (rolled back if the new config fails its test). Subscribers' apps pick up
-    the new profile at their next subscription refresh.
-    ---
-    summary: Update a node
-    tags: [nodes]
-    parameters: [{name: id, in: path, required: true, schema: {type: string, format: uuid}}]
-    requestBody:
-      content:
-        application/json:
-          schema: {$ref: '#/components/schemas/NodeUpdate'}
-    responses:
-      200: {description: "the node"}
-      404: {description: "unknown node"}
-      422: {description: "invalid field (named in details): unknown core, REALITY on a v2ray node, a dest that is not host:port, a short id that is not hex, a REALITY key or v2ray_inbounds given"}
-    """
-    ctl = request.app.state.ctl
-    nid = node_id(request)
-    body = await read_body(request, NodeUpdate)
-    node = await ctl.nodes.get(nid, include_deleted=False)
-    if body.agent_settings is not None:  # checked before anything changes
-        validate_agent_settings(body.agent_settings, "agent_settings")
-    overrides = _reality_overrides(body)
-    if body.core is not None or overrides:
-        node = await ctl.nodes.update_v2ray(nid, body.core, overrides)
-    if body.agent_settings is not None:
-        node = await ctl.nodes.update_agent_settings(nid, body.agent_settings)
-    if body.name is not None:
-        node = await ctl.nodes.rename(nid, body.name)
-    return json(node_to_dict(node))
+    the new profile at their next subscription refresh. 422: unknown core, REALITY on a v2ray node, a dest that
+    is not host:port, a short id that is not hex, a REALITY key or v2ray_inbounds given (named in details)."""
+    return node_to_dict(await ctl.nodes.update(node_id(id), body))
 
 
-async def delete_node(request: Request):
-    """Delete a node: terminates its machine asynchronously (status `deleting`, then `deleted`).
-    ---
-    summary: Delete a node
-    tags: [nodes]
-    parameters: [{name: id, in: path, required: true, schema: {type: string, format: uuid}}]
-    responses:
-      202: {description: "the node, status deleting"}
-      404: {description: "unknown or already deleted node"}
-    """
-    return json(node_to_dict(await request.app.state.ctl.nodes.delete(node_id(request))), status=202)
+@router.delete("/api/v1/nodes/{id}", status_code=202, response_model=NodeOut, responses=errors(404),
+               summary="Delete a node")
+async def delete_node(id: NodeId, ctl: Ctl) -> dict[str, Any]:
+    """Delete a node: terminates its machine asynchronously (status `deleting`, then `deleted`). 404: unknown
+    or already deleted."""
+    return node_to_dict(await ctl.nodes.delete(node_id(id)))
 
 
-def _action(name: str):
-    async def handler(request: Request):
-        node = await getattr(request.app.state.ctl.nodes, name)(node_id(request))
-        return json(node_to_dict(node), status=202)
+def _action(name: str) -> None:
+    """POST /api/v1/nodes/{id}/<name>: start, stop or reboot the node's machine."""
+
+    async def handler(id: NodeId, ctl: Ctl) -> dict[str, Any]:
+        return node_to_dict(await getattr(ctl.nodes, name)(node_id(id)))
 
     handler.__name__ = f"{name}_node"
-    handler.__doc__ = f"""{name.capitalize()} a node's machine (asynchronous; progress in GET and /api/v1/events).
-    ---
-    summary: {name.capitalize()} a node
-    tags: [nodes]
-    parameters: [{{name: id, in: path, required: true, schema: {{type: string, format: uuid}}}}]
-    responses:
-      202: {{description: "the node"}}
-      404: {{description: "unknown node"}}
-      409: {{description: "the node's status does not allow it"}}
-    """
-    return handler
+    handler.__doc__ = (f"{name.capitalize()} a node's machine (asynchronous; progress in GET and "
+                       f"/api/v1/events). 409: the node's status does not allow it.")
+    router.add_api_route(f"/api/v1/nodes/{{id}}/{name}", handler, methods=["POST"], status_code=202,
+                         response_model=NodeOut, responses=errors(404, 409), summary=f"{name.capitalize()} a node")
 
 
-async def node_metrics(request: Request):
-    """Current machine metrics and their history in rollup buckets.
-    ---
-    summary: Node metrics
-    tags: [nodes]
-    parameters:
-      - {name: id, in: path, required: true, schema: {type: string, format: uuid}}
-      - {name: start_time, in: query, schema: {type: string}, description: "ISO 8601 or unix seconds; default 1 hour ago"}
-      - {name: end_time, in: query, schema: {type: string}, description: "default now"}
-      - {name: interval, in: query, schema: {type: integer, default: 60}, description: "seconds per point, multiple of 60"}
-    responses:
-      200: {description: "{current, history: [...], interval, start_time, end_time}"}
-      422: {description: "bad time range or interval"}
-    """
-    ctl = request.app.state.ctl
-    nid = node_id(request)
+for _name in ("start", "stop", "reboot"):
+    _action(_name)
+
+
+@router.get("/api/v1/nodes/{id}/metrics", response_model=NodeMetrics, responses=errors(404),
+            summary="Node metrics")
+async def node_metrics(id: NodeId, q: Annotated[MetricsQuery, Query()], ctl: Ctl) -> dict[str, Any]:
+    """Current machine metrics and their history in rollup buckets (at most 2,000 points a query). 422: a
+    time outside 1970-9999, end before start, an interval that is not a multiple of 60."""
+    nid = node_id(id)
     node = await ctl.nodes.get(nid)
-    end = query_time(request, "end_time") or utcnow()
-    start = query_time(request, "start_time") or end - dt.timedelta(hours=1)
-    interval = query_int(request, "interval", 60, 60, 86400 * 31)
+    end = q.end_time or utcnow()
+    # end_time is at least 1970-01-01 (MetricsQuery), so the default start never leaves the calendar
+    start = q.start_time or end - dt.timedelta(hours=1)
     async with ctl.sessions() as s:
-        history = await metrics_history(s, nid, start, end, interval)
+        history = await metrics_history(s, nid, start, end, q.interval)
     latest = ctl.ingest.latest.get(nid)
-    return json({
-        "node_id": node.uuid,
-        "current": sample_to_dict(latest) if latest is not None else None,
-        "start_time": start.isoformat().replace("+00:00", "Z"),
-        "end_time": end.isoformat().replace("+00:00", "Z"),
-        "interval": interval,
-        "history": history,
-    })
+    return {"node_id": node.uuid, "current": sample_to_dict(latest) if latest is not None else None,
+            "start_time": iso(start), "end_time": iso(end), "interval": q.interval, "history": history}
 
 
-async def node_info(request: Request):
-    """System information measured on the node now (the fields of NodePass's /info).
-    ---
-    summary: Node info
-    tags: [nodes]
-    parameters: [{name: id, in: path, required: true, schema: {type: string, format: uuid}}]
-    responses:
-      200: {description: "alias, os, arch, cpu, mem_total, mem_used, swap_total, swap_used, netrx, nettx, diskr, diskw, sysup, ver, name, uptime, log, tls, crt, key"}
-      503: {description: "the node's agent is not connected"}
-      504: {description: "the agent did not answer in time"}
-    """
-    ctl = request.app.state.ctl
-    nid = node_id(request)
+@router.get("/api/v1/nodes/{id}/info", response_model=NodeInfo, responses=errors(404, 503, 504),
+            summary="Node info")
+async def node_info(id: NodeId, ctl: Ctl) -> dict[str, Any]:
+    """System information measured on the node now (the fields of NodePass's /info). 503: the node's agent is
+    not connected; 504: it did not answer in time."""
+    nid = node_id(id)
     await ctl.nodes.get(nid, include_deleted=False)
-    result = await ctl.hub.call(nid, agent_pb2.Command(info=agent_pb2.InfoRequest()), timeout=10.0)
+    result = await ctl.hub.call(nid, agent_pb2.Command(info=agent_pb2.InfoRequest()), timeout=COMMAND_TIMEOUT)
     if result.error:
         raise BadRequest(f"node could not read its info: {result.error}")
     i = result.info
-    return json({"alias": i.alias, "os": i.os, "arch": i.arch, "cpu": i.cpu, "mem_total": i.mem_total,
-                 "mem_used": i.mem_used, "swap_total": i.swap_total, "swap_used": i.swap_used, "netrx": i.netrx,
-                 "nettx": i.nettx, "diskr": i.diskr, "diskw": i.diskw, "sysup": i.sysup, "ver": i.ver,
-                 "name": i.name, "uptime": i.uptime, "log": i.log, "tls": i.tls, "crt": i.crt, "key": i.key})
+    return {name: getattr(i, name) for name in NodeInfo.model_fields}
 
 
-async def node_tcping(request: Request):
-    """Open a TCP connection from the node to `target` (NodePass's /tcping answer shape).
-    ---
-    summary: TCP ping from the node
-    tags: [nodes]
-    parameters:
-      - {name: id, in: path, required: true, schema: {type: string, format: uuid}}
-      - {name: target, in: query, required: true, schema: {type: string}, description: "host:port or [ipv6]:port"}
-    responses:
-      200: {description: "{target, connected, latency, error}"}
-      422: {description: "missing or malformed target"}
-      503: {description: "the node's agent is not connected"}
-    """
-    ctl = request.app.state.ctl
-    nid = node_id(request)
-    target = request.query_params.get("target", "")
-    m = _TARGET.match(target)
-    if not m or not 1 <= int(m.group(2)) <= 65535:
-        raise ValidationFailed("target must be host:port (IPv6 as [addr]:port)", {"target": "bad target"})
+@router.get("/api/v1/nodes/{id}/tcping", response_model=TcpingResult, responses=errors(404, 503, 504),
+            summary="TCP ping from the node")
+async def node_tcping(id: NodeId, q: Annotated[TcpingQuery, Query()], ctl: Ctl) -> dict[str, Any]:
+    """Open a TCP connection from the node to `target` (NodePass's /tcping answer shape). 503: the node's agent
+    is not connected; 504: it did not answer in time."""
+    nid = node_id(id)
     await ctl.nodes.get(nid, include_deleted=False)
-    result = await ctl.hub.call(nid, agent_pb2.Command(tcping=agent_pb2.TcpingRequest(target=target)), timeout=10.0)
+    result = await ctl.hub.call(nid, agent_pb2.Command(tcping=agent_pb2.TcpingRequest(target=q.target)),
+                                timeout=COMMAND_TIMEOUT)
     if result.error:
         raise BadRequest(f"node could not run tcping: {result.error}")
     t = result.tcping
-    return json({"target": t.target, "connected": t.connected, "latency": t.latency_ms, "error": t.error or None})
-
-
-routes = [
-    Route("/api/v1/nodes", list_nodes, methods=["GET"]),
-    Route("/api/v1/nodes", create_node, methods=["POST"]),
-    Route("/api/v1/nodes/{id}", get_node, methods=["GET"]),
-    Route("/api/v1/nodes/{id}", update_node, methods=["PATCH"]),
-    Route("/api/v1/nodes/{id}", delete_node, methods=["DELETE"]),
-    Route("/api/v1/nodes/{id}/start", _action("start"), methods=["POST"]),
-    Route("/api/v1/nodes/{id}/stop", _action("stop"), methods=["POST"]),
-    Route("/api/v1/nodes/{id}/reboot", _action("reboot"), methods=["POST"]),
-    Route("/api/v1/nodes/{id}/metrics", node_metrics, methods=["GET"]),
-    Route("/api/v1/nodes/{id}/info", node_info, methods=["GET"]),
-    Route("/api/v1/nodes/{id}/tcping", node_tcping, methods=["GET"]),
-]
-schemas = [NodeCreate, NodeUpdate, RealityInput]
+    return {"target": t.target, "connected": t.connected, "latency": t.latency_ms, "error": t.error or None}

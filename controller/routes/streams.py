@@ -8,21 +8,27 @@ event and ends.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json as jsonlib
-from typing import Any, AsyncIterator
+from typing import Annotated, Any, AsyncIterator
 
+from fastapi import APIRouter, Query
 from sse_starlette.sse import EventSourceResponse
 from starlette.requests import Request
-from starlette.routing import Route
+from starlette.responses import Response
 
+from controller.api import Ctl, errors
 from controller.events import Event, Subscription
-from controller.http import json, query_bool, query_int, query_time
-from controller.routes.nodes import node_id
+from controller.routes.nodes import NodeId, node_id
+from controller.schemas.nodes import EVENT_STREAM, EventsQuery, LogsQuery, NodeLogs
 from controller.serializers import node_to_dict
-from controller.services.logs import LEVELS, level_value
-from controller.errors import ValidationFailed
+from controller.services.logs import level_value
 
 PING_SECONDS = 15
+#: the nodes an `initial` event lists at most (every node of a real fleet)
+INITIAL_NODES = 100_000
+
+router = APIRouter()
 
 
 def _sse(event: Event, sub: Subscription, name: str) -> dict[str, Any]:
@@ -33,8 +39,6 @@ def _sse(event: Event, sub: Subscription, name: str) -> dict[str, Any]:
 
 
 def _now_iso() -> str:
-    import datetime as dt
-
     return dt.datetime.now(dt.timezone.utc).isoformat().replace("+00:00", "Z")
 
 
@@ -57,21 +61,14 @@ async def _stream(request: Request, sub: Subscription, initial: list[dict[str, A
         bus.unsubscribe(sub)
 
 
-async def events(request: Request):
+@router.get("/api/v1/events", response_class=EventSourceResponse, tags=["events"],
+            responses={200: {"description": "first an `initial` event listing every node, then one event per "
+                                            "change", "content": EVENT_STREAM}},
+            summary="Live fleet events (SSE)")
+async def events(request: Request, q: Annotated[EventsQuery, Query()], ctl: Ctl) -> Response:
     """Fleet events as Server-Sent Events: `event: node`, data.type one of initial, create, update, delete,
-    shutdown, log (seed 003's types).
-    ---
-    summary: Live fleet events (SSE)
-    tags: [events]
-    parameters:
-      - {name: node_id, in: query, schema: {type: string}, description: "only this node's events"}
-      - {name: logs, in: query, schema: {type: boolean, default: false}, description: "include log events"}
-    responses:
-      200: {description: "text/event-stream; first an `initial` event listing every node"}
-    """
-    ctl = request.app.state.ctl
-    only = request.query_params.get("node_id") or None
-    with_logs = bool(query_bool(request, "logs"))
+    shutdown, log (seed 003's types)."""
+    only, with_logs = q.node_id, q.logs
 
     def accepts(e: Event) -> bool:
         if e.type == "shutdown":
@@ -81,41 +78,25 @@ async def events(request: Request):
         return only is None or e.node_id == only
 
     sub = ctl.bus.subscribe(accepts)
-    rows, _ = await ctl.nodes.list(size=100_000)
+    rows, _ = await ctl.nodes.list(size=INITIAL_NODES)
     nodes = [node_to_dict(n) for n in rows if only is None or n.uuid == only]
     initial = [{"event": "node", "data": jsonlib.dumps({"type": "initial", "nodes": nodes, "time": _now_iso()})}]
     return EventSourceResponse(_stream(request, sub, initial, "node"), ping=PING_SECONDS)
 
 
-async def node_logs(request: Request):
-    """A node's recent log lines; with `follow=true` a live SSE stream (`event: log`).
-    ---
-    summary: Node logs
-    tags: [logs]
-    parameters:
-      - {name: id, in: path, required: true, schema: {type: string, format: uuid}}
-      - {name: level, in: query, schema: {type: string, enum: [debug, info, warning, error, critical]}, description: "minimum level"}
-      - {name: search, in: query, schema: {type: string}, description: "case-insensitive substring"}
-      - {name: since, in: query, schema: {type: string}, description: "ISO 8601 time or unix seconds"}
-      - {name: limit, in: query, schema: {type: integer, default: 200, maximum: 5000}}
-      - {name: follow, in: query, schema: {type: boolean}, description: "stream new lines as SSE"}
-    responses:
-      200: {description: "{node_id, lines: [{time, level, source, message}], dropped} or text/event-stream"}
-    """
-    ctl = request.app.state.ctl
-    nid = node_id(request)
+@router.get("/api/v1/nodes/{id}/logs", response_model=NodeLogs, tags=["logs"], responses={
+    **errors(404), 200: {"description": "the recent lines (JSON), or with `follow=true` a stream of "
+                                        "`event: log` (SSE), the recent lines first",
+                         "content": EVENT_STREAM}}, summary="Node logs")
+async def node_logs(id: NodeId, request: Request, q: Annotated[LogsQuery, Query()], ctl: Ctl) -> Any:
+    """A node's recent log lines; with `follow=true` a live SSE stream (`event: log`)."""
+    nid = node_id(id)
     await ctl.nodes.get(nid)
-    level = (request.query_params.get("level") or "debug").lower()
-    if level not in LEVELS:
-        raise ValidationFailed(f"level must be one of {', '.join(LEVELS)}", {"level": "unknown level"})
-    search = request.query_params.get("search") or None
-    since = query_time(request, "since")
-    limit = query_int(request, "limit", 200, 1, 5000)
-    recent = ctl.logs.query(nid, level=level, search=search, since=since, limit=limit)
-    if not query_bool(request, "follow"):
-        return json({"node_id": nid, "lines": [r.to_dict() for r in recent],
-                     "dropped_by_agent": ctl.logs.agent_dropped.get(nid, 0)})
-    min_level = level_value(level)
+    recent = ctl.logs.query(nid, level=q.level, search=q.search, since=q.since, limit=q.limit)
+    if not q.follow:
+        return {"node_id": nid, "lines": [r.to_dict() for r in recent],
+                "dropped_by_agent": ctl.logs.agent_dropped.get(nid, 0)}
+    min_level, search = level_value(q.level), q.search
 
     def accepts(e: Event) -> bool:
         if e.type == "shutdown":
@@ -128,10 +109,3 @@ async def node_logs(request: Request):
     sub = ctl.bus.subscribe(accepts)
     initial = [{"event": "log", "data": jsonlib.dumps({"type": "log", "log": r.to_dict()})} for r in recent]
     return EventSourceResponse(_stream(request, sub, initial, "log"), ping=PING_SECONDS)
-
-
-routes = [
-    Route("/api/v1/events", events, methods=["GET"]),
-    Route("/api/v1/nodes/{id}/logs", node_logs, methods=["GET"]),
-]
-schemas: list = []

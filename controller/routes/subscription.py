@@ -3,54 +3,76 @@
 from __future__ import annotations
 
 import re
+from typing import Annotated, Any
 
-from starlette.requests import Request
+from fastapi import APIRouter, Header, Path, Query
 from starlette.responses import Response
-from starlette.routing import Route
 
-from controller.errors import NotFound, Unavailable, ValidationFailed
+from controller.api import Ctl, errors
+from controller.errors import NotFound, Unavailable
+from controller.schemas.clients import SubscriptionQuery
 from controller.services.subscribers import endpoint_credentials
-from controller.share_links import SUBSCRIPTION_FORMATS, NoEndpoints, pick_format, render, subscription_userinfo
+from controller.share_links import MEDIA_TYPES, NoEndpoints, pick_format, render, subscription_userinfo
+
+router = APIRouter(tags=["subscription"])
 
 #: what services.subscribers.new_short_uuid makes (22 characters), with room for other lengths
 _SHORT_UUID = re.compile(r"[A-Za-z0-9_-]{8,64}")
 
 
-async def subscription(request: Request):
+def _media(media_type: str) -> str:
+    return media_type.split(";", 1)[0]
+
+
+def _body_schemas() -> dict[str, Any]:
+    """The 200 bodies, per media type (controller.share_links.MEDIA_TYPES): base64 share links as text,
+    sing-box profiles as JSON, Clash/mihomo profiles as YAML."""
+    described = {
+        "text/plain": {"schema": {"type": "string", "description": "base64 of the share links (vmess://, "
+                                                                   "vless://), one a line"}},
+        "application/json": {"schema": {"type": "object", "description": "a sing-box profile (sing-box, "
+                                                                         "sing-box-tun)"}},
+        "text/yaml": {"schema": {"type": "object", "description": "a Clash/mihomo profile (clash, "
+                                                                  "clash-legacy)"}},
+    }
+    assert {_media(m) for m in MEDIA_TYPES.values()} == set(described), "a format's media type is undocumented"
+    return described
+
+
+_HEADERS = {
+    "subscription-userinfo": "upload=<bytes>; download=<bytes>; total=<data limit bytes, 0: none>; "
+                             "expire=<unix seconds>",
+    "profile-update-interval": "hours between the app's refreshes",
+    "profile-title": "the username",
+    "content-disposition": "attachment; filename=<the username>",
+    "cache-control": "no-store",
+}
+_OK = {"description": "the subscription in the format asked for (or the app's, from its User-Agent)",
+       "content": _body_schemas(),
+       "headers": {name: {"description": text, "schema": {"type": "string"}} for name, text in _HEADERS.items()}}
+_UNAVAILABLE = {"description": "no running node the subscriber may use (or none in this format)"}
+
+
+@router.get("/sub/{short_uuid}", response_class=Response, summary="Subscription",
+            responses={200: _OK, **errors(404), 503: {**errors(503)[503], **_UNAVAILABLE}})
+async def subscription(short_uuid: Annotated[str, Path(description="the secret of the subscription URL")],
+                       q: Annotated[SubscriptionQuery, Query()], ctl: Ctl,
+                       user_agent: Annotated[str | None, Header(include_in_schema=False)] = None) -> Response:
     """Share links / profiles for every running node the subscriber may use, in the format their app reads.
 
     Every node serves its transport profiles: VMess, VLESS+REALITY+XTLS-Vision (Xray nodes), and VMess/VLESS
     over WebSocket+TLS where the operator configured a domain; never VLESS without TLS or REALITY. A node's
-    REALITY public key, short id and server name are the same in every fetch and every format.
-    ---
-    summary: Subscription
-    tags: [subscription]
-    security: []
-    parameters:
-      - {name: short_uuid, in: path, required: true, schema: {type: string}}
-      - {name: format, in: query, schema: {type: string, enum: [base64, sing-box, sing-box-tun, clash, clash-legacy]},
-         description: "overrides the User-Agent. Default from the User-Agent: mihomo-based Clash apps: clash,
-           other Clash apps: clash-legacy (VMess only), the sing-box apps SFA/SFI/SFM: sing-box-tun (a tun
-           inbound capturing the device's traffic), the sing-box CLI and Hiddify: sing-box (a local mixed
-           inbound), else base64 (share links for v2rayN, v2rayNG, Shadowrocket, ...)"}
-    responses:
-      200: {description: "the subscription, with subscription-userinfo and profile-update-interval headers"}
-      404: {description: "unknown or rotated subscription"}
-      503: {description: "no running node the subscriber may use (or none in this format)"}
-      422: {description: "unknown format"}
+    REALITY public key, short id and server name are the same in every fetch and every format. Blocked,
+    expired and limited subscribers still get it (their app shows why through subscription-userinfo); the
+    nodes refuse their credentials. 404: unknown or rotated subscription.
+
+    Media types: `text/plain` (base64: share links for v2rayN, v2rayNG, Shadowrocket, ...),
+    `application/json` (sing-box, sing-box-tun), `text/yaml` (clash, clash-legacy).
     """
-    ctl = request.app.state.ctl
-    short_uuid = request.path_params["short_uuid"]
     if not _SHORT_UUID.fullmatch(short_uuid):  # never generated by us: no need to ask the database
         raise NotFound("subscription not found")
-    try:
-        fmt = pick_format(request.headers.get("user-agent"), request.query_params.get("format"))
-    except ValueError:
-        raise ValidationFailed(f"format must be one of {', '.join(SUBSCRIPTION_FORMATS)}",
-                               {"format": "unknown format"}) from None
+    fmt = pick_format(user_agent, q.format)  # q.format is one pick_format accepts (SubscriptionFormat)
     sub = await ctl.subscribers.by_short_uuid(short_uuid)
-    # Blocked, expired and limited subscribers still get their subscription (their app shows why via the
-    # userinfo header); the nodes refuse their credentials.
     endpoints = await ctl.subscribers.endpoints(sub)
     if not endpoints:  # an empty config would leave the app with nothing (or bypass the VPN): say so instead
         raise Unavailable("no running node serves this subscription right now; try again later")
@@ -68,7 +90,3 @@ async def subscription(request: Request):
         "cache-control": "no-store",
     }
     return Response(body, media_type=media_type, headers=headers)
-
-
-routes = [Route("/sub/{short_uuid}", subscription, methods=["GET"])]
-schemas: list = []

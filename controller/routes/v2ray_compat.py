@@ -1,116 +1,79 @@
 """Seed 000's V2Ray backend API, kept exactly: paths, bodies, status strings and ``{"error": "..."}`` errors.
 
 An "instance" is a node. POST for a region that already has an active (pending/creating/running) instance
-returns that instance's uuid instead of creating another.
+returns that instance's uuid instead of creating another. Every bad input is a 400 (the edge maps request
+validation under /api/v2ray to seed 000's 400 and its error shape).
 """
 
 from __future__ import annotations
 
-import json as jsonlib
+from typing import Annotated, Any
 
+from fastapi import APIRouter
 from starlette.requests import Request
-from starlette.routing import Route
 
+from controller.api import Ctl, errors, uuid_or_404, uuid_path
 from controller.errors import BadRequest, NotFound, ValidationFailed
-from controller.http import json, path_uuid
+from controller.schemas.nodes import CREATION_THROTTLED, NodeCreate
+from controller.schemas.v2ray_compat import CompatRegion, Instance, InstanceCreate, InstanceCreated, InstanceDeleted
 from controller.serializers import node_to_v2ray_instance
 
+router = APIRouter(tags=["v2ray (seed 000)"])
 
-async def list_regions(request: Request):
-    """Seed 000: configured regions.
-    ---
-    summary: "Seed 000: list regions"
-    tags: [v2ray (seed 000)]
-    responses:
-      200: {description: "[{region, name}]"}
-    """
-    return json([{"region": r.code, "name": r.name} for r in request.app.state.ctl.settings.all_regions()])
+InstanceUuid = Annotated[str, uuid_path("the instance's UUID")]
+#: the instances a list returns at most (every node of a real fleet)
+LIST_LIMIT = 100_000
 
 
-async def create_instance(request: Request):
-    """Seed 000: create an instance (or get the region's active one).
-    ---
-    summary: "Seed 000: create instance"
-    tags: [v2ray (seed 000)]
-    requestBody:
-      content:
-        application/json:
-          schema: {type: object, required: [region], properties: {region: {type: string}}}
-    responses:
-      200: {description: "{uuid, status}"}
-      400: {description: "{error}"}
-    """
+def _instance_id(raw: str) -> str:
+    return uuid_or_404(raw, "instance not found: ")
+
+
+@router.get("/api/v2ray/regions", response_model=list[CompatRegion], summary="Seed 000: list regions")
+async def list_regions(ctl: Ctl) -> list[dict[str, Any]]:
+    """Seed 000: configured regions."""
+    return [{"region": r.code, "name": r.name} for r in ctl.settings.all_regions()]
+
+
+@router.post("/api/v2ray/instances", response_model=InstanceCreated, responses={
+    **errors(409, compat=True), 429: {**errors(429, compat=True)[429], **CREATION_THROTTLED}},
+             summary="Seed 000: create instance")
+async def create_instance(body: InstanceCreate, request: Request, ctl: Ctl) -> Any:
+    """Seed 000: create an instance (or get the region's active one). 400: no region, or an unknown one; 409:
+    the region is at its node quota (nodes.max_per_region); 429: too many nodes created in the region this
+    minute (nodes.creations_per_minute; see Retry-After)."""
     try:
-        body = jsonlib.loads(await request.body() or b"null")
-    except ValueError:
-        raise BadRequest("invalid request body: not JSON") from None
-    if not isinstance(body, dict) or not isinstance(body.get("region"), str) or not body["region"]:
-        raise BadRequest("invalid request body: region is required")
-    try:
-        node, _ = await request.app.state.ctl.nodes.create(body["region"], reuse_active=True)
+        node, _ = await ctl.nodes.create(NodeCreate(region=body.region), reuse_active=True)
     except ValidationFailed as exc:  # seed 000 reports every bad request as 400
         raise BadRequest(exc.message) from None
     request.state.created_id = node.uuid
-    return json({"uuid": node.uuid, "status": node.status})
+    return {"uuid": node.uuid, "status": node.status}
 
 
-async def list_instances(request: Request):
-    """Seed 000: instances not deleted, newest first.
-    ---
-    summary: "Seed 000: list instances"
-    tags: [v2ray (seed 000)]
-    responses:
-      200: {description: "[{id, uuid, ec2_id, ec2_region, ec2_region_name, ec2_public_ip, status, created_at, updated_at}]"}
-    """
-    rows, _ = await request.app.state.ctl.nodes.list(size=100_000)
-    return json([node_to_v2ray_instance(n) for n in rows])
+@router.get("/api/v2ray/instances", response_model=list[Instance], summary="Seed 000: list instances")
+async def list_instances(ctl: Ctl) -> list[dict[str, Any]]:
+    """Seed 000: instances not deleted, newest first."""
+    rows, _ = await ctl.nodes.list(size=LIST_LIMIT)
+    return [node_to_v2ray_instance(n) for n in rows]
 
 
-def _uuid(request: Request) -> str:
-    return path_uuid(request, "uuid", "instance not found: ")
-
-
-async def get_instance(request: Request):
-    """Seed 000: one instance.
-    ---
-    summary: "Seed 000: get instance"
-    tags: [v2ray (seed 000)]
-    parameters: [{name: uuid, in: path, required: true, schema: {type: string}}]
-    responses:
-      200: {description: "the instance"}
-      404: {description: "{error: instance not found: ...}"}
-    """
-    ctl = request.app.state.ctl
+@router.get("/api/v2ray/instances/{uuid}", response_model=Instance, responses=errors(404, compat=True),
+            summary="Seed 000: get instance")
+async def get_instance(uuid: InstanceUuid, ctl: Ctl) -> dict[str, Any]:
+    """Seed 000: one instance (not a deleted one)."""
     try:
-        node = await ctl.nodes.get(_uuid(request), include_deleted=False)
+        node = await ctl.nodes.get(_instance_id(uuid), include_deleted=False)
     except NotFound:
-        raise NotFound(f"instance not found: {request.path_params['uuid']}") from None
-    return json(node_to_v2ray_instance(node))
+        raise NotFound(f"instance not found: {uuid}") from None
+    return node_to_v2ray_instance(node)
 
 
-async def delete_instance(request: Request):
-    """Seed 000: delete an instance (asynchronous).
-    ---
-    summary: "Seed 000: delete instance"
-    tags: [v2ray (seed 000)]
-    parameters: [{name: uuid, in: path, required: true, schema: {type: string}}]
-    responses:
-      200: {description: "{status: deleting}"}
-      404: {description: "{error: instance not found: ...}"}
-    """
-    ctl = request.app.state.ctl
+@router.delete("/api/v2ray/instances/{uuid}", response_model=InstanceDeleted, responses=errors(404, compat=True),
+               summary="Seed 000: delete instance")
+async def delete_instance(uuid: InstanceUuid, ctl: Ctl) -> dict[str, Any]:
+    """Seed 000: delete an instance (asynchronous)."""
     try:
-        await ctl.nodes.delete(_uuid(request))
+        await ctl.nodes.delete(_instance_id(uuid))
     except NotFound:
-        raise NotFound(f"instance not found: {request.path_params['uuid']}") from None
-    return json({"status": "deleting"})
-
-
-routes = [
-    Route("/api/v2ray/regions", list_regions, methods=["GET"]),
-    Route("/api/v2ray/instances", create_instance, methods=["POST"]),
-    Route("/api/v2ray/instances", list_instances, methods=["GET"]),
-    Route("/api/v2ray/instances/{uuid}", get_instance, methods=["GET"]),
-    Route("/api/v2ray/instances/{uuid}", delete_instance, methods=["DELETE"]),
-]
-schemas: list = []
+        raise NotFound(f"instance not found: {uuid}") from None
+    return {"status": "deleting"}

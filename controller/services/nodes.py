@@ -9,23 +9,27 @@ every node left in such a status, so work cut short by a crash or kill -9 is res
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
-from typing import Any, Callable
+import math
+from typing import Any, Callable, get_args
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from agent.config import AgentConfig
 from controller import reality
 from controller.agent_bundle import AgentBundle
-from controller.cloudinit import XrayDownload, render_user_data
+from controller.cloudinit import Download, XrayDownload, render_user_data
+from controller.rest_tls import download_ca_pem
 from controller.core_bundle import CoreBundle
 from controller.db import fetch_page
-from controller.errors import Conflict, NotFound, ValidationFailed
+from controller.errors import Conflict, NotFound, TooManyRequests, ValidationFailed
 from controller.events import Event, EventBus
 from controller.hub.hub import Hub
 from controller.models import EnrollmentToken, FleetSetting, Node, utcnow
 from controller.providers.base import STOPPED, TERMINATED, Instance, LaunchRequest, Provider, ProviderError
+from controller.schemas.nodes import NodeAgentSettings, NodeCreate, NodeStatus, NodeUpdate, RealityInput
 from controller.serializers import node_to_dict
 from controller.services.desired_state import (EDITABLE_AGENT_SETTINGS, FLEET_AGENT_SETTINGS_KEY, build_inbounds,
                                                is_legacy, node_core, node_ports, slot_ports,
@@ -37,13 +41,15 @@ RENDER_FINGERPRINT_KEY = "render_fingerprint"
 
 log = logging.getLogger("vpnfleet.nodes")
 
-STATUSES = ("pending", "creating", "running", "stopping", "stopped", "starting", "deleting", "deleted", "error")
+STATUSES: tuple[str, ...] = get_args(NodeStatus)
 #: seed 000: a region "has an active instance" while one is in these states
 ACTIVE = ("pending", "creating", "running")
 TRANSITIONAL = ("pending", "creating", "starting", "stopping", "deleting")
 
 #: seconds between provider polls while waiting for a machine
 POLL_INTERVAL = 1.0
+#: the window of nodes.creations_per_minute
+CREATION_WINDOW = dt.timedelta(minutes=1)
 
 
 def _check_core(core: Any) -> str:
@@ -102,14 +108,15 @@ class NodeService:
     # -- create -------------------------------------------------------------------------------------------------
     def _xray_download(self, token: str) -> XrayDownload | None:
         """Where a new node gets Xray: the operator's release mirror (v2ray.xray_release), else the controller's
-        own binary (token-authenticated, like the agent wheel); None: nowhere, the node runs V2Ray only."""
+        own binary (not secret: sha256-pinned in the user data, like the agent wheel); None: nowhere, the node
+        runs V2Ray only."""
         release = self.settings.xray_release
         if release is not None:
             return XrayDownload(url=release.url, sha256=release.sha256, filename=release.filename, arch=release.arch)
         own = self._xray_bundle()
         if own is None:
             return None
-        return XrayDownload(url=f"{self.settings.http_url}/agent/package/{own.filename}?token={token}",
+        return XrayDownload(url=f"{self.settings.http_url}/agent/package/{own.filename}",
                             sha256=own.sha256, filename=own.filename, arch=own.arch)
 
     def _xray_available(self) -> bool:
@@ -132,12 +139,13 @@ class NodeService:
             return "v2ray"
         return core
 
-    async def create(self, region: str, name: str | None = None, *, reuse_active: bool = False,
-                     core: str | None = None, reality_overrides: dict[str, Any] | None = None) -> tuple[Node, bool]:
-        """Create a node in ``region``. With reuse_active (seed 000), an active node of the region is returned
-        instead. ``core``: "xray" or "v2ray" (default v2ray.core); ``reality_overrides``: the node's own REALITY
-        {dest, server_names, short_ids} (xray only). The node gets its own REALITY key pair, a short id and a
-        ws path now: they stay the same for the node's life. Returns (node, created)."""
+    async def create(self, cmd: NodeCreate, *, reuse_active: bool = False) -> tuple[Node, bool]:
+        """Create a node in ``cmd.region`` (``cmd.core`` default v2ray.core; ``cmd.reality``: the node's own
+        REALITY target, xray only). With reuse_active (seed 000), an active node of the region is returned
+        instead. The node gets its own REALITY key pair, a short id and a ws path now: they stay the same for
+        the node's life. A region holds at most nodes.max_per_region live nodes (409 beyond) and gets at most
+        nodes.creations_per_minute new ones a minute (429 with Retry-After beyond). Returns (node, created)."""
+        region = cmd.region
         spec = self.settings.region(region)
         if spec is None:
             known = ", ".join(r.code for r in self.settings.all_regions()) or "none"
@@ -145,10 +153,10 @@ class NodeService:
         if spec.provider not in self.providers:
             raise ValidationFailed(f"region '{region}' uses provider '{spec.provider}', which is not configured",
                                    {"region": "provider not configured"})
-        core = self._core_for_new_node(core)
-        target = self._reality_values(region, core, None, None, None, reality_overrides)
+        core = self._core_for_new_node(cmd.core)
+        target = self._reality_values(region, core, None, None, None, cmd.reality)
         lock = self._region_locks.setdefault(region, asyncio.Lock())
-        async with lock:  # with the check below: two concurrent seed-000 creates make one node
+        async with lock:  # with the checks below: two concurrent seed-000 creates make one node, quotas hold
             async with self._sessions() as s:
                 if reuse_active:
                     active = await s.scalar(select(Node).where(Node.region == region, Node.status.in_(ACTIVE),
@@ -156,6 +164,7 @@ class NodeService:
                                             .order_by(Node.created_at.desc()).limit(1))
                     if active is not None:
                         return active, False
+                await self._check_capacity(s, region)
                 ports = self._v2ray_ports(self.providers[spec.provider])
                 private_key, public_key = reality.new_keypair()
                 node = Node(name="", region=region, region_name=spec.name, provider=spec.provider,
@@ -167,12 +176,34 @@ class NodeService:
                             ws_path=reality.new_ws_path())
                 s.add(node)
                 await s.flush()
-                node.name = name or f"{region}-{node.uuid[:8]}"
+                node.name = cmd.name or f"{region}-{node.uuid[:8]}"
                 await s.commit()
         self._bus.publish(Event("create", {"node": node_to_dict(node)}, node_id=node.uuid))
         log.info("node %s created in region %s (core %s)", node.uuid, region, core)
         self._drive(node.uuid)
         return node, True
+
+    async def _check_capacity(self, s: AsyncSession, region: str) -> None:
+        """Refuse a new node beyond the region's quota (live nodes) or creation rate. Counted in the database
+        (under the region lock), so a restart does not reset the rate and deleted nodes still count towards it."""
+        quota = self.settings.max_nodes_per_region
+        live = await s.scalar(select(func.count()).select_from(Node)
+                              .where(Node.region == region, Node.is_deleted.is_(False))) or 0
+        if live >= quota:
+            raise Conflict(f"region '{region}' already has {live} nodes, its quota (nodes.max_per_region) is "
+                           f"{quota}; delete a node first", {"region": "node quota reached"})
+        rate = self.settings.node_creations_per_minute
+        now = utcnow()
+        recent = (await s.scalars(select(Node.created_at).where(Node.region == region,
+                                                                 Node.created_at > now - CREATION_WINDOW)
+                                  .order_by(Node.created_at))).all()
+        if len(recent) >= rate:
+            # the creation that must leave the window before one more fits in it
+            frees_at = recent[len(recent) - rate] + CREATION_WINDOW if rate > 0 else now + CREATION_WINDOW
+            wait = max(1, math.ceil((frees_at - now).total_seconds()))
+            raise TooManyRequests(f"region '{region}' had {len(recent)} nodes created in the last minute, its "
+                                  f"limit (nodes.creations_per_minute) is {rate}; retry in {wait} s", wait,
+                                  {"region": "node creation rate reached", "retry_after": wait})
 
     def _v2ray_ports(self, provider: Provider | None, node: Node | None = None) -> dict[str, dict[str, Any]]:
         """The node's port for every slot its profiles may need ({slot: {port, listen}}): what it has, and for
@@ -195,22 +226,18 @@ class NodeService:
         return ports
 
     def _reality_values(self, region: str, core: str, dest: str | None, server_names: list[str] | None,
-                        short_ids: list[str] | None, overrides: dict[str, Any] | None) -> dict[str, Any]:
-        """The node's REALITY settings after applying the API's `overrides` ({dest, server_names, short_ids};
-        a None dest or server_names goes back to the region's/fleet's) to the current ones. Raises
-        ValidationFailed naming the field: REALITY on a v2ray node, a bad dest, server name or short id, or a
-        dest that does not serve the server names."""
+                        short_ids: list[str] | None, change: RealityInput | None) -> dict[str, Any]:
+        """The node's REALITY settings after applying the API's `change` (the fields it set; a None dest or
+        server_names goes back to the region's/fleet's) to the current ones. Raises ValidationFailed naming
+        the field: REALITY on a v2ray node, a bad dest, server name or short id, or a dest that does not serve
+        the server names."""
         values = {"dest": dest, "server_names": server_names, "short_ids": short_ids}
+        overrides = change.changes() if change is not None else {}
         if not overrides:
             return values
         if core != "xray":
             raise ValidationFailed("reality: REALITY needs the xray core (V2Ray 4.x has no REALITY); set core to "
                                    "xray, or leave reality out", {"reality": "REALITY needs core xray"})
-        unknown = set(overrides) - set(values)
-        if unknown:  # the route's model refuses these already; a service caller gets the same answer
-            field = f"reality.{sorted(unknown)[0]}"
-            raise ValidationFailed(f"{field} cannot be set: the node's key pair is made by the controller",
-                                   {field: "not settable"})
         checks = {"dest": reality.check_dest, "server_names": reality.check_server_names,
                   "short_ids": reality.check_short_ids}
         for key, value in overrides.items():
@@ -265,9 +292,29 @@ class NodeService:
         await self._call_provider(node, "reboot")
         return node
 
-    async def update_agent_settings(self, node_id: str, overrides: dict[str, Any]) -> Node:
+    async def update(self, node_id: str, cmd: NodeUpdate) -> Node:
+        """PATCH: rename, override agent settings, switch the core or change the REALITY settings (each only if
+        given). Everything is checked before anything changes; the core and REALITY change together as one
+        new revision."""
+        node = await self.get(node_id, include_deleted=False)
+        if cmd.agent_settings is not None:  # checked before anything changes
+            self._agent_settings_of(cmd.agent_settings)
+        if cmd.core is not None or (cmd.reality is not None and cmd.reality.changes()):
+            node = await self.update_v2ray(node_id, cmd.core, cmd.reality)
+        if cmd.agent_settings is not None:
+            node = await self.update_agent_settings(node_id, cmd.agent_settings)
+        if cmd.name is not None:
+            node = await self.rename(node_id, cmd.name)
+        return node
+
+    @staticmethod
+    def _agent_settings_of(body: NodeAgentSettings) -> dict[str, Any]:
+        """The settings the body gave, checked the way the fleet's are (one rule for both)."""
+        return validate_agent_settings(body.model_dump(exclude_none=True), "agent_settings")
+
+    async def update_agent_settings(self, node_id: str, overrides: NodeAgentSettings) -> Node:
         """Merge per-node agent settings and push the new desired state."""
-        clean = validate_agent_settings(overrides, "agent_settings")
+        clean = self._agent_settings_of(overrides)
         async with self._sessions() as s:
             node = await s.scalar(select(Node).where(Node.uuid == node_id, Node.is_deleted.is_(False)))
             if node is None:
@@ -280,8 +327,8 @@ class NodeService:
         return node
 
     async def update_v2ray(self, node_id: str, core: str | None = None,
-                           reality_overrides: dict[str, Any] | None = None) -> Node:
-        """Change the node's core and/or its REALITY settings ({dest, server_names, short_ids}). A change is
+                           reality_change: RealityInput | None = None) -> Node:
+        """Change the node's core and/or its REALITY settings (the fields ``reality_change`` set). A change is
         structural on the node (one restart of the core, rolled back on failure): it gets a new desired
         revision. A node from before cores takes the new profile set of the core now."""
         async with self._sessions() as s:
@@ -290,7 +337,7 @@ class NodeService:
                 raise NotFound(f"node {node_id} not found")
             new_core = node_core(node) if core is None else _check_core(core)
             values = self._reality_values(node.region, new_core, node.reality_dest, node.reality_server_names,
-                                          node.reality_short_ids, reality_overrides)
+                                          node.reality_short_ids, reality_change)
             changed = is_legacy(node) or new_core != node.core
             if changed:
                 ports = self._v2ray_ports(self.providers.get(node.provider), node)
@@ -306,7 +353,7 @@ class NodeService:
             await s.commit()
         if changed:
             log.info("node %s: core %s, REALITY settings %s", node_id, node.core,
-                     "changed" if reality_overrides else "kept")
+                     "changed" if reality_change is not None and reality_change.changes() else "kept")
             self._hub.mark_dirty([node_id])
             self._publish_update(node)
         return node
@@ -470,9 +517,12 @@ class NodeService:
             )
             xray = self._xray_download(token)
             user_data = render_user_data(
-                agent_config, package_url=f"{self.settings.http_url}/agent/package/{bundle.filename}?token={token}",
+                agent_config, package_url=f"{self.settings.http_url}/agent/package/{bundle.filename}",
                 package_sha256=bundle.sha256, package_filename=bundle.filename,
                 template_path=self.settings.cloud_init_template, xray=xray,
+                requirements=Download(url=f"{self.settings.http_url}/agent/package/{bundle.requirements.filename}",
+                                      sha256=bundle.requirements.sha256, filename=bundle.requirements.filename),
+                download_ca_pem=download_ca_pem(self.settings, self._ca_pem),
             )
             existing = await provider.launch(LaunchRequest(node_id=node.uuid, node_name=node.name,
                                                            region=node.region, user_data=user_data,

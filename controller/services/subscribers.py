@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import case, or_, select, update
+from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
@@ -31,6 +31,7 @@ from controller.db import fetch_page
 from controller.errors import AlreadyExists, Conflict, NotFound, ValidationFailed
 from controller.hub.hub import Hub
 from controller.models import Node, Operation, Subscriber, SubscriberUsage, utcnow
+from controller.schemas.clients import STATUSES, SubscriberBody, SubscriberUpdate
 from controller.services.desired_state import (PROFILE_LABELS, allowed_on, node_v2ray_inbounds, public_profile,
                                                reachable_nodes)
 from controller.settings import Settings
@@ -38,10 +39,11 @@ from controller.share_links import Endpoint
 
 log = logging.getLogger("vpnfleet.subscribers")
 
-STATUSES = ("active", "blocked", "expired", "limited")
+__all__ = ["STATUSES", "GIB", "MIB", "SubscriberService", "endpoint_credentials", "new_short_uuid",
+           "scheduled_status"]
+
 GIB = 1024**3
 MIB = 1024**2
-MAX_DAYS = 36500
 #: tries of one change while concurrent changes to the same subscriber keep committing first
 CHANGE_ATTEMPTS = 8
 
@@ -110,53 +112,55 @@ class SubscriberService:
         return sub
 
     # -- changes --------------------------------------------------------------------------------------------
-    async def create(self, values: dict[str, Any]) -> Subscriber:
+    async def create(self, new: SubscriberBody) -> Subscriber:
         now = utcnow()
         async with self._sessions() as s:
-            if await s.scalar(select(Subscriber.id).where(Subscriber.username == values["username"])):
-                raise _taken(values["username"])
-            selection = Selection(await self._check_node_ids(s, values.get("node_ids")),
-                                  self._check_regions(values.get("regions")))
+            if await self._username_taken(s, new.username):
+                raise _taken(new.username)
+            selection = Selection(await self._check_node_ids(s, new.node_ids), self._check_regions(new.regions))
             # credential_uuid is only the legacy shared id: a new subscriber never has it carried by any node.
-            sub = Subscriber(username=values["username"], credential_uuid=str(uuid.uuid4()),
+            sub = Subscriber(username=new.username, credential_uuid=str(uuid.uuid4()),
                              credential_secret=credentials.new_secret(), shared_credential=False,
-                             short_uuid=new_short_uuid(), expires_at=_expiry(values, now),
-                             data_limit_bytes=_limit_bytes(values.get("data_limit_gb")),
+                             short_uuid=new_short_uuid(), expires_at=_expiry(new.days, new.expires_at, now),
+                             data_limit_bytes=_limit_bytes(new.data_limit_gb),
                              node_ids=selection.node_ids, regions=selection.regions,
-                             note=values.get("note") or "", status="active", used_upload_bytes=0,
-                             used_download_bytes=0)
+                             note=new.note, status="active", used_upload_bytes=0, used_download_bytes=0)
             sub.status = scheduled_status(sub, now)  # an expires_at in the past makes an expired client
             s.add(sub)
             try:
                 await s.flush()
-            except IntegrityError:  # a concurrent create with the same username won the race
-                raise _taken(values["username"]) from None
+            except IntegrityError:  # a concurrent create with the same username (in any case) won the race
+                raise _taken(new.username) from None
             nodes = await self._bump_nodes(s, [selection])
             await s.commit()
             self._push(nodes)
         return sub
 
-    async def update(self, client_id: str, values: dict[str, Any]) -> Subscriber:
-        """PATCH: a new plan (expiry, data limit), where the client may connect, the username or note."""
+    async def update(self, client_id: str, edit: SubscriberUpdate) -> Subscriber:
+        """PATCH: a new plan (expiry, data limit), where the client may connect, the username or note; only
+        the fields the edit was given (``model_fields_set``) change."""
+        given = edit.model_fields_set
+
         async def change(s: AsyncSession) -> tuple[Subscriber, list[str]]:
             now = utcnow()
             sub = await self._get(s, client_id)
-            username = values.get("username", sub.username)
+            username = edit.username if "username" in given else sub.username
             renamed = username != sub.username
-            if renamed and await s.scalar(select(Subscriber.id).where(Subscriber.username == username)):
+            # another subscriber's name in any case is taken; a change of case of one's own name is not
+            if renamed and await self._username_taken(s, username, besides=sub.id):
                 raise _taken(username)
             # Only what this PATCH sends is validated: stored node ids may name nodes deleted since (node
             # selection ignores them), and they must not make every later change of the client fail.
-            node_ids = await self._check_node_ids(s, values["node_ids"]) if "node_ids" in values else sub.node_ids
-            regions = self._check_regions(values["regions"]) if "regions" in values else sub.regions
+            node_ids = await self._check_node_ids(s, edit.node_ids) if "node_ids" in given else sub.node_ids
+            regions = self._check_regions(edit.regions) if "regions" in given else sub.regions
             before = Selection.of(sub)
             sub.username, sub.node_ids, sub.regions = username, node_ids, regions
-            if "days" in values or "expires_at" in values:
-                sub.expires_at = _expiry(values, now)
-            if "data_limit_gb" in values:
-                sub.data_limit_bytes = _limit_bytes(values["data_limit_gb"])
-            if "note" in values:
-                sub.note = values["note"] or ""
+            if given & {"days", "expires_at"}:
+                sub.expires_at = _expiry(edit.days, edit.expires_at, now)
+            if "data_limit_gb" in given:
+                sub.data_limit_bytes = _limit_bytes(edit.data_limit_gb)
+            if "note" in given:
+                sub.note = edit.note or ""
             if sub.status != "blocked":
                 sub.status = scheduled_status(sub, now)
             try:
@@ -390,6 +394,15 @@ class SubscriberService:
 
     # -- internals ------------------------------------------------------------------------------------------
     @staticmethod
+    async def _username_taken(s: AsyncSession, username: str, besides: str | None = None) -> bool:
+        """Whether another subscriber has this username in any case (Alice and alice are one name: the
+        unique index on lower(username), migration 0008, holds it against races too)."""
+        query = select(Subscriber.id).where(func.lower(Subscriber.username) == username.lower())
+        if besides is not None:
+            query = query.where(Subscriber.id != besides)
+        return await s.scalar(query.limit(1)) is not None
+
+    @staticmethod
     async def _check_node_ids(s: AsyncSession, node_ids: list[str] | None) -> list[str] | None:
         """Node ids given by the operator: each must be a node that is not deleted. Empty: None (every node)."""
         if not node_ids:
@@ -448,9 +461,8 @@ def _add_days(start: dt.datetime, days: int) -> dt.datetime:
                                {"days": "ends after the year 9999"}) from None
 
 
-def _expiry(values: dict[str, Any], now: dt.datetime) -> dt.datetime:
+def _expiry(days: int | None, expires_at: dt.datetime | None, now: dt.datetime) -> dt.datetime:
     """expires_at from `days` (from now) or an explicit `expires_at`; exactly one must be given."""
-    days, expires_at = values.get("days"), values.get("expires_at")
     if days is not None and expires_at is not None:
         raise ValidationFailed("give either days or expires_at, not both", {"days": "conflicts with expires_at"})
     if days is not None:

@@ -68,13 +68,18 @@ def test_bad_input_gets_clear_errors(ctl: ControllerProcess, node: dict) -> None
     _create(ctl, username="dupe")
     cases = [
         ({"username": "dupe", "days": 1}, 409, "username"),
+        ({"username": "DuPe", "days": 1}, 409, "username"),  # unique regardless of case
+        ({"username": "huge", "days": 2**64}, 422, "days"),  # beyond 64 bits: a 422, never a 500
+        ({"username": "hugelim", "days": 1, "data_limit_gb": 1e308}, 422, "data_limit_gb"),
+        ({"username": "nullname", "days": 1, "note": None}, 422, "note"),
+        ({"username": None, "days": 1}, 422, "username"),
+        ({"username": "manynodes", "days": 1, "node_ids": [str(uuid.uuid4())] * 1001}, 422, "node_ids"),
         ({"username": "a b", "days": 1}, 422, "username"),
         ({"username": "ab", "days": 1}, 422, "username"),
         ({"username": "neg", "days": -1}, 422, "days"),
         ({"username": "zero", "days": 0}, 422, "days"),
         ({"username": "nodays"}, 422, "days"),
         ({"username": "both", "days": 1, "expires_at": "2099-01-01T00:00:00Z"}, 422, "days"),
-        ({"username": "past", "expires_at": "2001-01-01T00:00:00Z"}, 422, "expires_at"),
         ({"username": "naive", "expires_at": "2099-01-01T00:00:00"}, 422, "expires_at"),
         ({"username": "lim", "days": 1, "data_limit_gb": -5}, 422, "data_limit_gb"),
         ({"username": "nodes", "days": 1, "node_ids": ["not-a-uuid"]}, 422, "node_ids"),
@@ -84,8 +89,9 @@ def test_bad_input_gets_clear_errors(ctl: ControllerProcess, node: dict) -> None
         ({"username": "booldays", "days": True}, 422, "days"),
         ({"username": "strdays", "days": "30"}, 422, "days"),
         ({"username": "strlim", "days": 1, "data_limit_gb": "5"}, 422, "data_limit_gb"),
-        ({"username": "far", "expires_at": "9999-12-31T00:00:00Z"}, 422, "expires_at"),
-        ({"username": "edge", "expires_at": "9999-12-31T23:00:00-05:00"}, 422, "expires_at"),
+        ({"username": "nulldays", "days": None, "expires_at": "2099-01-01T00:00:00Z"}, 422, "days"),
+        ({"username": "unix", "expires_at": 4102444800}, 422, "expires_at"),
+        ({"username": "tinylim", "days": 1, "data_limit_gb": 1e-300}, 422, "data_limit_gb"),
         ({"username": "nul", "days": 1, "note": "a\u0000b"}, 400, "NUL"),
     ]
     for body, status, field in cases:
@@ -108,11 +114,32 @@ def test_bad_input_gets_clear_errors(ctl: ControllerProcess, node: dict) -> None
     for bad in ({"days": -3}, {"days": 0}, {}, {"days": "x"}):
         assert ctl.api.post(f"/api/v1/clients/{cid}/extend", json=bad).status_code == 422
     assert ctl.api.get("/api/v1/clients", params={"status": "gone"}).status_code == 422
+    for empty in ("status", "expired", "search"):  # an empty value is not "no filter"
+        r = ctl.api.get("/api/v1/clients", params={empty: ""})
+        assert r.status_code == 422 and empty in r.json()["error"]["message"], (empty, r.text)
+    for size in (0, 501, 2**64):
+        assert ctl.api.get("/api/v1/clients", params={"size": size}).status_code == 422
+    assert ctl.api.get(f"/api/v1/clients/{cid}/usage", params={"days": 367}).status_code == 422
     assert ctl.api.patch(f"/api/v1/clients/{cid}", json={"username": "dupe"}).status_code == 409
-    for bad in ({"expires_at": "0001-01-01T00:00:00+01:00"}, {"expires_at": "1960-01-01T00:00:00Z"},
-                {"expires_at": "9999-12-31T00:00:00Z"}, {"days": True}):
+    assert ctl.api.patch(f"/api/v1/clients/{cid}", json={"username": "DUPE"}).status_code == 409
+    for required in ("username", "days", "expires_at"):  # may be left out, not nulled (never a NOT NULL error)
+        r = ctl.api.patch(f"/api/v1/clients/{cid}", json={required: None})
+        assert r.status_code == 422 and r.json()["error"]["details"] == {required: "Value error, cannot be null"}
+    renamed = ctl.api.patch(f"/api/v1/clients/{cid}", json={"username": "ExtendMe"})  # its own name, new case
+    assert renamed.status_code == 200 and renamed.json()["username"] == "ExtendMe"
+    for bad in ({"days": True}, {"days": 1.5}, {"expires_at": "2099-01-01"}):
         r = ctl.api.patch(f"/api/v1/clients/{cid}", json=bad)
         assert r.status_code == 422 and next(iter(bad)) in r.text, (bad, r.text)
+    # every RFC 3339 time the document allows is accepted: out of range, it lands on the bound it passed
+    for early in ("0001-01-01T00:00:00+01:00", "1960-01-01T00:00:00Z"):
+        r = ctl.api.patch(f"/api/v1/clients/{cid}", json={"expires_at": early})
+        assert r.status_code == 200 and r.json()["expires_at"] == "1970-01-01T00:00:00Z" and r.json()["expired"]
+    for far in ("9999-12-31T00:00:00Z", "9999-12-31T23:00:00-05:00"):
+        r = ctl.api.patch(f"/api/v1/clients/{cid}", json={"expires_at": far})
+        assert r.status_code == 200 and r.json()["expires_at"] < "2127", r.text  # MAX_DAYS from now
+    assert ctl.api.post(f"/api/v1/clients/{cid}/extend", json={"days": 30.0}).status_code == 200  # an integer
+    past = ctl.api.post("/api/v1/clients", json={"username": "past", "expires_at": "2001-01-01T00:00:00Z"})
+    assert past.status_code == 201 and past.json()["status"] == "expired"  # created expired, as PATCH can
     # the operations log finds a change made through any spelling of the id
     assert ctl.api.post(f"/api/v1/clients/{cid.upper()}/block").status_code == 200
     ops = ctl.api.get("/api/v1/operations", params={"client_id": cid}).json()["items"]
@@ -182,6 +209,8 @@ def test_subscription_formats_and_headers(ctl: ControllerProcess, node: dict) ->
     assert sorted(p["type"] for p in proxies) == ["vless", "vmess"]
     assert ctl.api.get(url, params={"format": "clash"}, headers=anonymous).text == clash.text
     assert ctl.api.get(url, params={"format": "bogus"}, headers=anonymous).status_code == 422
+    assert ctl.api.get(url, params={"format": ""}, headers=anonymous).status_code == 422
+    assert ctl.api.get(url, params={"format": "v2ray"}, headers=anonymous).text == r.text  # an alias
     assert ctl.api.get("/sub/does-not-exist-at-all", headers=anonymous).status_code == 404
     assert ctl.api.get("/sub/%00aaaaaaaaaa", headers=anonymous).status_code in (400, 404)
     assert ctl.api.get("/sub/a.b.c.d.e.f.g", headers=anonymous).status_code == 404
@@ -246,3 +275,33 @@ def test_the_node_desired_state_carries_the_active_subscribers(ctl: ControllerPr
     active = ctl.api.get("/api/v1/clients", params={"status": "active", "size": 500}).json()["items"]
     assert {c["id"] for c in active} <= emails
     assert {i.protocol for i in applied.v2ray.inbounds} == {"vmess", "vless"}
+
+
+def test_the_document_describes_every_client_route_and_the_subscription(ctl: ControllerProcess) -> None:
+    """/openapi.json is generated from the routes' models: request bodies required, response schemas for
+    every documented status, the subscription's media types and headers, the bounds the server enforces."""
+    spec = ctl.api.get("/openapi.json").json()
+    ops = {(m.upper(), p): op for p, item in spec["paths"].items() for m, op in item.items()
+           if p.startswith(("/api/v1/clients", "/sub/"))}
+    assert len(ops) == 14, sorted(ops)
+    for (method, path), op in ops.items():
+        assert op["summary"] and op["tags"], (method, path)
+        for status, response in op["responses"].items():
+            if status != "204":
+                assert response.get("content"), (method, path, status)
+        if method in ("POST", "PATCH") and "requestBody" in op:
+            assert op["requestBody"]["required"], (method, path)
+    assert {"404", "409"} <= set(ops["PATCH", "/api/v1/clients/{id}"]["responses"])
+    assert "409" in ops["POST", "/api/v1/clients"]["responses"]
+    page = ops["GET", "/api/v1/clients"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert page["$ref"].endswith("Page_SubscriberOut_")
+    client = spec["components"]["schemas"]["SubscriberOut"]["properties"]
+    assert {"id", "username", "short_uuid", "subscription_url", "status", "expires_at", "created_at",
+            "updated_at"} <= set(client)  # seed 004's fields
+    update = spec["components"]["schemas"]["SubscriberUpdate"]["properties"]
+    assert update["days"]["maximum"] == 36500 and "anyOf" not in update["username"]  # null is refused
+    sub = ops["GET", "/sub/{short_uuid}"]
+    assert sub["security"] == []  # public: the short uuid is the secret
+    assert set(sub["responses"]["200"]["content"]) == {"text/plain", "application/json", "text/yaml"}
+    assert "subscription-userinfo" in sub["responses"]["200"]["headers"]
+    assert {"404", "503"} <= set(sub["responses"])

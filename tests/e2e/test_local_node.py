@@ -9,7 +9,6 @@ import threading
 from pathlib import Path
 from typing import Iterator
 
-import httpx
 import pytest
 from httpx_sse import connect_sse
 
@@ -99,7 +98,7 @@ def test_desired_state_change_is_applied_and_logged_live(controller: ControllerP
     stop = threading.Event()
 
     def follow() -> None:
-        with httpx.Client(base_url=controller.url, headers=dict(api.headers), timeout=30) as c:
+        with controller.http_client(headers=dict(api.headers), timeout=30) as c:
             with connect_sse(c, "GET", f"/api/v1/nodes/{nid}/logs", params={"follow": "true", "limit": "1"}) as src:
                 for sse in src.iter_sse():
                     lines.append(json.loads(sse.data)["log"])
@@ -135,7 +134,7 @@ def test_events_stream_shows_node_changes(controller: ControllerProcess) -> None
     events: list[dict] = []
 
     def follow() -> None:
-        with httpx.Client(base_url=controller.url, headers=dict(api.headers), timeout=60) as c:
+        with controller.http_client(headers=dict(api.headers), timeout=60) as c:
             with connect_sse(c, "GET", "/api/v1/events") as src:
                 for sse in src.iter_sse():
                     assert sse.event == "node"
@@ -203,3 +202,49 @@ def test_a_relative_data_dir_works_like_make_run(tmp_path) -> None:
         assert (tmp_path / "data" / "local-nodes" / node["id"] / "state" / "agent.key").exists()
     finally:
         controller.cleanup()
+
+
+def _wireguard_go_pids(interface: str) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                argv = (proc / "cmdline").read_bytes().split(b"\0")[:-1]
+            except OSError:
+                continue
+            if argv and argv[0].endswith(b"wireguard-go") and argv[-1] == interface.encode():
+                pids.append(int(proc.name))
+    return pids
+
+
+def test_a_stopped_local_node_stops_every_process_it_owns(controller: ControllerProcess) -> None:
+    """Issue 10: stopping a local node left its wireguard-go running (its command line names no node file)."""
+    from tests.agent.netns import missing_prerequisite
+    from controller.providers.local import processes_of
+
+    if missing_prerequisite() is not None:
+        pytest.skip(str(missing_prerequisite()))
+    node = controller.wait_running(controller.create_node(name="wg-stop")["id"])
+    interface = "wgstop0"
+    r = controller.api.post("/api/v1/wireguard/servers", json={
+        "node_id": node["id"], "name": "wg-stop", "interface": interface, "listen_port": free_udp_port(),
+        "ipv4_address": "10.68.0.1/24"})
+    assert r.status_code == 201, r.text
+    wait_for(lambda: _wireguard_go_pids(interface), 30, message="wireguard-go serving the node's server")
+    node_dir = controller.data_dir / "local-nodes" / node["id"]
+    owned = processes_of(node_dir)
+    assert set(_wireguard_go_pids(interface)) <= set(owned)  # the "machine" knows its wireguard-go
+    assert controller.api.post(f"/api/v1/nodes/{node['id']}/stop").status_code == 202
+    wait_for(lambda: controller.node(node["id"])["status"] == "stopped", 30, message="node stopped")
+    assert _wireguard_go_pids(interface) == [] and processes_of(node_dir) == []
+    # and started again, the data plane comes back with it
+    assert controller.api.post(f"/api/v1/nodes/{node['id']}/start").status_code == 202
+    controller.wait_running(node["id"], timeout=60)
+    wait_for(lambda: _wireguard_go_pids(interface), 30, message="wireguard-go back after start")
+    controller.api.delete(f"/api/v1/nodes/{node['id']}")
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -7,7 +7,6 @@ import signal
 import sqlite3
 import threading
 
-import httpx
 from httpx_sse import connect_sse
 
 from tests.controller_process import ControllerProcess, wait_for
@@ -29,7 +28,7 @@ def test_restart_keeps_nodes_and_agents_reconnect(controller: ControllerProcess)
     events: list[dict] = []
 
     def follow() -> None:
-        with httpx.Client(base_url=controller.url, headers=dict(controller.api.headers), timeout=30) as c:
+        with controller.http_client(headers=dict(controller.api.headers), timeout=30) as c:
             with connect_sse(c, "GET", "/api/v1/events") as src:
                 for sse in src.iter_sse():
                     events.append(json.loads(sse.data))

@@ -117,3 +117,9 @@ async def test_500_carries_its_request_id_in_header_and_log(client: httpx.AsyncC
 async def test_compat_api_keeps_its_shape(client: httpx.AsyncClient) -> None:
     r = await client.post("/api/v2ray/things", json={"name": ""})
     assert r.status_code == 400 and isinstance(r.json()["error"], str)
+
+
+async def test_a_body_not_labelled_json_says_how_to_send_it(client: httpx.AsyncClient) -> None:
+    r = await client.post("/api/v1/things", content=b'{"name": "a", "count": 1}',
+                          headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 400 and "Content-Type: application/json" in r.json()["error"]["message"]

@@ -24,6 +24,7 @@ from controller.db import make_engine, make_sessionmaker, prepare_database
 from controller.errors import AlreadyExists
 from controller.migrations import alembic_config
 from controller.models import Node, Subscriber, utcnow
+from controller.schemas.clients import SubscriberBody, SubscriberUpdate
 from controller.services.subscribers import GIB, SubscriberService
 from controller.settings import Settings
 from tests.postgres_server import PostgresServer, pg_bindir
@@ -127,7 +128,7 @@ async def env(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[E
 
 
 async def test_concurrent_extends_all_count_and_each_pushes_once(env: Env) -> None:
-    sub = await env.svc.create({"username": "alice", "days": 30})
+    sub = await env.svc.create(SubscriberBody(username="alice", days=30))
     revision, pushes = await env.revision(), len(env.hub.pushed)
     n = 6
     await asyncio.gather(*(env.svc.extend(sub.id, 10) for _ in range(n)))
@@ -138,7 +139,7 @@ async def test_concurrent_extends_all_count_and_each_pushes_once(env: Env) -> No
 
 
 async def test_the_schedule_keeps_an_extend_committed_after_it_started(env: Env) -> None:
-    sub = await env.svc.create({"username": "alice", "days": 1})
+    sub = await env.svc.create(SubscriberBody(username="alice", days=1))
     await env.set(sub.id, expires_at=utcnow() - dt.timedelta(seconds=1))
     extended: list[Subscriber] = []
 
@@ -154,7 +155,7 @@ async def test_the_schedule_keeps_an_extend_committed_after_it_started(env: Env)
 
 
 async def test_the_schedule_keeps_a_usage_reset_committed_after_it_started(env: Env) -> None:
-    sub = await env.svc.create({"username": "alice", "days": 30, "data_limit_gb": 1})
+    sub = await env.svc.create(SubscriberBody(username="alice", days=30, data_limit_gb=1))
     await env.set(sub.id, used_download_bytes=GIB)
 
     async def reset() -> None:
@@ -166,7 +167,7 @@ async def test_the_schedule_keeps_a_usage_reset_committed_after_it_started(env: 
 
 
 async def test_the_schedule_keeps_a_block_committed_after_it_started(env: Env) -> None:
-    sub = await env.svc.create({"username": "alice", "days": 1})
+    sub = await env.svc.create(SubscriberBody(username="alice", days=1))
     await env.set(sub.id, expires_at=utcnow() - dt.timedelta(seconds=1))
 
     async def block() -> None:
@@ -180,7 +181,7 @@ async def test_the_schedule_keeps_a_block_committed_after_it_started(env: Env) -
 async def test_an_extend_that_read_before_the_schedule_ran_is_redone(env: Env) -> None:
     """The schedule commits between an extend's read and its write: the extend runs again on the new state,
     so the client is active, not expired with a future expiry that no schedule run would ever fix."""
-    sub = await env.svc.create({"username": "alice", "days": 1})
+    sub = await env.svc.create(SubscriberBody(username="alice", days=1))
     await env.set(sub.id, expires_at=utcnow() - dt.timedelta(seconds=1))
     done: list[dict[str, int]] = []
 
@@ -197,13 +198,13 @@ async def test_an_extend_that_read_before_the_schedule_ran_is_redone(env: Env) -
 
 
 async def test_concurrent_renames_to_one_username_make_one_409(env: Env) -> None:
-    a = await env.svc.create({"username": "alice", "days": 30})
-    b = await env.svc.create({"username": "bob", "days": 30})
+    a = await env.svc.create(SubscriberBody(username="alice", days=30))
+    b = await env.svc.create(SubscriberBody(username="bob", days=30))
     both_checked = asyncio.Barrier(2)  # both have checked the name is free before either writes
 
     async def rename(client_id: str) -> Subscriber:
         return await env.service(pausing_sessions(env.engine, both_checked.wait)).update(
-            client_id, {"username": "carol"})
+            client_id, SubscriberUpdate(username="carol"))
 
     results = await asyncio.gather(rename(a.id), rename(b.id), return_exceptions=True)
     assert sorted(type(r).__name__ for r in results) == ["AlreadyExists", "Subscriber"], results
@@ -248,6 +249,6 @@ async def test_existing_subscribers_keep_their_shared_id_and_get_a_secret_each(t
     assert len(c1.credential_secret) >= 40 and c1.credential_secret != c2.credential_secret
     rotated = await svc.rotate("c1")
     assert not rotated.shared_credential and rotated.credential_secret != c1.credential_secret
-    new = await svc.create({"username": "new", "days": 1})
+    new = await svc.create(SubscriberBody(username="new", days=1))
     assert not new.shared_credential
     await engine.dispose()
