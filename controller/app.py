@@ -237,11 +237,7 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     for module in ROUTE_MODULES:
-        if hasattr(module, "router"):
-            app.include_router(module.router)
-        else:  # a module not yet moved to FastAPI: plain Starlette routes, documented by their docstrings
-            app.router.routes.extend(module.routes)
-            app.state.legacy_models = [*getattr(app.state, "legacy_models", []), *module.schemas]
+        app.include_router(module.router)
     app.include_router(docs.router)
     app.state.ctl = ctl
     return app

@@ -14,6 +14,7 @@ from starlette.applications import Starlette
 
 from controller import __version__, rest_tls
 from controller.app import create_app
+from controller.pki import CaFilesError
 from controller.auth import ADMIN_KEY_FILE
 from controller.http_server import MAX_HEAD_BYTES, bounded_protocol, loop_factory
 from controller.private_files import (PrivateFileError, check_key_files, prepare_data_dir, restrict_umask,
@@ -138,7 +139,11 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("alembic", "wheel"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except CaFilesError as exc:  # a CA half gone: never a new CA over the old key (docs/certificates.md)
+        print(f"vpnfleet-controller: {exc}", file=sys.stderr)
+        return CONFIG_ERROR
     tls = None
     if settings.tls_enabled:
         try:

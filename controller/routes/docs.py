@@ -15,10 +15,7 @@ from typing import Any
 import swagger_ui_bundle
 from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
-from fastapi.routing import APIRoute
 from starlette.requests import Request
-from starlette.routing import Route
-from starlette.schemas import SchemaGenerator
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from controller import __version__
@@ -56,15 +53,6 @@ def _error_ref(path: str) -> dict[str, Any]:
     return {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}
 
 
-def _legacy(app: FastAPI, schemas: dict[str, Any]) -> dict[str, Any]:
-    """Paths of routes not yet moved to FastAPI (plain Starlette routes with YAML docstrings)."""
-    legacy = [r for r in app.routes if isinstance(r, Route) and not isinstance(r, APIRoute)
-              and r.include_in_schema]
-    for model in getattr(app.state, "legacy_models", []):
-        schemas.setdefault(model.__name__, model.model_json_schema(ref_template="#/components/schemas/{model}"))
-    return SchemaGenerator({}).get_schema(legacy).get("paths", {})
-
-
 def build_openapi(app: FastAPI) -> dict[str, Any]:
     spec = get_openapi(title="vpnfleet", version=__version__, openapi_version="3.1.0", description=_DESCRIPTION,
                        # all of app.routes: FastAPI >= 0.16x wraps included routers (not APIRoutes themselves);
@@ -72,8 +60,6 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
                        routes=app.routes)
     components = spec.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
-    for path, ops in _legacy(app, schemas).items():
-        spec.setdefault("paths", {}).setdefault(path, {}).update(ops)
     for model in (ErrorResponse, CompatErrorResponse):
         for name, schema in model.model_json_schema(ref_template="#/components/schemas/{model}").pop(
                 "$defs", {}).items():
