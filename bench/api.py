@@ -4,15 +4,16 @@
 A real ``vpnfleet-controller`` process (SQLite, no nodes) gets N subscribers through ``POST /api/v1/clients``
 (concurrent callers); then a fixed number of list requests, spread over every page, is sent by a fixed number
 of concurrent callers (one asyncio process, one keep-alive connection per caller). Printed: requests/s, latency
-p50/p95/p99/max, the controller's CPU (% of one core) and RSS over the measurement.
+p50/p95/p99/max, the controller's CPU per request and % of one core, and its RSS over the measurement.
 
 ``--tls`` starts the controller with ``VPNFLEET_TLS_ENABLED=1`` and measures over HTTPS, trusting only the
 controller's CA (``DATA_DIR/pki/ca.crt``); a controller that does not serve TLS yet is measured plain, and the
-report says so. ``--at REF`` measures a worktree of REF instead of this checkout. ``--compare REF`` also measures a git worktree of REF (made under /tmp, removed at the end) in
-the same run: both controllers run side by side and the rounds alternate between them, so the printed ratio
-compares the two on the same machine at the same time.
+report says so. ``--at REF`` measures a worktree of REF instead of this checkout. ``--compare REF`` also
+measures a git worktree of REF (made under /tmp, removed at the end) in the same run: both controllers run
+side by side and the rounds alternate between them, so the printed ratio compares the two on the same
+machine at the same time.
 
-    .venv/bin/python bench/api.py --subscribers 10000 --requests 2000 --concurrency 8
+    .venv/bin/python bench/api.py --subscribers 10000 --requests 500 --rounds 6 --concurrency 8
     .venv/bin/python bench/api.py --compare 8cc16f8 --tls
     .venv/bin/python bench/api.py --at ec18e65          # one commit only (this checkout untouched)
 """
@@ -49,16 +50,14 @@ LIST_PATH = "/api/v1/clients"
 class BenchController(ControllerProcess):
     """A controller from any checkout (``repo``), over HTTP or, when it serves it, HTTPS.
 
-    ControllerProcess runs this checkout over plain HTTP; here cwd and PYTHONPATH point at ``repo`` (a
-    worktree of another commit in --compare mode), and the health probe accepts either scheme, so that a
-    controller that ignores VPNFLEET_TLS_ENABLED is found out rather than waited for.
+    ControllerProcess runs this checkout; here cwd and PYTHONPATH point at ``repo`` (a worktree of another
+    commit with --compare/--at), and the health probe accepts either scheme, so that a controller that
+    ignores VPNFLEET_TLS_ENABLED (one from before TLS) is found out rather than waited for.
     """
 
     def __init__(self, data_dir: Path, repo: Path, tls: bool) -> None:
         env = {"VPNFLEET_LOG_LEVEL": "warning", "VPNFLEET_LOCAL_ENABLED": "0",
-               "VPNFLEET_INSTANCE_SYNC_INTERVAL": "3600"}
-        if tls:
-            env["VPNFLEET_TLS_ENABLED"] = "1"
+               "VPNFLEET_INSTANCE_SYNC_INTERVAL": "3600", "VPNFLEET_TLS_ENABLED": "1" if tls else "0"}
         super().__init__(data_dir, env=env)
         self.repo = repo
         self.cwd = repo
@@ -87,11 +86,8 @@ class BenchController(ControllerProcess):
             self.proc = subprocess.Popen(cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=self.cwd)
         wait_for(self._healthy, timeout, message=f"controller health (log: {self.log_path})")
         self.url = f"{self.scheme}://127.0.0.1:{self.http_port}"
+        self.tls = self.scheme == "https"  # what it serves, whatever was asked
         return self
-
-    @property
-    def tls(self) -> bool:
-        return self.scheme == "https"
 
     def verify(self) -> ssl.SSLContext | bool:
         """What clients trust: the controller's own CA under TLS (hostname checked), nothing over HTTP."""
@@ -123,6 +119,12 @@ class Round:
     @property
     def rps(self) -> float:
         return len(self.latencies) / self.seconds
+
+    @property
+    def cpu_per_request(self) -> float:
+        """Controller CPU seconds per request: what the HTTP layer costs, much less sensitive than req/s to
+        other load on the machine (which takes the controller's CPU time, not its CPU work)."""
+        return self.cpu_seconds / len(self.latencies)
 
 
 @dataclass
@@ -241,7 +243,8 @@ def report(side: Side, args: argparse.Namespace) -> list[str]:
         + ", ".join(f"{x:.1f}" for x in rps) + ")",
         f"  latency p50 {ms(pct(lat, 50))} ms  p95 {ms(pct(lat, 95))} ms  p99 {ms(pct(lat, 99))} ms  "
         f"max {ms(max(lat))} ms",
-        f"  controller CPU {100 * cpu:.0f} % of one core while measured, RSS {mib(side.rounds[-1].rss):.0f} MiB",
+        f"  controller CPU {ms(statistics.median(r.cpu_per_request for r in side.rounds))} ms per request "
+        f"(median of rounds), {100 * cpu:.0f} % of one core while measured, RSS {mib(side.rounds[-1].rss):.0f} MiB",
     ]
 
 
@@ -264,10 +267,12 @@ async def run(sides: list[Side], args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--subscribers", type=int, default=10_000)
-    parser.add_argument("--requests", type=int, default=2000, help="list requests per round (2000)")
+    parser.add_argument("--requests", type=int, default=500, help="list requests per round (500)")
     parser.add_argument("--concurrency", type=int, default=8, help="concurrent list callers (8)")
     parser.add_argument("--create-concurrency", type=int, default=16, help="concurrent create callers (16)")
-    parser.add_argument("--rounds", type=int, default=3, help="measurement rounds per controller (3)")
+    parser.add_argument("--rounds", type=int, default=6,
+                        help="measurement rounds per controller (6); with --compare they alternate, so a change "
+                             "in the machine's load hits both sides")
     parser.add_argument("--size", type=int, default=100, help="page size (100)")
     parser.add_argument("--tls", action=argparse.BooleanOptionalAction, default=False,
                         help="serve the REST API over HTTPS (VPNFLEET_TLS_ENABLED=1); plain when unsupported")
@@ -307,7 +312,9 @@ def main() -> None:
     if len(sides) == 2:
         before, after = (statistics.median(r.rps for r in s.rounds) for s in sides)
         p50b, p50a = (pct([x for r in s.rounds for x in r.latencies], 50) for s in sides)
-        print(f"ratio after/before: requests/s {after / before:.2f}   p50 latency {p50a / p50b:.2f}")
+        cpub, cpua = (statistics.median(r.cpu_per_request for r in s.rounds) for s in sides)
+        print(f"ratio after/before: requests/s {after / before:.2f}   p50 latency {p50a / p50b:.2f}   "
+              f"controller CPU per request {cpua / cpub:.2f}")
 
 
 if __name__ == "__main__":
