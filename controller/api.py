@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar
 from fastapi import Depends, Path, Query
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.requests import Request
+from starlette.routing import Route
 
 from controller.errors import NotFound
 
@@ -135,6 +136,24 @@ def page_of(items: list[Any], total: int, query: PageQuery) -> dict[str, Any]:
             "pages": (total + query.size - 1) // query.size}
 
 
+# -- the app's routes ----------------------------------------------------------------------------------------
+
+def http_routes(routes: list[Any]) -> list[Route]:
+    """Every HTTP route under ``routes`` (an app's or router's), flattened: FastAPI keeps an included router as
+    one wrapper whose ``original_router`` holds its routes. The route modules include no prefix, so each route's
+    path is its full path."""
+    out: list[Route] = []
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            prefix = getattr(getattr(route, "include_context", None), "prefix", "")
+            assert not prefix, "route modules are included without a prefix"
+            out += http_routes(inner.routes)
+        elif isinstance(route, Route):
+            out.append(route)
+    return out
+
+
 #: a query model in a handler: ``q: Annotated[ClientQuery, Query()]``
-__all__ = ["Ctl", "IntId", "BodyIntId", "MAX_ID", "uuid_or_404", "uuid_path", "ErrorResponse",
+__all__ = ["http_routes", "Ctl", "IntId", "BodyIntId", "MAX_ID", "uuid_or_404", "uuid_path", "ErrorResponse",
            "CompatErrorResponse", "errors", "PageQuery", "Page", "page_of", "Query"]

@@ -9,7 +9,9 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Match, Route
+from starlette.routing import Match
+
+from controller.api import http_routes
 from starlette.types import Scope
 
 from controller.edge.request_id import request_id
@@ -101,8 +103,8 @@ def _methods_of(request: Request) -> set[str]:
     """The methods of every route whose path matches the request's (Starlette's own Allow names only the
     first route that matched the path, and a path may have one route per method)."""
     methods: set[str] = set()
-    for route in request.app.router.routes:
-        if isinstance(route, Route) and route.methods:
+    for route in http_routes(request.app.router.routes):
+        if route.methods:
             match, _ = route.matches(request.scope)
             if match != Match.NONE:
                 methods |= route.methods - {"HEAD"}  # implied by GET, and not part of the API description

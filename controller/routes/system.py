@@ -50,4 +50,4 @@ async def get_agent_settings(ctl: Ctl) -> dict[str, Any]:
             tags=["fleet"], summary="Change fleet agent settings")
 async def put_agent_settings(body: AgentSettingsBody, ctl: Ctl) -> dict[str, Any]:
     """Change the agent settings of the whole fleet; every connected agent applies them within seconds."""
-    return await ctl.nodes.set_fleet_agent_settings(body.model_dump(exclude_none=True))
+    return await ctl.nodes.set_fleet_agent_settings(body)

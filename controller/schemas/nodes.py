@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import re
 from typing import Annotated, Any, Literal
 
@@ -169,6 +170,17 @@ TCPING_TARGET = (r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]{1,253}):"
 
 class TcpingQuery(BaseModel):
     target: str = Field(max_length=300, pattern=TCPING_TARGET, description="host:port or [ipv6]:port")
+
+    @field_validator("target")
+    @classmethod
+    def _bracketed_is_ipv6(cls, value: str) -> str:
+        """What the pattern cannot say: inside brackets an IPv6 address (the node would refuse it later)."""
+        if value.startswith("["):
+            try:
+                ipaddress.IPv6Address(value[1:value.index("]")])
+            except ValueError:
+                raise ValueError("the address in brackets must be an IPv6 address") from None
+        return value
 
 
 def _lower(value: Any) -> Any:

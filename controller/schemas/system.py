@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from controller.api import PageQuery
+from controller.schemas.nodes import NodeAgentSettings
 
 
 class Health(BaseModel):
@@ -30,10 +31,8 @@ class Region(BaseModel):
     provider: Literal["local", "ec2"]
 
 
-class AgentSettingsBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    metrics_interval_seconds: int | None = Field(default=None, ge=1, le=3600)
-    log_level: Literal["debug", "info", "warning", "error"] | None = None
+class AgentSettingsBody(NodeAgentSettings):
+    """The fleet's agent settings: what every node gets unless it overrides them (omitted: unchanged)."""
 
 
 class AgentSettings(BaseModel):

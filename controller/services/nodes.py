@@ -429,9 +429,9 @@ class NodeService:
         merged = {**self._hub.default_agent_settings(), **fleet}
         return {k: merged[k] for k in EDITABLE_AGENT_SETTINGS if k in merged}  # what PUT takes back
 
-    async def set_fleet_agent_settings(self, values: dict[str, Any]) -> dict[str, Any]:
+    async def set_fleet_agent_settings(self, change: NodeAgentSettings) -> dict[str, Any]:
         """Change the agent settings of every node (unless overridden): one revision bump for all nodes."""
-        clean = validate_agent_settings(values, "agent_settings")
+        clean = validate_agent_settings(change.model_dump(exclude_unset=True), "agent_settings")
         async with self._sessions() as s:
             row = await s.get(FleetSetting, FLEET_AGENT_SETTINGS_KEY)
             if row is None:

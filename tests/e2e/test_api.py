@@ -56,16 +56,19 @@ def test_public_endpoints_and_bearer(ctl: ControllerProcess) -> None:
 def test_openapi_covers_every_route(ctl: ControllerProcess) -> None:
     """Every route of the app is in the document, each with a schema for every response it declares."""
     spec = ctl.api.get("/openapi.json").json()
-    from starlette.routing import Route
-
+    from controller.api import http_routes
     from controller.app import create_app
     from controller.settings import Settings
 
     app = create_app(Settings(data_dir=ctl.data_dir / "unused"))
-    for route in app.routes:
-        if isinstance(route, Route) and route.include_in_schema:
-            for method in route.methods - {"HEAD"}:
-                assert method.lower() in spec["paths"].get(route.path, {}), f"{method} {route.path} missing"
+    routes = [r for r in http_routes(app.routes) if r.include_in_schema]
+    assert len(routes) > 50
+    for route in routes:
+        for method in route.methods - {"HEAD"}:
+            op = spec["paths"].get(route.path, {}).get(method.lower())
+            assert op is not None, f"{method} {route.path} missing"
+            for status, response in op["responses"].items():
+                assert "content" in response or status == "204", f"{method} {route.path} {status}: no schema"
     assert "NodeCreate" in spec["components"]["schemas"]
 
 
@@ -359,3 +362,14 @@ def test_openapi_documents_nodes_streams_and_seed000(ctl: ControllerProcess) -> 
     assert params["interval"]["schema"]["multipleOf"] == 60
     for name in ("NodeOut", "NodeMetrics", "NodeLogs", "Instance", "InstanceCreated"):
         assert name in spec["components"]["schemas"], name
+
+
+@pytest.mark.parametrize("method,path,allowed", [
+    ("PUT", "/api/v1/clients", {"GET", "POST"}),
+    ("OPTIONS", "/api/v1/nodes/00000000-0000-0000-0000-000000000000", {"GET", "PATCH", "DELETE"}),
+    ("TRACE", "/api/v1/wireguard/servers", {"GET", "POST"}),
+])
+def test_405_allow_names_every_method_of_the_path(ctl: ControllerProcess, method: str, path: str,
+                                                 allowed: set[str]) -> None:
+    r = ctl.api.request(method, path)
+    assert r.status_code == 405 and set(r.headers["allow"].replace(" ", "").split(",")) == allowed, r.headers

@@ -82,6 +82,20 @@ database = "none"
 
 [checks.not_a_server_error]
 expected-statuses = ["2xx", "3xx", "4xx", "503", "504"]
+
+# Schema-valid input the API still refuses (seed 000's /api/v2ray answers each with 400, its contract), each with its documented status: rules JSON Schema cannot say
+# (a region must be configured, node_ids must exist, end_time after start_time, a subnet apart from the node's
+# networks, an address with its prefix) are 422s naming the field; an id that names nothing is a 404; a
+# taken name or port a 409. Anything else (401, 405, 500) still fails the check.
+# 400: the edge refuses NUL characters in any string, as the document says of every operation's 400.
+[checks.positive_data_acceptance]
+expected-statuses = ["2xx", "400", "404", "409", "422", "503", "504"]
+
+# A deleted node stays readable by design (status "deleted", DELETE is a soft delete seed 000 relies on), and
+# so does its metrics history until metrics_retention_days prunes it.
+[[operations]]
+include-path-regex = "^/api/v1/nodes/[^/]+(/metrics)?$"
+checks.use_after_free.enabled = false
 """
 
 
