@@ -158,14 +158,23 @@ class Agent:
         return await asyncio.to_thread(proc.wait, 30)
 
     def dataplane(self) -> list[int]:
-        """Pids of the proxy core the agent runs for the node (it outlives the agent, like on a machine)."""
-        return [pid for name in ("v2ray", "xray") for pid in processes_of(self.dir, name)]
+        """Pids of the proxy core the agent runs for the node (it outlives the agent, like on a machine): the
+        serving process only, not a passing `-test` of a config (a setpriv that has not exec'd is no "xray")."""
+        return [pid for name in ("v2ray", "xray") for pid in processes_of(self.dir, name) if _runs(pid)]
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
         kill_processes_of(self.dir)
+
+
+def _runs(pid: int) -> bool:
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"-test" not in argv  # `xray run -config F` / `v2ray -config F`, not their `-test` checks
 
 
 async def eventually(predicate, what: str, timeout: float = 20.0):  # noqa: ANN001
