@@ -38,9 +38,11 @@ def source_of(scope: Scope) -> str:
         address = ipaddress.ip_address(client[0])
     except ValueError:
         return str(client[0])  # a unix socket peer or a test transport
-    if address.version == 6 and address.ipv4_mapped is None:
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:  # ::ffff:a.b.c.d is the IPv4 caller a.b.c.d
+            return str(address.ipv4_mapped)
         return str(ipaddress.ip_network(f"{address}/64", strict=False))
-    return str(address.ipv4_mapped or address) if address.version == 6 else str(address)
+    return str(address)
 
 
 class FailureThrottle:
