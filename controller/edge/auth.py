@@ -125,30 +125,41 @@ class AuthMiddleware:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         path = scope["path"]
-        if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
-            return await self.app(scope, receive, send)
         source = source_of(scope)
         wait = self.throttle.retry_after(source)
+        presented = presented_key(scope)
+        if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
+            # anyone may call these; a key, when given, is checked (and its failures counted) here too, so a
+            # public route that says more to a key holder (/api/v1/health) is no unthrottled key oracle
+            if presented and wait is None:
+                self._authenticate(scope, presented, source)
+            return await self.app(scope, receive, send)
         if wait is not None:
             return await error_response(TooManyRequests(
                 f"too many failed API keys from this address; retry in {wait} s", wait, {"retry_after": wait}),
-                scope, headers={"Retry-After": str(wait)})(scope, receive, send)
-        presented = _presented_key(scope)
+                scope)(scope, receive, send)
         if not presented:
             return await error_response(Unauthorized("API key required (X-API-Key or Authorization: Bearer)"),
                                         scope)(scope, receive, send)
+        if not self._authenticate(scope, presented, source):
+            return await error_response(Unauthorized("invalid API key"), scope)(scope, receive, send)
+        await self.app(scope, receive, send)
+
+    def _authenticate(self, scope: Scope, presented: str, source: str) -> bool:
+        """Set the request's principal from the key, or count (and log) a failure of its source."""
         principal = self.keys.authenticate(presented)  # constant-time over every key (controller.auth)
         if principal is None:
             locked = self.throttle.failed(source)
             log.warning("invalid API key from %s on %s %s (key fingerprint %s)%s", source, scope["method"],
-                        loggable_path(path), self.fingerprint(presented),
+                        loggable_path(scope["path"]), self.fingerprint(presented),
                         f"; address locked out for {self.throttle.window:g} s" if locked else "")
-            return await error_response(Unauthorized("invalid API key"), scope)(scope, receive, send)
-        scope["state"]["principal"] = principal
-        await self.app(scope, receive, send)
+            return False
+        scope.setdefault("state", {})["principal"] = principal
+        return True
 
 
-def _presented_key(scope: Scope) -> str:
+def presented_key(scope: Scope) -> str:
+    """The API key a request carries (X-API-Key, else Authorization: Bearer), or ""."""
     headers = dict(scope["headers"])
     presented = headers.get(b"x-api-key", b"").decode("latin-1").strip()
     if not presented:

@@ -93,3 +93,20 @@ async def test_the_middleware_throttles_and_logs_without_the_key(caplog: pytest.
     assert len(lines) == 5 and all("192.0.2.7" in line and "fingerprint" in line for line in lines)
     assert not any("hunter2" in line or "wrong-" in line for line in lines)
     assert "locked out" in lines[-1]
+
+
+async def test_keys_on_public_paths_are_checked_and_their_failures_count() -> None:
+    """/api/v1/health says more to a key holder: guessing keys there is throttled like anywhere else."""
+    seen: list[bool] = []
+
+    async def public_app(scope, receive, send) -> None:  # noqa: ANN001
+        seen.append("principal" in scope["state"])
+        await ok_app(scope, receive, send)
+
+    mw = AuthMiddleware(public_app, Keys(), failures_per_window=3, failure_window=30)  # type: ignore[arg-type]
+    assert (await call(mw, "good", path="/api/v1/health"))[0] == 200 and seen == [True]
+    for i in range(3):
+        assert (await call(mw, f"guess-{i}", path="/api/v1/health"))[0] == 200  # public: always answered
+    assert seen == [True, False, False, False]
+    assert (await call(mw, "good"))[0] == 429  # the guesses locked the address out of the API
+    assert (await call(mw, "good", path="/api/v1/health"))[0] == 200 and seen[-1] is False  # key not looked at
