@@ -20,13 +20,16 @@ from starlette.middleware import Middleware
 
 from controller import __version__
 from controller.agent_bundle import AgentBundle, build_agent_wheel
-from controller.auth import ApiKeyStore
+from controller.access import check_routes
+from controller.api import http_routes
+from controller.auth import Directory, FirstStart, bootstrap_admin
 from controller.core_bundle import CoreBundle, load_core_bundle
 from controller.db import make_engine, make_sessionmaker, prepare_database
 from controller.errors import DomainError
 from controller.events import Event, EventBus
 from controller.edge.audit import AuditMiddleware
-from controller.edge.auth import AuthMiddleware
+from controller.edge.auth import AuthMiddleware, is_public
+from controller.edge.rate_limit import RateLimiter
 from controller.edge.errors import (domain_error_handler, http_error_handler, internal_error_handler,
                                     request_validation_handler)
 from controller.edge.guards import InputGuardMiddleware
@@ -36,6 +39,7 @@ from controller.edge.request_id import RequestIdMiddleware
 from controller.grpc_options import enrollment_server_options, server_options
 from controller.hub.hub import Hub
 from controller.hub.servicer import AgentServicer, EnrollmentServicer
+from controller.passwords import Passwords
 from controller.pki import CertificateAuthority
 from controller.providers.base import Provider
 from controller.providers.local import LocalProvider
@@ -54,6 +58,7 @@ from controller.services.telemetry import TelemetryIngest, prune_metrics
 from controller.services.ipv6_pools import Ipv6PoolService
 from controller.services.wireguard import WireguardService
 from controller.settings import Settings, is_unix, split_hostport
+from controller.tokens import TokenSigner
 from protos import agent_pb2_grpc
 
 log = logging.getLogger("vpnfleet")
@@ -71,7 +76,13 @@ class Controller:
         self.bus = EventBus()
         self.ca = CertificateAuthority(settings.data_dir / "pki",
                                        agent_validity=dt.timedelta(days=settings.agent_cert_days))
-        self.keys = ApiKeyStore(self.sessions)
+        # who is calling: passwords, access tokens, and the directory of accounts and keys the edge reads
+        self.passwords = Passwords(settings.argon2_time_cost, settings.argon2_memory_kib,
+                                   min_length=settings.password_min_length)
+        self.signer = TokenSigner(settings.data_dir / "jwt", settings.access_token_ttl,
+                                  dt.timedelta(days=settings.jwt_key_days))
+        self.directory = Directory(self.sessions, self.signer)
+        self.limiter = RateLimiter()
         self.operations = OperationLog(self.sessions)
         self.logs = LogStore(self.bus, settings.logs_per_node, line_max_bytes=settings.log_line_max_bytes,
                              lines_per_second=settings.log_lines_per_second,
@@ -94,7 +105,7 @@ class Controller:
             self.relay = RelaySync(settings, self.sessions, self.bus, LocalRelay(
                 Path(settings.v2ray_local_config_path), v2ray_binary=settings.v2ray_binary,
                 reload_command=settings.v2ray_reload_command))
-        self.admin_key: str | None = None
+        self.first_start = FirstStart()
         self._bundle: AgentBundle | None = None
         self._xray_bundle: CoreBundle | None = None
         self._servers: list[grpc.aio.Server] = []
@@ -140,7 +151,9 @@ class Controller:
 
     async def start(self) -> None:
         await prepare_database(self.engine)
-        self.admin_key = await self.keys.ensure_admin_key(self.settings.data_dir)
+        self.first_start = await bootstrap_admin(self.sessions, self.settings.data_dir, self.passwords.hash)
+        await asyncio.to_thread(self.signer.load)
+        await self.directory.load()
         self._bundle = await asyncio.to_thread(build_agent_wheel, self.settings.data_dir / "agent-package")
         self._xray_bundle = await asyncio.to_thread(load_core_bundle, self.settings.data_dir / "agent-package")
         if self.relay is not None:
@@ -150,7 +163,8 @@ class Controller:
         await self.hub.prime()
         loops = [self.state.run(), self.ingest.run(), self.hub.run_pusher(), self.hub.run_liveness(),
                  self.nodes.run_sync_loop(), self._prune_loop(), self._expiry_loop(), self.subscribers.run_schedule(),
-                 self.operations.run_retention(self.settings.audit_retention_days)]
+                 self.operations.run_retention(self.settings.audit_retention_days),
+                 self.directory.run_last_used_flush(), self._jwt_rotation_loop()]
         if self.relay is not None:
             loops.append(self.relay.run())
         for loop in loops:
@@ -180,6 +194,16 @@ class Controller:
             except Exception:
                 log.exception("pruning old metrics failed")
 
+    async def _jwt_rotation_loop(self, period: float = 3600.0) -> None:
+        """The JWT signing key is replaced every auth.jwt_key_days (checked hourly)."""
+        while True:
+            await asyncio.sleep(period)
+            try:
+                if await asyncio.to_thread(self.signer.rotate_if_due):
+                    log.info("rotated the JWT signing key (the old one verifies its tokens until they expire)")
+            except Exception:
+                log.exception("rotating the JWT signing key failed")
+
     async def _expiry_loop(self, period: float = 15.0) -> None:
         """Expired WireGuard clients leave their nodes within ``period`` seconds."""
         while True:
@@ -203,6 +227,8 @@ class Controller:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         with contextlib.suppress(Exception):
             await self.state.flush()
+        with contextlib.suppress(Exception):
+            await self.directory.flush_last_used()
         for provider in self.providers.values():
             await provider.close()
         await self.engine.dispose()
@@ -226,8 +252,12 @@ def create_app(settings: Settings) -> FastAPI:
         middleware=[Middleware(RequestIdMiddleware),
                     Middleware(SecurityHeadersMiddleware, hsts=settings.tls_enabled),
                     Middleware(InputGuardMiddleware),
-                    Middleware(AuthMiddleware, keys=ctl.keys, failures_per_window=settings.auth_failures_per_window,
-                               failure_window=settings.auth_failure_window),
+                    Middleware(AuthMiddleware, directory=ctl.directory, limiter=ctl.limiter,
+                               failures_per_window=settings.auth_failures_per_window,
+                               failure_window=settings.auth_failure_window,
+                               authenticated_per_minute=settings.rate_limit_authenticated,
+                               anonymous_per_minute=settings.rate_limit_anonymous,
+                               subscription_per_minute=settings.rate_limit_subscription),
                     Middleware(AuditMiddleware, operations=ctl.operations),
                     # inside Audit (refused bodies are recorded) and Auth (anonymous callers make it scan nothing)
                     Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,
@@ -239,5 +269,7 @@ def create_app(settings: Settings) -> FastAPI:
     for module in ROUTE_MODULES:
         app.include_router(module.router)
     app.include_router(docs.router)
+    # every route declares what it needs (controller.access): one that does not, does not start
+    check_routes(http_routes(app.routes), is_public)
     app.state.ctl = ctl
     return app

@@ -46,6 +46,24 @@ class Unauthorized(DomainError):
     status, code = 401, "INVALID_CREDENTIALS"
 
 
+class TokenExpired(Unauthorized):
+    """An access token past its expiry: the client refreshes it (POST /api/v1/auth/refresh)."""
+
+    code = "TOKEN_EXPIRED"
+
+
+class TokenInvalid(Unauthorized):
+    """A token that is malformed, tampered with, signed by no key we hold, or revoked (its session ended)."""
+
+    code = "TOKEN_INVALID"
+
+
+class Forbidden(DomainError):
+    """The caller is known but may not do this; ``details.required`` names the permission it lacks."""
+
+    status, code = 403, "INSUFFICIENT_PERMISSIONS"
+
+
 class PayloadTooLarge(DomainError):
     """The request body is larger than the route takes (limits.max_body_bytes)."""
 
@@ -60,6 +78,12 @@ class TooManyRequests(DomainError):
     def __init__(self, message: str, retry_after: int, details: dict[str, Any] | None = None) -> None:
         super().__init__(message, details)
         self.retry_after = retry_after
+
+
+class RateLimitExceeded(TooManyRequests):
+    """Over a rate limit (seed 001): per key, per account, per anonymous address or per subscription URL."""
+
+    code = "RATE_LIMIT_EXCEEDED"
 
 
 class Unavailable(DomainError):

@@ -15,7 +15,7 @@ from starlette.applications import Starlette
 from controller import __version__, rest_tls
 from controller.app import create_app
 from controller.pki import CaFilesError
-from controller.auth import ADMIN_KEY_FILE
+from controller.auth import ADMIN_KEY_FILE, ADMIN_PASSWORD_FILE
 from controller.http_server import MAX_HEAD_BYTES, bounded_protocol, loop_factory
 from controller.private_files import (PrivateFileError, check_key_files, prepare_data_dir, restrict_umask,
                                       tighten_database)
@@ -55,7 +55,8 @@ def check_public_url(settings: Settings) -> None:
 def key_files(settings: Settings) -> list[Path]:
     """Every private key the controller reads: none may be readable by another user."""
     pki = settings.data_dir / "pki"
-    files = [pki / "ca.key", pki / "server.key", settings.data_dir / ADMIN_KEY_FILE]
+    files = [pki / "ca.key", pki / "server.key", settings.data_dir / ADMIN_KEY_FILE,
+             settings.data_dir / ADMIN_PASSWORD_FILE, settings.data_dir / "jwt" / "keys.json"]
     if settings.tls_enabled:
         files.append(rest_tls.key_file(settings))
     return files
@@ -83,17 +84,25 @@ def prepare_files(settings: Settings) -> None:
 
 
 def banner(app: Starlette, settings: Settings, tls: rest_tls.RestTls | None, out: TextIO = sys.stdout) -> None:
-    """What an operator needs to reach the controller. The admin key is printed only on the first start and only
-    to a terminal: stdout is often journald or `docker logs`, which keep it for anyone who can read them."""
+    """What an operator needs to reach the controller. The admin key and password are printed only on the
+    first start and only to a terminal: stdout is often journald or `docker logs`, which keep them for anyone
+    who can read them."""
     ctl = app.state.ctl
+    first = ctl.first_start
     url = settings.http_url
     key_path = settings.data_dir / ADMIN_KEY_FILE
-    if ctl.admin_key and out.isatty():
-        key_line = f"  Admin key: {ctl.admin_key}\n             (shown once; also saved to {key_path}, mode 0600)"
-    elif ctl.admin_key:
-        key_line = f"  Admin key: new, in {key_path} (mode 0600; not printed: this output is not a terminal)"
+    password_path = settings.data_dir / ADMIN_PASSWORD_FILE
+    if first.admin_key and out.isatty():
+        key_line = (f"  Admin:     account 'admin', password {first.admin_password}\n"
+                    f"  Admin key: {first.admin_key}\n"
+                    f"             (shown once; also saved to {password_path} and {key_path}, mode 0600)")
+    elif first.admin_key:
+        key_line = (f"  Admin:     account 'admin', password in {password_path}\n"
+                    f"  Admin key: new, in {key_path} (mode 0600; not printed: this output is not a terminal)")
     else:
-        key_line = f"  Admin key: in {key_path}"
+        account = ("has no password yet: set one with `vpnfleet-controller create-admin`" if first.password_unset
+                   else f"(its first password is in {password_path})")
+        key_line = f"  Admin:     account 'admin' {account}\n  Admin key: in {key_path}"
     if tls is None:
         tls_line = "  TLS:       off (plain http: use a TLS proxy in front of it, see docs/tls.md)\n"
     else:

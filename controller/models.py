@@ -149,8 +149,47 @@ class EnrollmentToken(Base):
     used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
+class Account(Base):
+    """A person who signs in (seed 001's "user"): an operator (admin, manager, viewer) or a subscriber/customer
+    (user). Roles and permissions are named in controller.permissions; business rules live in
+    controller/services/accounts.py and controller/services/sessions.py."""
+
+    __tablename__ = "accounts"
+    __table_args__ = (Index("uq_accounts_username_lower", "username_lower", unique=True),
+                      {"sqlite_autoincrement": True})
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(64))
+    #: lower(username): Alice and alice are one account (kept by the service, indexed unique)
+    username_lower: Mapped[str] = mapped_column(String(64))
+    email: Mapped[str | None] = mapped_column(String(254), nullable=True, unique=True)
+    full_name: Mapped[str] = mapped_column(String(128), default="")
+    #: "admin", "manager", "viewer" or "user" (controller.permissions.Role)
+    role: Mapped[str] = mapped_column(String(16), index=True)
+    #: "active", "inactive" (registered, not yet verified; or switched off) or "suspended"
+    status: Mapped[str] = mapped_column(String(16), index=True, default="active")
+    #: None: the role's default set; else a subset of it (an account is narrowed, never widened)
+    permissions: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    #: Argon2id (controller.passwords); None: no password login (e.g. made by the migration, key only)
+    password_hash: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    #: the account must set a new password at its next login (an admin reset it)
+    must_change_password: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
+    email_verified: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
+    two_factor_enabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
+    #: the TOTP secret (base32); set at enrolment, used once two_factor_enabled
+    totp_secret: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: the last TOTP time step accepted: a code is good once (no replay within its window)
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    last_login: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    login_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    locked_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
 class ApiKey(Base):
-    """An operator API key. Only a SHA-256 hash of the key is stored."""
+    """An API key of an account (seed 001's scoped key). Only a SHA-256 hash of the key is stored; ``prefix``
+    (its first characters) is what lists show. A key never exceeds its account's permissions."""
 
     __tablename__ = "api_keys"
     #: ids are never reused after a delete (SQLite AUTOINCREMENT; migration 0009)
@@ -159,9 +198,93 @@ class ApiKey(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    #: the key made at first start (the admin account's key, from before accounts)
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: the account the key acts as (migration 0011 gives the old admin key to the admin account)
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), nullable=True,
+                                                   index=True)
+    #: the key's first characters, shown in lists (the key itself is shown once, at creation)
+    prefix: Mapped[str] = mapped_column(String(16), default="", server_default="")
+    #: "read" (view permissions only), "write" or "full" (seed 001)
+    access_level: Mapped[str] = mapped_column(String(8), default="full", server_default="full")
+    #: None: the account's permissions; else a subset of them
+    permissions: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    #: None: any address; else CIDRs the key may be used from
+    allowed_ips: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    #: None: any path; else path globs ("/api/v1/wireguard/*") the key may call
+    allowed_endpoints: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    #: None: the account's limit (rate_limits.authenticated_per_minute)
+    rate_limit_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    burst_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    description: Mapped[str] = mapped_column(Text, default="", server_default="")
+    last_used: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class AuthSession(Base):
+    """One sign-in: the family of its rotating refresh tokens. Logging out, or presenting a spent refresh token
+    of the family (a stolen copy), revokes it, and with it every access token it issued."""
+
+    __tablename__ = "auth_sessions"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_uuid)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    remember_me: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: the family ends here whatever its tokens say (remember_me: longer)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
+    #: why: "logout", "refresh_reuse", "password_changed", "account_changed", "admin"
+    revoked_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    user_agent: Mapped[str] = mapped_column(String(256), default="")
+    source: Mapped[str] = mapped_column(String(64), default="")
+
+
+class RefreshToken(Base):
+    """One refresh token of a session: single use (``used_at``), only its SHA-256 hash stored."""
+
+    __tablename__ = "refresh_tokens"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    session_id: Mapped[str] = mapped_column(ForeignKey("auth_sessions.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class RecoveryCode(Base):
+    """A one-time 2FA recovery code, stored hashed (Argon2id: codes are short, unlike keys)."""
+
+    __tablename__ = "recovery_codes"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    code_hash: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class AccountCode(Base):
+    """A code sent to an account's email: to verify the address ("verify") or to reset the password ("reset").
+    Stored hashed, single use, expiring, with bounded attempts."""
+
+    __tablename__ = "account_codes"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    purpose: Mapped[str] = mapped_column(String(8))
+    code_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class Operation(Base):
@@ -284,6 +407,9 @@ class WireguardClient(Base):
     status: Mapped[str] = mapped_column(String(16), default="active")
     expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     description: Mapped[str] = mapped_column(Text, default="")
+    #: the account that owns the peer (a ``user`` sees only its own); None: operators' only
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id", ondelete="SET NULL"), nullable=True,
+                                                 index=True)
     last_handshake_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     bytes_received: Mapped[int] = mapped_column(BigInteger, default=0)
     bytes_sent: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -364,6 +490,9 @@ class Subscriber(Base):
     node_ids: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     regions: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     note: Mapped[str] = mapped_column(Text, default="")
+    #: the account that owns the subscriber (a ``user`` sees only its own); None: operators' only
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id", ondelete="SET NULL"), nullable=True,
+                                                 index=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     #: optimistic lock: every ORM UPDATE/DELETE of the row checks and bumps it, so a change based on a stale

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from agent.config import CONTROLLER_TLS_NAME
+from controller.private_files import write_private
 
 CA_VALIDITY = dt.timedelta(days=3650)
 SERVER_VALIDITY = dt.timedelta(days=825)
@@ -52,18 +53,6 @@ class IssuedCertificate:
     fingerprint: str
     serial: str  # lowercase hex
     not_after: dt.datetime
-
-
-def _write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Write via a temp file created with ``mode`` and renamed over path: never torn, never readable by others."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -144,8 +133,8 @@ class CertificateAuthority:
         cert_pem = cert.public_bytes(serialization.Encoding.PEM)
         # the key first: a crash in between leaves a key without a certificate, which the next start
         # reports instead of quietly replacing
-        _write_private(key_path, _key_pem(key))
-        _write_private(cert_path, cert_pem, 0o644)
+        write_private(key_path, _key_pem(key))
+        write_private(cert_path, cert_pem, 0o644)
         return key, cert_pem
 
     def server_keypair(self, extra_hosts: list[str]) -> KeyPair:
@@ -178,8 +167,8 @@ class CertificateAuthority:
             .sign(self._key, hashes.SHA256())
         )
         pair = KeyPair(_key_pem(key), cert.public_bytes(serialization.Encoding.PEM))
-        _write_private(key_path, pair.key_pem)
-        _write_private(cert_path, pair.cert_pem, 0o644)
+        write_private(key_path, pair.key_pem)
+        write_private(cert_path, pair.cert_pem, 0o644)
         return pair
 
     def sign_agent_csr(self, csr_pem: bytes, node_uuid: str) -> bytes:

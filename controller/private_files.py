@@ -69,6 +69,18 @@ def check_key_files(paths: Iterable[Path]) -> None:
                                    f"fix it with `chown {uid} {path}`")
 
 
+def write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Write via a temp file created with ``mode`` and renamed over path: never torn, never readable by others."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 def is_private(path: Path) -> bool:
     """No read or write for group and others (search on a directory allowed)."""
     return stat.S_IMODE(os.stat(path).st_mode) & EXPOSING_BITS == 0

@@ -88,6 +88,13 @@ class ControllerProcess:
             # many tests share one controller and create nodes quickly; tests/e2e/test_node_quota.py sets its own
             "VPNFLEET_NODE_CREATIONS_PER_MINUTE": "10000",
             "VPNFLEET_TLS_ENABLED": "1" if tls else "0",
+            # tests drive the API far harder than 1,000 requests a minute; tests/e2e/test_rate_limits.py sets its own
+            "VPNFLEET_RATE_LIMIT_AUTHENTICATED": "10000000",
+            "VPNFLEET_RATE_LIMIT_ANONYMOUS": "10000000",
+            "VPNFLEET_RATE_LIMIT_SUBSCRIPTION": "10000000",
+            # Argon2id at its floor (8 MiB, one pass): many tests sign in; test_sessions measures the defaults
+            "VPNFLEET_ARGON2_TIME_COST": "1",
+            "VPNFLEET_ARGON2_MEMORY_KIB": "8192",
             # the Xray the controller serves its nodes and local agents run (make test builds it in the venv)
             **({"VPNFLEET_XRAY": XRAY} if shutil.which(XRAY) else {}),
             **(env or {}),
@@ -105,9 +112,17 @@ class ControllerProcess:
         self.proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd)
         log.close()
         wait_for(self._healthy, timeout, message=f"controller health (log: {self.log_path})")
-        key = (self.data_dir / "admin.key").read_text().strip()
+        key = self.admin_key()
         self.client = self.http_client(headers={"X-API-Key": key}, timeout=30.0)
         return self
+
+    def admin_key(self) -> str:
+        """The admin account's API key, made at first start (DATA_DIR/admin.key)."""
+        return (self.data_dir / "admin.key").read_text().strip()
+
+    def admin_password(self) -> str:
+        """The admin account's first password (DATA_DIR/admin.password)."""
+        return (self.data_dir / "admin.password").read_text().strip()
 
     @property
     def ca_file(self) -> Path:

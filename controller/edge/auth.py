@@ -1,4 +1,5 @@
-"""Authentication: an API key on every path but the public ones, with failed keys throttled per source address."""
+"""Authentication: an API key or access token on every path but the public ones, failed guesses throttled per
+source address, and rate limits per caller."""
 
 from __future__ import annotations
 
@@ -12,17 +13,23 @@ import secrets
 import time
 from typing import Callable
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from controller.auth import ApiKeyStore
+from controller.auth import Directory, Principal
 from controller.edge.errors import error_response, loggable_path
-from controller.errors import TooManyRequests, Unauthorized
+from controller.edge.rate_limit import Decision, RateLimiter
+from controller.errors import DomainError, TokenExpired, TokenInvalid, TooManyRequests, Unauthorized
+from controller.tokens import ACCESS, SETUP, looks_like_jwt
 
 log = logging.getLogger("vpnfleet.auth")
 
-#: paths anyone may call (DESIGN.md): health, the API description, and token-authenticated downloads
-PUBLIC_PATHS = ("/api/v1/health", "/openapi.json")
+#: paths anyone may call (DESIGN.md): health, the API description, token-authenticated downloads, and signing in
+PUBLIC_PATHS = ("/api/v1/health", "/openapi.json", "/api/v1/auth/login", "/api/v1/auth/refresh",
+                "/api/v1/auth/verify-2fa", "/api/v1/auth/register", "/api/v1/auth/verify",
+                "/api/v1/auth/reset-password", "/api/v1/auth/reset-password/request")
 PUBLIC_PREFIXES = ("/docs", "/sub/", "/agent/package/")
+#: where an account that must enrol 2FA first (auth.require_two_factor_roles) may use its setup token
+TWO_FACTOR_SETUP_PATHS = ("/api/v1/auth/2fa/setup", "/api/v1/auth/2fa/enable")
 #: addresses tracked at once; beyond it the least recently failing one is forgotten (memory stays bounded)
 MAX_TRACKED = 10_000
 
@@ -107,19 +114,31 @@ class KeyFingerprint:
 
 
 class AuthMiddleware:
-    """Requires an API key (X-API-Key or Authorization: Bearer) everywhere but PUBLIC_PATHS.
+    """Requires an API key or an access token (X-API-Key, or Authorization: Bearer) everywhere but the public
+    paths, resolves it to the request's principal (``scope["state"]["principal"]``), and applies rate limits.
 
-    A wrong key is a 401 and is logged (source, path, fingerprint; never the key); ``failures_per_window``
-    wrong keys from one source within ``failure_window`` seconds get it 429s with Retry-After for the window.
-    A request with no key at all is a 401 that does not count: it guesses nothing.
+    A wrong key or a tampered token is a 401 and is logged (source, path, fingerprint; never the credential);
+    ``failures_per_window`` of them from one source within ``failure_window`` seconds get it 429s with
+    Retry-After for the window. A request with no credential at all is a 401 that does not count: it guesses
+    nothing. An expired token is a 401 TOKEN_EXPIRED that does not count either (it was valid).
+
+    Rate limits: a key's own, else ``authenticated_per_minute`` per key or per account (all its sessions
+    together); ``anonymous_per_minute`` per source address for everything else, and ``subscription_per_minute``
+    per source address on /sub/. Every answer carries the X-RateLimit-* headers of the bucket it counted in.
     """
 
-    def __init__(self, app: ASGIApp, keys: ApiKeyStore, failures_per_window: int = 20,
-                 failure_window: float = 60.0, max_tracked: int = MAX_TRACKED) -> None:
+    def __init__(self, app: ASGIApp, directory: Directory, limiter: RateLimiter | None = None,
+                 failures_per_window: int = 20, failure_window: float = 60.0, max_tracked: int = MAX_TRACKED,
+                 authenticated_per_minute: int = 1000, anonymous_per_minute: int = 100,
+                 subscription_per_minute: int = 60) -> None:
         self.app = app
-        self.keys = keys
+        self.directory = directory
+        self.limiter = limiter or RateLimiter()
         self.throttle = FailureThrottle(failures_per_window, failure_window, max_tracked)
         self.fingerprint = KeyFingerprint()
+        self.authenticated_per_minute = authenticated_per_minute
+        self.anonymous_per_minute = anonymous_per_minute
+        self.subscription_per_minute = subscription_per_minute
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -128,34 +147,83 @@ class AuthMiddleware:
         source = source_of(scope)
         wait = self.throttle.retry_after(source)
         presented = presented_key(scope)
-        if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
-            # anyone may call these; a key, when given, is checked (and its failures counted) here too, so a
+        principal: Principal | None = None
+        refusal: DomainError | None = None
+        if is_public(path):
+            # anyone may call these; a credential, when given, is checked (and bad keys counted) here too, so a
             # public route that says more to a key holder (/api/v1/health) is no unthrottled key oracle
             if presented and wait is None:
-                self._authenticate(scope, presented, source)
-            return await self.app(scope, receive, send)
-        if wait is not None:
-            return await error_response(TooManyRequests(
-                f"too many failed API keys from this address; retry in {wait} s", wait, {"retry_after": wait}),
-                scope)(scope, receive, send)
-        if not presented:
-            return await error_response(Unauthorized("API key required (X-API-Key or Authorization: Bearer)"),
-                                        scope)(scope, receive, send)
-        if not self._authenticate(scope, presented, source):
-            return await error_response(Unauthorized("invalid API key"), scope)(scope, receive, send)
-        await self.app(scope, receive, send)
+                try:
+                    principal = self._authenticate(scope, presented, source)
+                except DomainError:
+                    principal = None  # e.g. /api/v1/auth/verify-2fa's challenge token: the route checks it
+        elif wait is not None:
+            refusal = TooManyRequests(f"too many failed credentials from this address; retry in {wait} s", wait,
+                                      {"retry_after": wait})
+        elif not presented:
+            refusal = Unauthorized("API key or access token required (X-API-Key or Authorization: Bearer)")
+        else:
+            try:
+                principal = self._authenticate(scope, presented, source)
+            except DomainError as exc:
+                refusal = exc
+        decision = self._rate(principal, path, source)
+        if refusal is None and not decision.allowed:
+            refusal = decision.error()
+        if refusal is not None:
+            return await error_response(refusal, scope)(scope, receive, _with_headers(send, decision))
+        if principal is not None:
+            scope.setdefault("state", {})["principal"] = principal
+        await self.app(scope, receive, _with_headers(send, decision))
 
-    def _authenticate(self, scope: Scope, presented: str, source: str) -> bool:
-        """Set the request's principal from the key, or count (and log) a failure of its source."""
-        principal = self.keys.authenticate(presented)  # constant-time over every key (controller.auth)
-        if principal is None:
-            locked = self.throttle.failed(source)
-            log.warning("invalid API key from %s on %s %s (key fingerprint %s)%s", source, scope["method"],
-                        loggable_path(scope["path"]), self.fingerprint(presented),
-                        f"; address locked out for {self.throttle.window:g} s" if locked else "")
-            return False
-        scope.setdefault("state", {})["principal"] = principal
-        return True
+    def _authenticate(self, scope: Scope, presented: str, source: str) -> Principal:
+        """The principal of the credential, or a DomainError (a guess is counted against its source)."""
+        path = scope["path"]
+        if looks_like_jwt(presented):
+            try:
+                types = (ACCESS, SETUP) if path in TWO_FACTOR_SETUP_PATHS else (ACCESS,)
+                return self.directory.token_principal(presented, types)
+            except TokenExpired:
+                raise
+            except TokenInvalid:
+                self._failed(scope, presented, source, "invalid access token")
+                raise
+        entry = self.directory.authenticate_key(presented)
+        if entry is None:
+            self._failed(scope, presented, source, "invalid API key")
+            raise Unauthorized("invalid API key")
+        client = scope.get("client")
+        return self.directory.key_principal(entry, client[0] if client else None, path)
+
+    def _failed(self, scope: Scope, presented: str, source: str, what: str) -> None:
+        locked = self.throttle.failed(source)
+        log.warning("%s from %s on %s %s (fingerprint %s)%s", what, source, scope["method"],
+                    loggable_path(scope["path"]), self.fingerprint(presented),
+                    f"; address locked out for {self.throttle.window:g} s" if locked else "")
+
+    def _rate(self, principal: Principal | None, path: str, source: str) -> Decision:
+        if principal is not None:
+            per_minute, burst = principal.rate_limit or (self.authenticated_per_minute, None)
+            return self.limiter.hit(principal.rate_key, per_minute, burst)
+        if path.startswith("/sub/"):
+            return self.limiter.hit(f"sub:{source}", self.subscription_per_minute)
+        return self.limiter.hit(f"anon:{source}", self.anonymous_per_minute)
+
+
+def _with_headers(send: Send, decision: Decision) -> Send:
+    """``send`` adding the rate-limit headers to the response's start."""
+    extra = decision.headers()
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), *extra]}
+        await send(message)
+    return sending
+
+
+def is_public(path: str) -> bool:
+    """Anyone may call ``path`` (the routes there declare ``public()``; controller.access checks the two agree)."""
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
 
 
 def presented_key(scope: Scope) -> str:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
+from controller.access import public
 from controller.api import Ctl, errors
 from controller.errors import NotFound
 
@@ -40,7 +41,7 @@ def served_files(ctl: "Controller") -> list[ServedFile]:
 
 
 @router.get(
-    "/agent/package/{filename}", tags=["agents"], summary="Agent package download",
+    "/agent/package/{filename}", dependencies=[public()], tags=["agents"], summary="Agent package download",
     response_class=FileResponse, responses={200: {"description": "the file (application/octet-stream)",
                                                   "content": {"application/octet-stream": {}}}, **errors(404)},
     openapi_extra={"security": []},

@@ -8,6 +8,8 @@ from fastapi import APIRouter, Query
 from starlette.requests import Request
 from starlette.responses import Response
 
+from controller.access import Access, requires
+from controller.permissions import Permission as P
 from controller.api import Ctl, Page, errors, page_of, uuid_or_404, uuid_path
 from controller.models import Subscriber, utcnow
 from controller.schemas.clients import (SubscriberConfig, SubscriberOut, ClientQuery, SubscriberUsage, CutOverResult,
@@ -19,6 +21,8 @@ from controller.share_links import render_base64
 router = APIRouter(tags=["clients"])
 
 ClientId = Annotated[str, uuid_path("the client's UUID")]
+#: reading subscribers: operators see every one, a user account the ones it owns
+Viewer = Annotated[Access, requires(P.SUBSCRIBERS_VIEW, owned=True)]
 NOT_FOUND = "client not found: "
 
 
@@ -49,6 +53,7 @@ def client_to_dict(sub: Subscriber, subscription_url: str) -> dict[str, Any]:
         # the pre-per-node-id credential still works on every node (until rotation or the fleet cut-over)
         "shared_credential": sub.shared_credential,
         "note": sub.note,
+        "owner_id": sub.owner_id,
         "created_at": iso(sub.created_at),
         "updated_at": iso(sub.updated_at),
     }
@@ -58,7 +63,7 @@ def _out(svc: SubscriberService, sub: Subscriber) -> dict[str, Any]:
     return client_to_dict(sub, svc.subscription_url(sub))
 
 
-@router.post("/api/v1/clients/shared-credentials/cut-over", response_model=CutOverResult,
+@router.post("/api/v1/clients/shared-credentials/cut-over", dependencies=[requires(P.SYSTEM_EDIT)], response_model=CutOverResult,
              summary="Cut over legacy shared credentials")
 async def cut_over_shared_credentials(ctl: Ctl) -> dict[str, Any]:
     """End every subscriber's legacy shared id (from before per-node ids) on every node at once.
@@ -71,14 +76,18 @@ async def cut_over_shared_credentials(ctl: Ctl) -> dict[str, Any]:
 
 
 @router.get("/api/v1/clients", response_model=Page[SubscriberOut], summary="List clients")
-async def list_clients(q: Annotated[ClientQuery, Query()], ctl: Ctl) -> dict[str, Any]:
-    """Subscribers, oldest first."""
+async def list_clients(q: Annotated[ClientQuery, Query()], ctl: Ctl, access: Viewer) -> dict[str, Any]:
+    """Subscribers, oldest first (a user account: the ones it owns)."""
     svc = ctl.subscribers
-    rows, total = await svc.list(status=q.status, expired=q.expired, search=q.search, page=q.page, size=q.size)
+    if access.owner_id is not None and q.owner_id not in (None, access.owner_id):
+        return page_of([], 0, q)  # a user asking for another account's: none (as if it owned nothing)
+    owner = access.owner_id if access.owner_id is not None else q.owner_id
+    rows, total = await svc.list(status=q.status, expired=q.expired, search=q.search, page=q.page, size=q.size,
+                                 owner_id=owner)
     return page_of([_out(svc, r) for r in rows], total, q)
 
 
-@router.post("/api/v1/clients", status_code=201, response_model=SubscriberOut, responses=errors(409),
+@router.post("/api/v1/clients", dependencies=[requires(P.SUBSCRIBERS_EDIT)], status_code=201, response_model=SubscriberOut, responses=errors(409),
              summary="Create a client")
 async def create_client(body: SubscriberBody, request: Request, ctl: Ctl) -> dict[str, Any]:
     """Create a subscriber: credentials valid on every node they may use, from now for `days` (or until
@@ -90,12 +99,12 @@ async def create_client(body: SubscriberBody, request: Request, ctl: Ctl) -> dic
 
 
 @router.get("/api/v1/clients/{id}", response_model=SubscriberOut, responses=errors(404), summary="Get a client")
-async def get_client(id: ClientId, ctl: Ctl) -> dict[str, Any]:
-    """One subscriber."""
-    return _out(ctl.subscribers, await ctl.subscribers.get(client_id(id)))
+async def get_client(id: ClientId, ctl: Ctl, access: Viewer) -> dict[str, Any]:
+    """One subscriber (a user account: only one it owns; others are 404)."""
+    return _out(ctl.subscribers, await ctl.subscribers.get(client_id(id), access.owner_id))
 
 
-@router.patch("/api/v1/clients/{id}", response_model=SubscriberOut, responses=errors(404, 409),
+@router.patch("/api/v1/clients/{id}", dependencies=[requires(P.SUBSCRIBERS_EDIT)], response_model=SubscriberOut, responses=errors(404, 409),
               summary="Update a client")
 async def update_client(id: ClientId, body: SubscriberUpdate, ctl: Ctl) -> dict[str, Any]:
     """Change a subscriber: a new plan (days or expires_at, data_limit_gb), nodes/regions, username, note.
@@ -104,7 +113,7 @@ async def update_client(id: ClientId, body: SubscriberUpdate, ctl: Ctl) -> dict[
     return _out(ctl.subscribers, await ctl.subscribers.update(client_id(id), body))
 
 
-@router.delete("/api/v1/clients/{id}", status_code=204, response_class=Response,
+@router.delete("/api/v1/clients/{id}", dependencies=[requires(P.SUBSCRIBERS_EDIT)], status_code=204, response_class=Response,
                responses={204: {"description": "deleted"}, **errors(404)}, summary="Delete a client")
 async def delete_client(id: ClientId, ctl: Ctl) -> Response:
     """Delete a subscriber for good: access is removed from every node, the record and usage are deleted."""
@@ -112,21 +121,21 @@ async def delete_client(id: ClientId, ctl: Ctl) -> Response:
     return Response(status_code=204)
 
 
-@router.post("/api/v1/clients/{id}/extend", response_model=SubscriberOut, responses=errors(404),
+@router.post("/api/v1/clients/{id}/extend", dependencies=[requires(P.SUBSCRIBERS_EDIT)], response_model=SubscriberOut, responses=errors(404),
              summary="Extend a client")
 async def extend_client(id: ClientId, body: ExtendBody, ctl: Ctl) -> dict[str, Any]:
     """Add days to the subscription (from its end, or from now if it has ended)."""
     return _out(ctl.subscribers, await ctl.subscribers.extend(client_id(id), body.days))
 
 
-@router.post("/api/v1/clients/{id}/block", response_model=SubscriberOut, responses=errors(404),
+@router.post("/api/v1/clients/{id}/block", dependencies=[requires(P.SUBSCRIBERS_EDIT)], response_model=SubscriberOut, responses=errors(404),
              summary="Block a client")
 async def block_client(id: ClientId, ctl: Ctl) -> dict[str, Any]:
     """Cut a subscriber off on every node (idempotent)."""
     return _out(ctl.subscribers, await ctl.subscribers.block(client_id(id)))
 
 
-@router.post("/api/v1/clients/{id}/unblock", response_model=SubscriberOut, responses=errors(404),
+@router.post("/api/v1/clients/{id}/unblock", dependencies=[requires(P.SUBSCRIBERS_EDIT)], response_model=SubscriberOut, responses=errors(404),
              summary="Unblock a client")
 async def unblock_client(id: ClientId, ctl: Ctl) -> dict[str, Any]:
     """Undo a block (idempotent); a client whose time or data ran out stays expired/limited."""
@@ -143,13 +152,13 @@ async def _config(svc: SubscriberService, sub: Subscriber) -> dict[str, Any]:
 
 @router.get("/api/v1/clients/{id}/config", response_model=SubscriberConfig, responses=errors(404),
             summary="Get a client's config")
-async def client_config(id: ClientId, ctl: Ctl) -> dict[str, Any]:
+async def client_config(id: ClientId, ctl: Ctl, access: Viewer) -> dict[str, Any]:
     """The subscription (seed 004's shape): `config_data` is the base64 subscription of share links."""
     svc = ctl.subscribers
-    return await _config(svc, await svc.get(client_id(id)))
+    return await _config(svc, await svc.get(client_id(id), access.owner_id))
 
 
-@router.post("/api/v1/clients/{id}/config/rotate", response_model=SubscriberConfig, responses=errors(404),
+@router.post("/api/v1/clients/{id}/config/rotate", dependencies=[requires(P.SUBSCRIBERS_EDIT)], response_model=SubscriberConfig, responses=errors(404),
              summary="Rotate a client's config")
 async def rotate_client_config(id: ClientId, ctl: Ctl) -> dict[str, Any]:
     """New credentials and subscription URL; the old ones stop working on every node. Returns the new config,
@@ -160,12 +169,12 @@ async def rotate_client_config(id: ClientId, ctl: Ctl) -> dict[str, Any]:
 
 @router.get("/api/v1/clients/{id}/usage", response_model=SubscriberUsage, responses=errors(404),
             summary="Get a client's usage")
-async def client_usage(id: ClientId, q: Annotated[UsageQuery, Query()], ctl: Ctl) -> dict[str, Any]:
+async def client_usage(id: ClientId, q: Annotated[UsageQuery, Query()], ctl: Ctl, access: Viewer) -> dict[str, Any]:
     """Transfer per node and per day (UTC), and the usage that counts against the data limit."""
-    return await ctl.subscribers.usage(client_id(id), q.days)
+    return await ctl.subscribers.usage(client_id(id), q.days, access.owner_id)
 
 
-@router.post("/api/v1/clients/{id}/usage/reset", response_model=SubscriberOut, responses=errors(404),
+@router.post("/api/v1/clients/{id}/usage/reset", dependencies=[requires(P.SUBSCRIBERS_EDIT)], response_model=SubscriberOut, responses=errors(404),
              summary="Reset a client's usage")
 async def reset_client_usage(id: ClientId, ctl: Ctl) -> dict[str, Any]:
     """Count towards the data limit from zero again (a limited client becomes active; history is kept)."""

@@ -18,6 +18,7 @@ from fastapi.openapi.utils import get_openapi
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
+from controller.access import public
 from controller import __version__
 from controller.api import MAX_ID, STATUS_DESCRIPTIONS, CompatErrorResponse, ErrorResponse
 from controller.edge.auth import PUBLIC_PATHS, PUBLIC_PREFIXES
@@ -116,7 +117,7 @@ router = APIRouter(include_in_schema=False)
 _cache: dict[int, dict[str, Any]] = {}
 
 
-@router.get("/openapi.json")
+@router.get("/openapi.json", dependencies=[public()])
 async def openapi(request: Request) -> Response:
     """The OpenAPI 3.1 document of this API (built once)."""
     app = request.app
@@ -125,18 +126,18 @@ async def openapi(request: Request) -> Response:
     return JSONResponse(_cache[id(app)])
 
 
-@router.get("/docs")
+@router.get("/docs", dependencies=[public()])
 async def docs() -> Response:
     """Swagger UI."""
     return HTMLResponse(_DOCS_HTML)
 
 
-@router.get("/docs/init.js")
+@router.get("/docs/init.js", dependencies=[public()])
 async def docs_init() -> Response:
     return Response(_INIT_JS, media_type="text/javascript")
 
 
-@router.get("/docs/static/{name}")
+@router.get("/docs/static/{name}", dependencies=[public()])
 async def docs_static(name: str) -> Response:
     if name not in _STATIC:
         raise NotFound(f"no file {name} in /docs/static")

@@ -7,6 +7,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter
 
+from controller.access import requires
+from controller.permissions import Permission as P
 from controller.api import Ctl, errors, uuid_or_404, uuid_path
 from controller.schemas.node_certificates import NodeCertificate, ReenrollmentToken
 
@@ -16,7 +18,7 @@ NodeId = Annotated[str, uuid_path("the node's id (uuid)")]
 _NOT_FOUND = "node not found: "
 
 
-@router.post("/api/v1/nodes/{node_id}/revoke", response_model=NodeCertificate, responses=errors(404, 409),
+@router.post("/api/v1/nodes/{node_id}/revoke", dependencies=[requires(P.NODES_EDIT)], response_model=NodeCertificate, responses=errors(404, 409),
              tags=["nodes"], summary="Revoke a node's certificate")
 async def revoke_node_certificate(ctl: Ctl, node_id: NodeId) -> dict[str, Any]:
     """Refuse the node's certificate from now on: its live stream is cut at once, its next connect is refused
@@ -26,7 +28,7 @@ async def revoke_node_certificate(ctl: Ctl, node_id: NodeId) -> dict[str, Any]:
     return dataclasses.asdict(status)
 
 
-@router.post("/api/v1/nodes/{node_id}/reenroll", response_model=ReenrollmentToken, responses=errors(404, 409),
+@router.post("/api/v1/nodes/{node_id}/reenroll", dependencies=[requires(P.NODES_EDIT)], response_model=ReenrollmentToken, responses=errors(404, 409),
              tags=["nodes"], summary="Re-enroll a node")
 async def reenroll_node(ctl: Ctl, node_id: NodeId) -> dict[str, Any]:
     """A new one-time enrollment token for the same node id (older unused tokens die). The token is shown only

@@ -8,6 +8,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from starlette.requests import Request
 
+from controller.access import requires
+from controller.permissions import Permission as P
 from controller.api import Ctl, Page, errors, page_of, uuid_or_404, uuid_path
 from controller.errors import BadRequest
 from controller.models import utcnow
@@ -29,7 +31,7 @@ def node_id(raw: str) -> str:
     return uuid_or_404(raw, "node not found (node ids are UUIDs): ")
 
 
-@router.get("/api/v1/nodes", response_model=Page[NodeOut], summary="List nodes")
+@router.get("/api/v1/nodes", dependencies=[requires(P.NODES_VIEW)], response_model=Page[NodeOut], summary="List nodes")
 async def list_nodes(q: Annotated[NodeQuery, Query()], ctl: Ctl) -> dict[str, Any]:
     """Nodes, newest first. `status` includes deleted nodes when it is `deleted`; otherwise they show only
     with `include_deleted=true`."""
@@ -38,7 +40,7 @@ async def list_nodes(q: Annotated[NodeQuery, Query()], ctl: Ctl) -> dict[str, An
     return page_of([node_to_dict(n) for n in rows], total, q)
 
 
-@router.post("/api/v1/nodes", status_code=202, response_model=NodeOut, responses={**errors(409, 429), 429: {**errors(429)[429], **CREATION_THROTTLED}}, summary="Create a node")
+@router.post("/api/v1/nodes", dependencies=[requires(P.NODES_EDIT)], status_code=202, response_model=NodeOut, responses={**errors(409, 429), 429: {**errors(429)[429], **CREATION_THROTTLED}}, summary="Create a node")
 async def create_node(body: NodeCreate, request: Request, ctl: Ctl) -> Any:
     """Create a node; returns at once with status `pending`, progress shows in GET and on /api/v1/events.
 
@@ -57,13 +59,13 @@ async def create_node(body: NodeCreate, request: Request, ctl: Ctl) -> Any:
     return node_to_dict(node)
 
 
-@router.get("/api/v1/nodes/{id}", response_model=NodeOut, responses=errors(404), summary="Get a node")
+@router.get("/api/v1/nodes/{id}", dependencies=[requires(P.NODES_VIEW)], response_model=NodeOut, responses=errors(404), summary="Get a node")
 async def get_node(id: NodeId, ctl: Ctl) -> dict[str, Any]:
     """One node, including deleted ones."""
     return node_to_dict(await ctl.nodes.get(node_id(id)))
 
 
-@router.patch("/api/v1/nodes/{id}", response_model=NodeOut, responses=errors(404), summary="Update a node")
+@router.patch("/api/v1/nodes/{id}", dependencies=[requires(P.NODES_EDIT)], response_model=NodeOut, responses=errors(404), summary="Update a node")
 async def update_node(id: NodeId, body: NodeUpdate, ctl: Ctl) -> dict[str, Any]:
     """Rename a node, override its agent settings, switch its core or change its REALITY settings. Every change
     but the name is pushed to the agent as a new desired revision; a new core or REALITY setting is one
@@ -73,7 +75,7 @@ async def update_node(id: NodeId, body: NodeUpdate, ctl: Ctl) -> dict[str, Any]:
     return node_to_dict(await ctl.nodes.update(node_id(id), body))
 
 
-@router.delete("/api/v1/nodes/{id}", status_code=202, response_model=NodeOut, responses=errors(404),
+@router.delete("/api/v1/nodes/{id}", dependencies=[requires(P.NODES_EDIT)], status_code=202, response_model=NodeOut, responses=errors(404),
                summary="Delete a node")
 async def delete_node(id: NodeId, ctl: Ctl) -> dict[str, Any]:
     """Delete a node: terminates its machine asynchronously (status `deleting`, then `deleted`). 404: unknown
@@ -90,7 +92,7 @@ def _action(name: str) -> None:
     handler.__name__ = f"{name}_node"
     handler.__doc__ = (f"{name.capitalize()} a node's machine (asynchronous; progress in GET and "
                        f"/api/v1/events). 409: the node's status does not allow it.")
-    router.add_api_route(f"/api/v1/nodes/{{id}}/{name}", handler, methods=["POST"], status_code=202,
+    router.add_api_route(f"/api/v1/nodes/{{id}}/{name}", handler, methods=["POST"], status_code=202, dependencies=[requires(P.NODES_EDIT)],
                          response_model=NodeOut, responses=errors(404, 409), summary=f"{name.capitalize()} a node")
 
 
@@ -98,7 +100,7 @@ for _name in ("start", "stop", "reboot"):
     _action(_name)
 
 
-@router.get("/api/v1/nodes/{id}/metrics", response_model=NodeMetrics, responses=errors(404),
+@router.get("/api/v1/nodes/{id}/metrics", dependencies=[requires(P.NODES_VIEW)], response_model=NodeMetrics, responses=errors(404),
             summary="Node metrics")
 async def node_metrics(id: NodeId, q: Annotated[MetricsQuery, Query()], ctl: Ctl) -> dict[str, Any]:
     """Current machine metrics and their history in rollup buckets (at most 2,000 points a query). 422: a
@@ -115,7 +117,7 @@ async def node_metrics(id: NodeId, q: Annotated[MetricsQuery, Query()], ctl: Ctl
             "start_time": iso(start), "end_time": iso(end), "interval": q.interval, "history": history}
 
 
-@router.get("/api/v1/nodes/{id}/info", response_model=NodeInfo, responses=errors(404, 503, 504),
+@router.get("/api/v1/nodes/{id}/info", dependencies=[requires(P.NODES_VIEW)], response_model=NodeInfo, responses=errors(404, 503, 504),
             summary="Node info")
 async def node_info(id: NodeId, ctl: Ctl) -> dict[str, Any]:
     """System information measured on the node now (the fields of NodePass's /info). 503: the node's agent is
@@ -129,7 +131,7 @@ async def node_info(id: NodeId, ctl: Ctl) -> dict[str, Any]:
     return {name: getattr(i, name) for name in NodeInfo.model_fields}
 
 
-@router.get("/api/v1/nodes/{id}/tcping", response_model=TcpingResult, responses=errors(404, 503, 504),
+@router.get("/api/v1/nodes/{id}/tcping", dependencies=[requires(P.NODES_EDIT)], response_model=TcpingResult, responses=errors(404, 503, 504),
             summary="TCP ping from the node")
 async def node_tcping(id: NodeId, q: Annotated[TcpingQuery, Query()], ctl: Ctl) -> dict[str, Any]:
     """Open a TCP connection from the node to `target` (NodePass's /tcping answer shape). 503: the node's agent

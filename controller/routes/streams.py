@@ -17,6 +17,8 @@ from sse_starlette.sse import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import Response
 
+from controller.access import requires
+from controller.permissions import Permission as P
 from controller.api import Ctl, errors
 from controller.events import Event, Subscription
 from controller.routes.nodes import NodeId, node_id
@@ -61,7 +63,7 @@ async def _stream(request: Request, sub: Subscription, initial: list[dict[str, A
         bus.unsubscribe(sub)
 
 
-@router.get("/api/v1/events", response_class=EventSourceResponse, tags=["events"],
+@router.get("/api/v1/events", dependencies=[requires(P.LOGS_VIEW)], response_class=EventSourceResponse, tags=["events"],
             responses={200: {"description": "first an `initial` event listing every node, then one event per "
                                             "change", "content": EVENT_STREAM}},
             summary="Live fleet events (SSE)")
@@ -84,7 +86,7 @@ async def events(request: Request, q: Annotated[EventsQuery, Query()], ctl: Ctl)
     return EventSourceResponse(_stream(request, sub, initial, "node"), ping=PING_SECONDS)
 
 
-@router.get("/api/v1/nodes/{id}/logs", response_model=NodeLogs, tags=["logs"], responses={
+@router.get("/api/v1/nodes/{id}/logs", dependencies=[requires(P.LOGS_VIEW)], response_model=NodeLogs, tags=["logs"], responses={
     **errors(404), 200: {"description": "the recent lines (JSON), or with `follow=true` a stream of "
                                         "`event: log` (SSE), the recent lines first",
                          "content": EVENT_STREAM}}, summary="Node logs")

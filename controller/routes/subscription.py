@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Path, Query
 from starlette.responses import Response
 
+from controller.access import public
 from controller.api import Ctl, errors
 from controller.errors import NotFound, Unavailable
 from controller.schemas.clients import SubscriptionQuery
@@ -53,7 +54,7 @@ _OK = {"description": "the subscription in the format asked for (or the app's, f
 _UNAVAILABLE = {"description": "no running node the subscriber may use (or none in this format)"}
 
 
-@router.get("/sub/{short_uuid}", response_class=Response, summary="Subscription",
+@router.get("/sub/{short_uuid}", dependencies=[public()], response_class=Response, summary="Subscription",
             responses={200: _OK, **errors(404), 503: {**errors(503)[503], **_UNAVAILABLE}})
 async def subscription(short_uuid: Annotated[str, Path(description="the secret of the subscription URL")],
                        q: Annotated[SubscriptionQuery, Query()], ctl: Ctl,

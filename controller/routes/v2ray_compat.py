@@ -12,6 +12,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter
 from starlette.requests import Request
 
+from controller.access import requires
+from controller.permissions import Permission as P
 from controller.api import Ctl, errors, uuid_or_404, uuid_path
 from controller.errors import BadRequest, NotFound, ValidationFailed
 from controller.schemas.nodes import CREATION_THROTTLED, NodeCreate
@@ -29,13 +31,13 @@ def _instance_id(raw: str) -> str:
     return uuid_or_404(raw, "instance not found: ")
 
 
-@router.get("/api/v2ray/regions", response_model=list[CompatRegion], summary="Seed 000: list regions")
+@router.get("/api/v2ray/regions", dependencies=[requires(P.NODES_VIEW)], response_model=list[CompatRegion], summary="Seed 000: list regions")
 async def list_regions(ctl: Ctl) -> list[dict[str, Any]]:
     """Seed 000: configured regions."""
     return [{"region": r.code, "name": r.name} for r in ctl.settings.all_regions()]
 
 
-@router.post("/api/v2ray/instances", response_model=InstanceCreated, responses={
+@router.post("/api/v2ray/instances", dependencies=[requires(P.NODES_EDIT)], response_model=InstanceCreated, responses={
     **errors(409, compat=True), 429: {**errors(429, compat=True)[429], **CREATION_THROTTLED}},
              summary="Seed 000: create instance")
 async def create_instance(body: InstanceCreate, request: Request, ctl: Ctl) -> Any:
@@ -50,14 +52,14 @@ async def create_instance(body: InstanceCreate, request: Request, ctl: Ctl) -> A
     return {"uuid": node.uuid, "status": node.status}
 
 
-@router.get("/api/v2ray/instances", response_model=list[Instance], summary="Seed 000: list instances")
+@router.get("/api/v2ray/instances", dependencies=[requires(P.NODES_VIEW)], response_model=list[Instance], summary="Seed 000: list instances")
 async def list_instances(ctl: Ctl) -> list[dict[str, Any]]:
     """Seed 000: instances not deleted, newest first."""
     rows, _ = await ctl.nodes.list(size=LIST_LIMIT)
     return [node_to_v2ray_instance(n) for n in rows]
 
 
-@router.get("/api/v2ray/instances/{uuid}", response_model=Instance, responses=errors(404, compat=True),
+@router.get("/api/v2ray/instances/{uuid}", dependencies=[requires(P.NODES_VIEW)], response_model=Instance, responses=errors(404, compat=True),
             summary="Seed 000: get instance")
 async def get_instance(uuid: InstanceUuid, ctl: Ctl) -> dict[str, Any]:
     """Seed 000: one instance (not a deleted one)."""
@@ -68,7 +70,7 @@ async def get_instance(uuid: InstanceUuid, ctl: Ctl) -> dict[str, Any]:
     return node_to_v2ray_instance(node)
 
 
-@router.delete("/api/v2ray/instances/{uuid}", response_model=InstanceDeleted, responses=errors(404, compat=True),
+@router.delete("/api/v2ray/instances/{uuid}", dependencies=[requires(P.NODES_EDIT)], response_model=InstanceDeleted, responses=errors(404, compat=True),
                summary="Seed 000: delete instance")
 async def delete_instance(uuid: InstanceUuid, ctl: Ctl) -> dict[str, Any]:
     """Seed 000: delete an instance (asynchronous)."""

@@ -8,6 +8,8 @@ from fastapi import APIRouter, Query
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
+from controller.access import Access, requires
+from controller.permissions import Permission as P
 from controller.api import STATUS_DESCRIPTIONS, Ctl, IntId, Page, errors, page_of
 from controller.models import WireguardClient, WireguardServer
 from controller.schemas.wireguard import (ClientBody, ClientQuery, ClientUpdate, ClientWithConfig, ClientOut,
@@ -44,6 +46,9 @@ def server_to_dict(srv: WireguardServer, clients_count: int | None = None) -> di
     return data
 
 
+#: reading peers: operators see every one, a user account the ones it owns
+PeerViewer = Annotated[Access, requires(P.WIREGUARD_VIEW, owned=True)]
+
 def client_to_dict(c: WireguardClient) -> dict[str, Any]:
     return {
         "id": c.id, "name": c.name, "server_id": c.server_id, "ipv4_address": c.ipv4_address,
@@ -51,7 +56,8 @@ def client_to_dict(c: WireguardClient) -> dict[str, Any]:
         "preshared_key": c.preshared_key, "status": c.status, "expires_at": iso(c.expires_at),
         "last_handshake": iso(c.last_handshake_at), "bytes_received": c.bytes_received, "bytes_sent": c.bytes_sent,
         "allowed_ips": c.allowed_ips, "dns_servers": c.dns_servers, "persistent_keepalive": c.persistent_keepalive,
-        "description": c.description, "created_at": iso(c.created_at), "updated_at": iso(c.updated_at),
+        "description": c.description, "owner_id": c.owner_id, "created_at": iso(c.created_at),
+        "updated_at": iso(c.updated_at),
     }
 
 
@@ -61,7 +67,7 @@ def _with_config(client: WireguardClient, text: str) -> dict[str, Any]:
 
 # -- servers -------------------------------------------------------------------------------------------------
 
-@router.get("/api/v1/wireguard/servers", response_model=Page[ServerListed], summary="List WireGuard servers")
+@router.get("/api/v1/wireguard/servers", dependencies=[requires(P.WIREGUARD_VIEW)], response_model=Page[ServerListed], summary="List WireGuard servers")
 async def list_servers(q: Annotated[ServerQuery, Query()], ctl: Ctl) -> dict[str, Any]:
     """WireGuard servers, with their number of clients."""
     rows, total = await ctl.wireguard.list_servers(
@@ -69,7 +75,7 @@ async def list_servers(q: Annotated[ServerQuery, Query()], ctl: Ctl) -> dict[str
     return page_of([server_to_dict(s, n) for s, n in rows], total, q)
 
 
-@router.post("/api/v1/wireguard/servers", status_code=201, response_model=ServerListed, responses=errors(409),
+@router.post("/api/v1/wireguard/servers", dependencies=[requires(P.WIREGUARD_EDIT)], status_code=201, response_model=ServerListed, responses=errors(409),
              summary="Create a WireGuard server")
 async def create_server(body: ServerBody, request: Request, ctl: Ctl) -> dict[str, Any]:
     """Create a WireGuard interface on a node (keys generated); the node applies it within seconds.
@@ -80,21 +86,21 @@ async def create_server(body: ServerBody, request: Request, ctl: Ctl) -> dict[st
     return server_to_dict(server, 0)
 
 
-@router.get("/api/v1/wireguard/servers/{id}", response_model=ServerOut, responses=errors(404),
+@router.get("/api/v1/wireguard/servers/{id}", dependencies=[requires(P.WIREGUARD_VIEW)], response_model=ServerOut, responses=errors(404),
             summary="Get a WireGuard server")
 async def get_server(id: IntId, ctl: Ctl) -> dict[str, Any]:
     """One WireGuard server."""
     return server_to_dict(await ctl.wireguard.get_server(id))
 
 
-@router.put("/api/v1/wireguard/servers/{id}", response_model=ServerOut, responses=errors(404, 409),
+@router.put("/api/v1/wireguard/servers/{id}", dependencies=[requires(P.WIREGUARD_EDIT)], response_model=ServerOut, responses=errors(404, 409),
             summary="Update a WireGuard server")
 async def update_server(id: IntId, body: ServerUpdate, ctl: Ctl) -> dict[str, Any]:
     """Change a WireGuard server (the subnet only while it has no clients: else 409)."""
     return server_to_dict(await ctl.wireguard.update_server(id, body))
 
 
-@router.delete("/api/v1/wireguard/servers/{id}", status_code=204, response_class=Response,
+@router.delete("/api/v1/wireguard/servers/{id}", dependencies=[requires(P.WIREGUARD_EDIT)], status_code=204, response_class=Response,
                responses={**_NO_CONTENT, **errors(404)}, summary="Delete a WireGuard server")
 async def delete_server(id: IntId, ctl: Ctl) -> Response:
     """Delete a WireGuard server and its clients (the interface leaves the node)."""
@@ -102,21 +108,21 @@ async def delete_server(id: IntId, ctl: Ctl) -> Response:
     return Response(status_code=204)
 
 
-@router.post("/api/v1/wireguard/servers/{id}/start", response_model=ServerOut, responses=errors(404),
+@router.post("/api/v1/wireguard/servers/{id}/start", dependencies=[requires(P.WIREGUARD_EDIT)], response_model=ServerOut, responses=errors(404),
              summary="Start a WireGuard server")
 async def start_server(id: IntId, ctl: Ctl) -> dict[str, Any]:
     """Set a WireGuard server running (the node adds the interface)."""
     return server_to_dict(await ctl.wireguard.set_server_status(id, "running"))
 
 
-@router.post("/api/v1/wireguard/servers/{id}/stop", response_model=ServerOut, responses=errors(404),
+@router.post("/api/v1/wireguard/servers/{id}/stop", dependencies=[requires(P.WIREGUARD_EDIT)], response_model=ServerOut, responses=errors(404),
              summary="Stop a WireGuard server")
 async def stop_server(id: IntId, ctl: Ctl) -> dict[str, Any]:
     """Set a WireGuard server stopped (the node removes the interface)."""
     return server_to_dict(await ctl.wireguard.set_server_status(id, "stopped"))
 
 
-@router.get("/api/v1/wireguard/servers/{id}/status", response_model=ServerStatusOut, responses=errors(404),
+@router.get("/api/v1/wireguard/servers/{id}/status", dependencies=[requires(P.WIREGUARD_VIEW)], response_model=ServerStatusOut, responses=errors(404),
             summary="WireGuard server status")
 async def server_status(id: IntId, ctl: Ctl) -> dict[str, Any]:
     """Peers with their latest handshake and transfer, and the interface's totals, as the node reported them."""
@@ -140,14 +146,17 @@ async def server_status(id: IntId, ctl: Ctl) -> dict[str, Any]:
 # -- clients -------------------------------------------------------------------------------------------------
 
 @router.get("/api/v1/wireguard/clients", response_model=Page[ClientOut], summary="List WireGuard clients")
-async def list_clients(q: Annotated[ClientQuery, Query()], ctl: Ctl) -> dict[str, Any]:
-    """WireGuard clients."""
+async def list_clients(q: Annotated[ClientQuery, Query()], ctl: Ctl, access: PeerViewer) -> dict[str, Any]:
+    """WireGuard clients (a user account: the ones it owns)."""
+    if access.owner_id is not None and q.owner_id not in (None, access.owner_id):
+        return page_of([], 0, q)  # a user asking for another account's: none (as if it owned nothing)
+    owner = access.owner_id if access.owner_id is not None else q.owner_id
     rows, total = await ctl.wireguard.list_clients(server_id=q.server_id, status=q.status, search=q.search,
-                                                   page=q.page, size=q.size)
+                                                   page=q.page, size=q.size, owner_id=owner)
     return page_of([client_to_dict(c) for c in rows], total, q)
 
 
-@router.post("/api/v1/wireguard/clients", status_code=201, response_model=ClientWithConfig, responses=errors(409),
+@router.post("/api/v1/wireguard/clients", dependencies=[requires(P.WIREGUARD_EDIT)], status_code=201, response_model=ClientWithConfig, responses=errors(409),
              summary="Create a WireGuard client")
 async def create_client(body: ClientBody, request: Request, ctl: Ctl) -> dict[str, Any]:
     """Add a peer: addresses auto-assigned (or given and checked), keys generated (or only its public key).
@@ -161,20 +170,20 @@ async def create_client(body: ClientBody, request: Request, ctl: Ctl) -> dict[st
 
 @router.get("/api/v1/wireguard/clients/{id}", response_model=ClientWithConfig, responses=errors(404),
             summary="Get a WireGuard client")
-async def get_client(id: IntId, ctl: Ctl) -> dict[str, Any]:
-    """One WireGuard client, with its config and QR code."""
-    client, text = await ctl.wireguard.client_config(id)
+async def get_client(id: IntId, ctl: Ctl, access: PeerViewer) -> dict[str, Any]:
+    """One WireGuard client, with its config and QR code (a user account: only one it owns)."""
+    client, text = await ctl.wireguard.client_config(id, access.owner_id)
     return _with_config(client, text)
 
 
-@router.put("/api/v1/wireguard/clients/{id}", response_model=ClientOut, responses=errors(404, 409),
+@router.put("/api/v1/wireguard/clients/{id}", dependencies=[requires(P.WIREGUARD_EDIT)], response_model=ClientOut, responses=errors(404, 409),
             summary="Update a WireGuard client")
 async def update_client(id: IntId, body: ClientUpdate, ctl: Ctl) -> dict[str, Any]:
     """Change a WireGuard client (addresses are checked; status active/disabled)."""
     return client_to_dict(await ctl.wireguard.update_client(id, body))
 
 
-@router.delete("/api/v1/wireguard/clients/{id}", status_code=204, response_class=Response,
+@router.delete("/api/v1/wireguard/clients/{id}", dependencies=[requires(P.WIREGUARD_EDIT)], status_code=204, response_class=Response,
                responses={**_NO_CONTENT, **errors(404)}, summary="Delete a WireGuard client")
 async def delete_client(id: IntId, ctl: Ctl) -> Response:
     """Remove a peer from its server (only that peer is cut)."""
@@ -182,14 +191,14 @@ async def delete_client(id: IntId, ctl: Ctl) -> Response:
     return Response(status_code=204)
 
 
-@router.post("/api/v1/wireguard/clients/{id}/enable", response_model=ClientOut, responses=errors(404),
+@router.post("/api/v1/wireguard/clients/{id}/enable", dependencies=[requires(P.WIREGUARD_EDIT)], response_model=ClientOut, responses=errors(404),
              summary="Enable a WireGuard client")
 async def enable_client(id: IntId, ctl: Ctl) -> dict[str, Any]:
     """Enable a WireGuard client (other peers are untouched)."""
     return client_to_dict(await ctl.wireguard.update_client(id, ClientUpdate(status="active")))
 
 
-@router.post("/api/v1/wireguard/clients/{id}/disable", response_model=ClientOut, responses=errors(404),
+@router.post("/api/v1/wireguard/clients/{id}/disable", dependencies=[requires(P.WIREGUARD_EDIT)], response_model=ClientOut, responses=errors(404),
              summary="Disable a WireGuard client")
 async def disable_client(id: IntId, ctl: Ctl) -> dict[str, Any]:
     """Disable a WireGuard client (other peers are untouched)."""
@@ -198,8 +207,8 @@ async def disable_client(id: IntId, ctl: Ctl) -> dict[str, Any]:
 
 @router.get("/api/v1/wireguard/clients/{id}/config", response_class=PlainTextResponse,
             responses=_CONF, summary="Download a WireGuard client config")
-async def client_config_file(id: IntId, ctl: Ctl) -> PlainTextResponse:
+async def client_config_file(id: IntId, ctl: Ctl, access: PeerViewer) -> PlainTextResponse:
     """The client's wg-quick `.conf`, as a download."""
-    client, text = await ctl.wireguard.client_config(id)
+    client, text = await ctl.wireguard.client_config(id, access.owner_id)
     return PlainTextResponse(text, headers={
         "Content-Disposition": f'attachment; filename="{config_filename(client.name)}"'})

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StrictFloat,
                       StrictInt, WithJsonSchema, field_validator)
 
-from controller.api import PageQuery
+from controller.api import MAX_ID, BodyIntId, PageQuery
 
 #: a client's status: "blocked" by an operator, "expired"/"limited" by the schedule
 Status = Literal["active", "blocked", "expired", "limited"]
@@ -98,6 +98,9 @@ def _no_default(schema: dict[str, Any]) -> None:
 #: free text: anything but NUL (the edge answers a NUL anywhere in a request with a 400)
 NO_NUL = r"^[^\x00]*$"
 Note = Annotated[str, Field(max_length=1000, pattern=NO_NUL)]
+#: an account id (controller.models.Account): in a body strictly an integer, in a query its digits
+OwnerId = BodyIntId
+OwnerFilter = Annotated[int, Field(ge=1, le=MAX_ID)]
 Username = Annotated[str, Field(pattern=USERNAME, description="3-64 characters: letters, digits, _ . @ -; "
                                                               "unique regardless of case")]
 Days = Annotated[StrictInt, Field(ge=1, le=MAX_DAYS), BeforeValidator(_integral)]
@@ -129,6 +132,8 @@ class SubscriberBody(BaseModel):
     node_ids: NodeIds | None = Field(default=None, max_length=1000, description="default: every node")
     regions: Regions | None = Field(default=None, max_length=100, description="default: every region")
     note: Note = ""
+    owner_id: OwnerId | None = Field(default=None, description="the account that owns the client (a user "
+                                                               "account sees only what it owns); null: none")
 
     _nodes = field_validator("node_ids")(lambda cls, v: _lower(v))
     _not_null = field_validator("days", "expires_at", mode="before")(lambda cls, v: _refuse_null(v))
@@ -152,6 +157,7 @@ class SubscriberUpdate(BaseModel):
     node_ids: NodeIds | None = Field(default=None, max_length=1000)
     regions: Regions | None = Field(default=None, max_length=100)
     note: Note | None = Field(default=None, description="null: empty")
+    owner_id: OwnerId | None = Field(default=None, description="null: no owner")
 
     _not_null = field_validator("username", "days", "expires_at", mode="before")(lambda cls, v: _refuse_null(v))
     _nodes = field_validator("node_ids")(lambda cls, v: _lower(v))
@@ -167,6 +173,7 @@ class ClientQuery(PageQuery):
     expired: bool | None = Field(default=None, description="expires_at has passed (or not)")
     search: str | None = Field(default=None, min_length=1, max_length=200, pattern=NO_NUL,
                                description="a substring of the username or note (any case), or the id")
+    owner_id: OwnerFilter | None = Field(default=None, description="only the clients this account owns")
 
 
 class UsageQuery(BaseModel):
@@ -207,6 +214,7 @@ class SubscriberOut(BaseModel):
     shared_credential: bool = Field(description="the legacy id shared by every node still works (until rotation "
                                                 "or the fleet cut-over)")
     note: str
+    owner_id: int | None = Field(description="the account that owns the client; null: none")
     created_at: str
     updated_at: str
 

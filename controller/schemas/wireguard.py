@@ -268,6 +268,8 @@ class ClientBody(BaseModel):
     persistent_keepalive: Int | None = Field(default=None, ge=0, le=3600)
     expires_at: ExpiresAt | None = None
     description: str = Field(default="", max_length=1000)
+    owner_id: BodyIntId | None = Field(default=None, description="the account that owns the peer (a user "
+                                                                 "account sees only what it owns)")
 
     _allowed = field_validator("allowed_ips")(lambda cls, v: _cidr_list(v))
     _dns = field_validator("dns_servers")(lambda cls, v: _ip_list(v))
@@ -285,6 +287,7 @@ class ClientUpdate(_Update):
     expires_at: ExpiresAt | None = None
     status: ClientStatus = None  # type: ignore[assignment]
     description: str = Field(default=None, max_length=1000)
+    owner_id: BodyIntId | None = Field(default=None, description="null: no owner")
 
     _allowed = field_validator("allowed_ips")(lambda cls, v: _cidr_list(v))
     _dns = field_validator("dns_servers")(lambda cls, v: _ip_list(v))
@@ -295,6 +298,7 @@ class ClientQuery(PageQuery):
     status: ClientStatus | None = None
     search: str | None = Field(default=None, min_length=1, max_length=200,
                                description="substring of the name, IPv4 address or public key")
+    owner_id: int | None = Field(default=None, ge=1, le=MAX_ID, description="only the peers this account owns")
 
 
 class ClientOut(BaseModel):
@@ -315,6 +319,7 @@ class ClientOut(BaseModel):
     dns_servers: list[str]
     persistent_keepalive: int
     description: str
+    owner_id: int | None = Field(description="the account that owns the peer; null: none")
     created_at: str
     updated_at: str
 

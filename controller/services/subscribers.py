@@ -32,6 +32,7 @@ from controller.errors import AlreadyExists, Conflict, NotFound, ValidationFaile
 from controller.hub.hub import Hub
 from controller.models import Node, Operation, Subscriber, SubscriberUsage, utcnow
 from controller.schemas.clients import STATUSES, SubscriberBody, SubscriberUpdate
+from controller.services.owners import check_owner
 from controller.services.desired_state import (PROFILE_LABELS, allowed_on, node_v2ray_inbounds, public_profile,
                                                reachable_nodes)
 from controller.settings import Settings
@@ -86,8 +87,11 @@ class SubscriberService:
 
     # -- reading --------------------------------------------------------------------------------------------
     async def list(self, *, status: str | None, expired: bool | None, search: str | None, page: int,
-                   size: int) -> tuple[list[Subscriber], int]:
+                   size: int, owner_id: int | None = None) -> tuple[list[Subscriber], int]:
+        """A page of subscribers; with ``owner_id``, only that account's."""
         query = select(Subscriber)
+        if owner_id is not None:
+            query = query.where(Subscriber.owner_id == owner_id)
         if status:
             query = query.where(Subscriber.status == status)
         if expired is not None:
@@ -100,14 +104,16 @@ class SubscriberService:
         async with self._sessions() as s:
             return await fetch_page(s, query, (Subscriber.created_at, Subscriber.id), page, size)
 
-    async def get(self, client_id: str) -> Subscriber:
+    async def get(self, client_id: str, owner_id: int | None = None) -> Subscriber:
+        """One subscriber; with ``owner_id``, only if that account owns it (else the same 404 as an unknown id:
+        a user learns nothing of other people's subscribers)."""
         async with self._sessions() as s:
-            return await self._get(s, client_id)
+            return await self._get(s, client_id, owner_id)
 
     @staticmethod
-    async def _get(s: AsyncSession, client_id: str) -> Subscriber:
+    async def _get(s: AsyncSession, client_id: str, owner_id: int | None = None) -> Subscriber:
         sub = await s.get(Subscriber, client_id)
-        if sub is None:
+        if sub is None or (owner_id is not None and sub.owner_id != owner_id):
             raise NotFound(f"client {client_id} not found")
         return sub
 
@@ -124,7 +130,8 @@ class SubscriberService:
                              short_uuid=new_short_uuid(), expires_at=_expiry(new.days, new.expires_at, now),
                              data_limit_bytes=_limit_bytes(new.data_limit_gb),
                              node_ids=selection.node_ids, regions=selection.regions,
-                             note=new.note, status="active", used_upload_bytes=0, used_download_bytes=0)
+                             note=new.note, status="active", used_upload_bytes=0, used_download_bytes=0,
+                             owner_id=await check_owner(s, new.owner_id))
             sub.status = scheduled_status(sub, now)  # an expires_at in the past makes an expired client
             s.add(sub)
             try:
@@ -161,6 +168,8 @@ class SubscriberService:
                 sub.data_limit_bytes = _limit_bytes(edit.data_limit_gb)
             if "note" in given:
                 sub.note = edit.note or ""
+            if "owner_id" in given:
+                sub.owner_id = await check_owner(s, edit.owner_id)
             if sub.status != "blocked":
                 sub.status = scheduled_status(sub, now)
             try:
@@ -329,11 +338,11 @@ class SubscriberService:
                 log.exception("deactivating expired clients failed; will retry")
 
     # -- usage ----------------------------------------------------------------------------------------------
-    async def usage(self, client_id: str, days: int) -> dict[str, Any]:
+    async def usage(self, client_id: str, days: int, owner_id: int | None = None) -> dict[str, Any]:
         """Transfer per node per day (UTC) over the last `days` days, with totals."""
         since = utcnow().replace(hour=0, minute=0, second=0, microsecond=0) - dt.timedelta(days=days - 1)
         async with self._sessions() as s:
-            sub = await self._get(s, client_id)
+            sub = await self._get(s, client_id, owner_id)
             rows = (await s.execute(
                 select(SubscriberUsage.node_uuid, SubscriberUsage.hour_start, SubscriberUsage.upload_bytes,
                        SubscriberUsage.download_bytes)

@@ -14,6 +14,7 @@ import psutil
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from controller.services.owners import check_owner
 from controller.db import fetch_page
 from controller.errors import Conflict, NotFound, ValidationFailed
 from controller.hub.hub import Hub
@@ -207,8 +208,11 @@ class WireguardService:
 
     # -- clients --------------------------------------------------------------------------------------------
     async def list_clients(self, *, server_id: int | None, status: str | None, search: str | None, page: int,
-                           size: int) -> tuple[list[WireguardClient], int]:
+                           size: int, owner_id: int | None = None) -> tuple[list[WireguardClient], int]:
+        """A page of peers; with ``owner_id``, only that account's."""
         query = select(WireguardClient)
+        if owner_id is not None:
+            query = query.where(WireguardClient.owner_id == owner_id)
         if server_id is not None:
             query = query.where(WireguardClient.server_id == server_id)
         if status:
@@ -220,10 +224,12 @@ class WireguardService:
         async with self._sessions() as s:
             return await fetch_page(s, query, (WireguardClient.id,), page, size)
 
-    async def get_client(self, client_id: int) -> tuple[WireguardClient, WireguardServer, Node]:
+    async def get_client(self, client_id: int, owner_id: int | None = None
+                         ) -> tuple[WireguardClient, WireguardServer, Node]:
+        """A peer with its server and node; with ``owner_id``, only if that account owns it (else 404)."""
         async with self._sessions() as s:
             client = await s.get(WireguardClient, client_id)
-            if client is None:
+            if client is None or (owner_id is not None and client.owner_id != owner_id):
                 raise NotFound(f"WireGuard client {client_id} not found")
             server = await s.get(WireguardServer, client.server_id)
             node = await s.scalar(select(Node).where(Node.uuid == server.node_uuid))
@@ -241,7 +247,7 @@ class WireguardService:
                                      dns_servers=cmd.dns_servers or server.dns_servers,
                                      allowed_ips=cmd.allowed_ips or server.allowed_ips,
                                      persistent_keepalive=keepalive, expires_at=cmd.expires_at,
-                                     description=cmd.description)
+                                     description=cmd.description, owner_id=await check_owner(s, cmd.owner_id))
             self._assign_addresses(client, server, list(peers), values)
             self._assign_keys(client, list(peers), values)
             s.add(client)
@@ -304,6 +310,8 @@ class WireguardService:
                         "status"):
                 if key in values:
                     setattr(client, key, values[key])
+            if "owner_id" in values:
+                client.owner_id = await check_owner(s, values["owner_id"])
             await self._bump(s, server.node_uuid)
             await s.commit()
         self._hub.mark_dirty([server.node_uuid])
@@ -320,8 +328,8 @@ class WireguardService:
             await s.commit()
         self._hub.mark_dirty([server.node_uuid])
 
-    async def client_config(self, client_id: int) -> tuple[WireguardClient, str]:
-        client, server, node = await self.get_client(client_id)
+    async def client_config(self, client_id: int, owner_id: int | None = None) -> tuple[WireguardClient, str]:
+        client, server, node = await self.get_client(client_id, owner_id)
         endpoint = format_endpoint(server.endpoint_host or node.public_ip or "127.0.0.1", server.listen_port)
         text = render_client_config(
             private_key=client.private_key, addresses=[a for a in (client.ipv4_address, client.ipv6_address) if a],

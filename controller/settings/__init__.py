@@ -8,7 +8,7 @@ the file (``server.tls.cert_file``) and, when the value came from the environmen
 
 Sections: seed 000's ``server``, ``database``, ``aws``, ``v2ray``, ``logging``, ``scheduler``, plus vpnfleet's
 own ``grpc``, ``local``, ``enrollment``, ``telemetry``, ``egress``, ``diagnostics``, ``limits``, ``audit``,
-``pki`` and ``nodes``. Every key is optional: an empty or missing file gives a working controller on SQLite
+``pki``, ``nodes``, ``auth``, ``rate_limits`` and ``smtp``. Every key is optional: an empty or missing file gives a working controller on SQLite
 with the ``local`` provider. ``docs/settings.md`` is rendered from these models: ``python -m controller.settings``.
 
 Modules, each importing only those above it:

@@ -17,7 +17,7 @@ from controller.settings.reference import reference
 from controller.settings.sections import ConfigFile
 
 #: keys whose values never appear in an error message
-_SECRET_KEYS = {"aws.access_key", "aws.secret_key", "database.url"}
+_SECRET_KEYS = {"aws.access_key", "aws.secret_key", "database.url", "smtp.password"}
 
 
 # -- loading ------------------------------------------------------------------------------------------------

@@ -16,6 +16,15 @@ from controller import reality
 from controller.settings.addresses import _dialable, is_unix, join_hostport, split_hostport
 from controller.settings.types import (
     _FORBID,
+    Argon2MemoryKib,
+    Argon2Time,
+    Attempts,
+    PasswordLength,
+    PerMinute,
+    Roles,
+    SessionLifetime,
+    SmtpSecurity,
+    TokenLifetime,
     AdvertiseAddr,
     AllowedCidrs,
     BodyBytes,
@@ -218,6 +227,43 @@ class Settings:
     max_nodes_per_region: NodeQuota = 100
     node_creations_per_minute: NodeQuota = 10
 
+    # -- accounts, sessions, rate limits (issue 12) ---------------------------------------------------------
+    #: auth.access_token_ttl: seconds a signed-in client's access token (JWT) lives; refreshed with its
+    #: refresh token, which lives as long as the session: session_ttl, or remember_me_ttl with remember_me
+    access_token_ttl: TokenLifetime = 900.0
+    session_ttl: SessionLifetime = 86400.0
+    remember_me_ttl: SessionLifetime = 30 * 86400.0
+    #: auth.max_login_attempts wrong passwords in a row lock an account for lockout_seconds
+    max_login_attempts: Attempts = 5
+    lockout_seconds: Window = 900.0
+    #: auth.password_min_length: the password policy's floor (also: not the username, not all one class)
+    password_min_length: PasswordLength = 12
+    #: auth.argon2_*: Argon2id cost per password check (RFC 9106's second recommendation by default)
+    argon2_time_cost: Argon2Time = 3
+    argon2_memory_kib: Argon2MemoryKib = 64 * 1024
+    #: auth.jwt_key_days: the JWT signing key is replaced this often (the old one is accepted until its
+    #: tokens expire, so nobody is logged out by it)
+    jwt_key_days: Days = 30
+    #: auth.self_registration: anyone may POST /api/v1/auth/register a ``user`` account (off by default)
+    self_registration: bool = False
+    #: auth.code_ttl: seconds an emailed verification or password-reset code is good for
+    code_ttl: Timeout = 900.0
+    #: auth.require_two_factor_roles: accounts of these roles must enrol TOTP before they can do anything else
+    require_two_factor_roles: Roles = ()
+    #: rate_limits.*: requests per minute per key (unless the key sets its own) and per signed-in account,
+    #: per anonymous source address, and per source address on the public subscription URL (/sub/...)
+    rate_limit_authenticated: PerMinute = 1000
+    rate_limit_anonymous: PerMinute = 100
+    rate_limit_subscription: PerMinute = 60
+    #: smtp.*: where verification and reset codes are sent from; with no host they are written to
+    #: DATA_DIR/outbox/ (0600 files; what `make run` uses) instead
+    smtp_host: str = ""
+    smtp_port: Port = 587
+    smtp_username: str = ""
+    smtp_password: str = Field("", repr=False)
+    smtp_sender: str = "vpnfleet@localhost"
+    smtp_security: SmtpSecurity = "starttls"
+
     # -- checks across settings (messages name the keys of the file) --------------------------------------
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
@@ -226,6 +272,9 @@ class Settings:
         tls = self.v2ray_tls
         if tls is not None and {tls.vmess_port, tls.vless_port} & {self.v2ray_port, self.v2ray_vless_port}:
             raise ValueError("v2ray.tls.vmess_port / vless_port must differ from v2ray.port and v2ray.vless_port")
+        if self.smtp_username and self.smtp_security == "none" and self.smtp_host not in ("127.0.0.1", "::1",
+                                                                                         "localhost"):
+            raise ValueError("smtp.username with smtp.security none would send the SMTP password in clear")
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise ValueError("server.tls.cert_file and server.tls.key_file go together: set both or neither")
         try:

@@ -169,5 +169,5 @@ Every key is checked at start. An unknown key (`unknown setting 'server.tls.cert
 'cert_file'?)`), a value of the wrong type or out of its bounds, or settings that contradict each other
 (`v2ray.port` equal to `v2ray.vless_port`, a REALITY `dest` that is not one of its `server_names`, only one of
 `server.tls.cert_file` / `key_file`) stop the controller with a message that names the key, and the variable
-when the value came from the environment. Secrets (`aws.access_key`, `aws.secret_key`, `database.url`) are
+when the value came from the environment. Secrets (`aws.access_key`, `aws.secret_key`, `database.url`, `smtp.password`) are
 never echoed."""

@@ -14,6 +14,15 @@ from pydantic.fields import FieldInfo
 
 from controller.settings.model import ENROLLMENT_TTL_MARGIN, RegionSettings, TlsSettings, XrayRelease
 from controller.settings.types import (
+    Argon2MemoryKib,
+    Argon2Time,
+    Attempts,
+    PasswordLength,
+    PerMinute,
+    Roles,
+    SessionLifetime,
+    SmtpSecurity,
+    TokenLifetime,
     AdvertiseAddr,
     AllowedCidrs,
     BodyBytes,
@@ -276,6 +285,45 @@ class NodesSection(Section):
     creations_per_minute: NodeQuota | None = to("node_creations_per_minute", "node creations per minute")
 
 
+class AuthSection(Section):
+    """auth: accounts, sessions and 2FA."""
+
+    access_token_ttl: TokenLifetime | None = to("access_token_ttl", "seconds an access token (JWT) lives")
+    session_ttl: SessionLifetime | None = to("session_ttl", "seconds a sign-in (its refresh tokens) lives")
+    remember_me_ttl: SessionLifetime | None = to("remember_me_ttl", "the same, signed in with remember_me")
+    max_login_attempts: Attempts | None = to("max_login_attempts", "wrong passwords in a row that lock an "
+                                                                   "account")
+    lockout_seconds: Window | None = to("lockout_seconds", "how long a locked account stays locked")
+    password_min_length: PasswordLength | None = to("password_min_length", "shortest password accepted")
+    argon2_time_cost: Argon2Time | None = to("argon2_time_cost", "Argon2id passes per password check")
+    argon2_memory_kib: Argon2MemoryKib | None = to("argon2_memory_kib", "Argon2id memory per password check, KiB")
+    jwt_key_days: Days | None = to("jwt_key_days", "days between JWT signing key rotations")
+    self_registration: bool | None = to("self_registration", "anyone may register a user account")
+    code_ttl: Timeout | None = to("code_ttl", "seconds an emailed verification or reset code is good for")
+    require_two_factor_roles: Roles | None = to("require_two_factor_roles", "roles that must enrol TOTP")
+
+
+class RateLimitsSection(Section):
+    """rate_limits: requests per minute (seed 001)."""
+
+    authenticated_per_minute: PerMinute | None = to("rate_limit_authenticated", "per key (unless it sets its "
+                                                                                "own) and per signed-in account")
+    anonymous_per_minute: PerMinute | None = to("rate_limit_anonymous", "per anonymous source address")
+    subscription_per_minute: PerMinute | None = to("rate_limit_subscription", "per source address on the "
+                                                                              "subscription URL")
+
+
+class SmtpSection(Section):
+    """smtp: where verification and password-reset codes are sent from (none: DATA_DIR/outbox/ files)."""
+
+    host: str | None = to("smtp_host", "SMTP server; empty: write messages to DATA_DIR/outbox/")
+    port: Port | None = to("smtp_port", "its port")
+    username: str | None = to("smtp_username", "login, if the server wants one")
+    password: str | None = to("smtp_password", "its password (better: $VPNFLEET_SMTP_PASSWORD)")
+    sender: str | None = to("smtp_sender", "the From address")
+    security: SmtpSecurity | None = to("smtp_security", "starttls, tls (implicit) or none (loopback only)")
+
+
 class ConfigFile(Section):
     """The whole file: seed 000's sections, then vpnfleet's."""
 
@@ -295,6 +343,9 @@ class ConfigFile(Section):
     audit: AuditSection | None = None
     pki: PkiSection | None = None
     nodes: NodesSection | None = None
+    auth: AuthSection | None = None
+    rate_limits: RateLimitsSection | None = None
+    smtp: SmtpSection | None = None
 
 
 def _setting_of(info: FieldInfo) -> str | None:

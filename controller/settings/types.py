@@ -194,4 +194,16 @@ CertDays = Annotated[int, BeforeValidator(_not_bool), Field(ge=1, le=825)]  # 82
 NodeQuota = Annotated[int, BeforeValidator(_not_bool), Field(ge=1, le=10_000)]
 TokenTtl = Annotated[float, BeforeValidator(_not_bool), Field(ge=0, le=_DAY)]  # 0: derived (Settings.token_ttl)
 
+# accounts and sessions (issue 12)
+TokenLifetime = Annotated[float, BeforeValidator(_not_bool), Field(ge=30, le=_DAY)]
+SessionLifetime = Annotated[float, BeforeValidator(_not_bool), Field(ge=60, le=400 * _DAY)]
+Attempts = Annotated[int, BeforeValidator(_not_bool), Field(ge=1, le=1000)]
+PasswordLength = Annotated[int, BeforeValidator(_not_bool), Field(ge=8, le=128)]
+Argon2Time = Annotated[int, BeforeValidator(_not_bool), Field(ge=1, le=20)]
+Argon2MemoryKib = Annotated[int, BeforeValidator(_not_bool), Field(ge=8 * 1024, le=4 * 1024 * 1024)]
+PerMinute = Annotated[int, BeforeValidator(_not_bool), Field(ge=1, le=10_000_000)]
+Roles = Annotated[tuple[Literal["admin", "manager", "viewer", "user"], ...], BeforeValidator(_split),
+                  Kind("list of roles")]
+SmtpSecurity = Annotated[Literal["starttls", "tls", "none"], BeforeValidator(_lower)]
+
 _FORBID = ConfigDict(extra="forbid")

@@ -68,7 +68,31 @@ async def test_migrations_match_models(engine: AsyncEngine) -> None:
                                     Base.metadata)
 
     async with engine.connect() as conn:
-        assert await conn.run_sync(diff) == []
+        differences = await conn.run_sync(diff)
+        if engine.dialect.name == "sqlite":
+            differences = await _without_inline_ondelete(conn, differences)
+        assert differences == []
+
+
+async def _without_inline_ondelete(conn, differences: list) -> list:  # noqa: ANN001
+    """SQLAlchemy does not reflect ON DELETE of a REFERENCES written inline in a column (how SQLite adds a
+    referring column, migration 0011), so such a key reads as removed and added again. Those pairs are dropped
+    here once SQLite's own PRAGMA foreign_key_list shows the model's ON DELETE."""
+    def key(fk) -> tuple:  # noqa: ANN001
+        return fk.table.name, tuple(c.name for c in fk.columns)
+
+    removed = {key(d[1]): d for d in differences if d[0] == "remove_fk"}
+    kept = []
+    for d in differences:
+        if d[0] == "add_fk" and key(d[1]) in removed:
+            table, columns = key(d[1])
+            rows = (await conn.execute(text(f"PRAGMA foreign_key_list({table})"))).all()
+            actual = {(r[3],): r[6] for r in rows}  # (from column,) -> on_delete
+            assert actual.get(columns) == (d[1].ondelete or "NO ACTION"), (table, columns, actual)
+            removed.pop((table, columns))
+            continue
+        kept.append(d)
+    return [d for d in kept if d[0] != "remove_fk" or key(d[1]) in removed]
 
 
 async def _insert_clients(engine: AsyncEngine, rows: list[tuple[str, str, int]]) -> None:
