@@ -44,8 +44,12 @@ from controller.pki import CertificateAuthority
 from controller.providers.base import Provider
 from controller.providers.local import LocalProvider
 from controller.local_relay import LocalRelay
-from controller.routes import (agent_package, clients, docs, ipv6, node_certificates, nodes, operations, regions,
-                               streams, subscription, system, v2ray_compat, wireguard)
+from controller.notifier import make_notifier
+from controller.routes import (agent_package, api_keys, auth, clients, docs, ipv6, node_certificates, nodes,
+                               operations, regions, streams, subscription, system, users, v2ray_compat, wireguard)
+from controller.services.accounts import AccountService
+from controller.services.api_keys import ApiKeyService
+from controller.services.sign_ins import SignInService
 from controller.services.enrollment import EnrollmentService
 from controller.services.node_certificates import NodeCertificateService
 from controller.services.logs import LogStore
@@ -63,8 +67,8 @@ from protos import agent_pb2_grpc
 
 log = logging.getLogger("vpnfleet")
 
-ROUTE_MODULES = (system, regions, nodes, node_certificates, streams, operations, v2ray_compat, agent_package, wireguard, ipv6, clients,
-                 subscription)
+ROUTE_MODULES = (system, regions, nodes, node_certificates, streams, operations, v2ray_compat, agent_package, wireguard,
+                 ipv6, clients, subscription, auth, users, api_keys)
 
 
 class Controller:
@@ -84,6 +88,11 @@ class Controller:
         self.directory = Directory(self.sessions, self.signer)
         self.limiter = RateLimiter()
         self.operations = OperationLog(self.sessions)
+        self.notifier = make_notifier(settings)
+        self.sign_ins = SignInService(settings, self.sessions, self.passwords, self.signer, self.directory,
+                                      self.notifier, self.operations)
+        self.accounts = AccountService(settings, self.sessions, self.passwords, self.directory)
+        self.api_keys = ApiKeyService(settings, self.sessions, self.directory)
         self.logs = LogStore(self.bus, settings.logs_per_node, line_max_bytes=settings.log_line_max_bytes,
                              lines_per_second=settings.log_lines_per_second,
                              max_clock_skew=settings.telemetry_max_clock_skew)

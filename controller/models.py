@@ -294,7 +294,8 @@ class Operation(Base):
     __table_args__ = (Index("ix_operations_target", "target_type", "target_id"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_uuid)
-    actor: Mapped[str] = mapped_column(String(64))
+    #: the account ("alice"), its key ("alice (key monitoring)"), "scheduler", "system" or "migration"
+    actor: Mapped[str] = mapped_column(String(160))
     action: Mapped[str] = mapped_column(String(128))
     target_type: Mapped[str | None] = mapped_column(String(32), nullable=True)
     target_id: Mapped[str | None] = mapped_column(String(64), nullable=True)

@@ -130,6 +130,9 @@ def upgrade() -> None:
     for table in _OWNED:
         _add_account_reference(table, 'owner_id', 'SET NULL')
 
+    if op.get_bind().dialect.name != "sqlite":  # SQLite does not enforce VARCHAR lengths
+        # "alice (key monitoring)": an account and its key name
+        op.alter_column('operations', 'actor', type_=sa.String(length=160), existing_nullable=False)
     _give_old_keys_an_account()
 
 
@@ -162,6 +165,9 @@ def _give_old_keys_an_account() -> None:
 
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name != "sqlite":
+        op.execute("UPDATE operations SET actor = left(actor, 64)")
+        op.alter_column('operations', 'actor', type_=sa.String(length=64), existing_nullable=False)
     for table in reversed(_OWNED):
         op.drop_index(f'ix_{table}_owner_id', table_name=table)
         with op.batch_alter_table(table) as batch_op:
