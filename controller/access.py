@@ -70,7 +70,8 @@ class _Check:
             raise Forbidden(f"this needs the permission {req.permission.value}",
                             {"required": req.permission.value})
         if principal.owner_id is not None and not req.owned:
-            raise Forbidden(f"a {principal.role.value} account may not do this",
+            raise Forbidden(f"a {principal.role.value} account may not do this (it needs {req.describe()} over "
+                            "everyone's resources)",
                             {"required": req.describe(), "role": principal.role.value})
         return Access(principal, principal.owner_id if req.owned else None)
 

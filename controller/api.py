@@ -91,12 +91,15 @@ class CompatErrorResponse(BaseModel):
 #: what each status means on this API (the descriptions of the documented responses)
 STATUS_DESCRIPTIONS = {
     400: "malformed request: not JSON, not an object, NUL characters, nested too deeply",
-    401: "no API key, or an invalid one",
+    401: "no credential, or an invalid or expired one (INVALID_CREDENTIALS, TOKEN_EXPIRED, TOKEN_INVALID)",
+    403: "the caller lacks the permission the operation needs (INSUFFICIENT_PERMISSIONS, details.required), or "
+         "its key may not be used from this address or on this path",
     404: "no such resource",
     409: "conflicts with the resource's state or another resource",
     413: "request body too large",
     422: "a field is invalid (named in error.details)",
-    429: "too many failed authentications from this address (see Retry-After)",
+    429: "over a rate limit (RATE_LIMIT_EXCEEDED) or too many failed authentications from this address "
+         "(see Retry-After)",
     503: "a node needed for this is not connected",
     504: "the node did not answer in time",
 }
@@ -104,7 +107,7 @@ STATUS_DESCRIPTIONS = {
 
 def errors(*statuses: int, compat: bool = False) -> dict[int | str, dict[str, Any]]:
     """``responses=`` for a route: the error statuses it can return, beyond those every route can
-    (``controller.routes.docs`` adds 400/401/413/422/429 where they apply)."""
+    (``controller.routes.docs`` adds 400/401/403/413/422/429 where they apply)."""
     model = CompatErrorResponse if compat else ErrorResponse
     return {s: {"model": model, "description": STATUS_DESCRIPTIONS[s]} for s in statuses}
 

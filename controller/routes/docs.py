@@ -18,10 +18,10 @@ from fastapi.openapi.utils import get_openapi
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
-from controller.access import public
 from controller import __version__
-from controller.api import MAX_ID, STATUS_DESCRIPTIONS, CompatErrorResponse, ErrorResponse
-from controller.edge.auth import PUBLIC_PATHS, PUBLIC_PREFIXES
+from controller.access import public, requirement_of
+from controller.api import MAX_ID, STATUS_DESCRIPTIONS, CompatErrorResponse, ErrorResponse, http_routes
+from controller.edge.auth import is_public
 from controller.edge.errors import COMPAT_PREFIX
 from controller.errors import NotFound
 
@@ -40,13 +40,12 @@ _DOCS_HTML = """<!doctype html>
 _INIT_JS = """window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui", persistAuthorization: false});
 """
 
-_DESCRIPTION = ("Run a fleet of VPN nodes. Authenticate with `X-API-Key` or `Authorization: Bearer`. "
-                "Errors are `{\"error\": {code, message, request_id, details}}`; seed 000's `/api/v2ray` "
-                "answers `{\"error\": message}`.")
-
-
-def _is_public(path: str) -> bool:
-    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+_DESCRIPTION = ("Run a fleet of VPN nodes. Authenticate with an API key (`X-API-Key` or `Authorization: Bearer "
+                "vpf_...`) or an access token from `POST /api/v1/auth/login` (`Authorization: Bearer`). Each "
+                "operation names the permission it needs in `x-required-permission`; `x-owner-scoped` ones "
+                "answer a `user` account with what it owns only. Every answer carries `X-RateLimit-Limit`, "
+                "`-Remaining` and `-Reset`. Errors are `{\"error\": {code, message, request_id, details}}`; "
+                "seed 000's `/api/v2ray` answers `{\"error\": message}`.")
 
 
 def _error_ref(path: str) -> dict[str, Any]:
@@ -73,18 +72,25 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
     components["securitySchemes"] = {"apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
                                      "bearer": {"type": "http", "scheme": "bearer"}}
     spec["security"] = [{"apiKey": []}, {"bearer": []}]
+    requirements = {(method.lower(), route.path): requirement_of(route)
+                    for route in http_routes(app.routes) for method in route.methods}
     for path, operations in spec.get("paths", {}).items():
         for method, op in operations.items():
             responses = op.setdefault("responses", {})
-            edge = [400]  # the input guards (NUL characters in the URL) apply everywhere
+            edge = [400, 429]  # the input guards (NUL characters in the URL) and rate limits apply everywhere
             if method in ("post", "put", "patch"):
                 edge.append(413)
             if op.get("parameters") or op.get("requestBody"):
                 edge.append(422)
-            if _is_public(path):
+            requirement = requirements.get((method, path))
+            if requirement is not None:
+                op["x-required-permission"] = requirement.describe()
+                if requirement.owned and not requirement.public:
+                    op["x-owner-scoped"] = True
+            if is_public(path):
                 op["security"] = []
             else:
-                edge += [401, 429]
+                edge += [401, 403]
             for status in edge:
                 entry = responses.setdefault(str(status), {"description": STATUS_DESCRIPTIONS[status]})
                 entry["content"] = _error_ref(path)
