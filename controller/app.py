@@ -91,7 +91,7 @@ class Controller:
         self.notifier = make_notifier(settings)
         self.sign_ins = SignInService(settings, self.sessions, self.passwords, self.signer, self.directory,
                                       self.notifier, self.operations)
-        self.accounts = AccountService(settings, self.sessions, self.passwords, self.directory)
+        self.accounts = AccountService(settings, self.sessions, self.passwords, self.directory, notifier=self.notifier)
         self.api_keys = ApiKeyService(settings, self.sessions, self.directory)
         self.logs = LogStore(self.bus, settings.logs_per_node, line_max_bytes=settings.log_line_max_bytes,
                              lines_per_second=settings.log_lines_per_second,
@@ -238,6 +238,8 @@ class Controller:
             await self.state.flush()
         with contextlib.suppress(Exception):
             await self.directory.flush_last_used()
+        with contextlib.suppress(Exception):
+            await self.sign_ins.wait_for_messages()  # reset codes still being mailed
         for provider in self.providers.values():
             await provider.close()
         await self.engine.dispose()

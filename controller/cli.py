@@ -1,7 +1,9 @@
 """``vpnfleet``: the operator's command line for a vpnfleet controller (REST API and live SSE streams).
 
-Settings: ``--url`` / $VPNFLEET_URL (default https://127.0.0.1:8080); the API key from ``--api-key``,
-$VPNFLEET_API_KEY, or the admin key file the controller wrote ($VPNFLEET_DATA_DIR, default ./data, + admin.key).
+Settings: ``--url`` / $VPNFLEET_URL (default: the signed-in session's, else https://127.0.0.1:8080). Credentials,
+first found wins: the API key from ``--api-key`` or $VPNFLEET_API_KEY; the session ``vpnfleet login`` cached
+($XDG_CONFIG_HOME/vpnfleet/session.json, for that URL only; its access token is refreshed when it expires); the
+admin key file the controller wrote ($VPNFLEET_DATA_DIR, default ./data, + admin.key).
 Over https the controller's certificate is checked against ``--ca-cert`` / $VPNFLEET_CA_CERT, else the
 controller's own CA ($VPNFLEET_DATA_DIR/pki/ca.crt) when that file exists, else the system's trust store.
 Every command takes ``--json`` to print the API's JSON instead of tables. Exit codes: 0 ok, 1 error, 2 usage.
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import getpass
 import json
 import os
 import re
@@ -28,8 +31,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from controller import __version__
+from controller import __version__, cli_session
 from controller.auth import ADMIN_KEY_FILE
+from controller.cli_session import Session
 
 DEFAULT_URL = "https://127.0.0.1:8080"
 CA_ENV = "VPNFLEET_CA_CERT"
@@ -84,14 +88,19 @@ def missing_key_message() -> str:
 
 
 class ApiClient:
-    """A thin wrapper over httpx: adds the API key, decodes JSON, and turns every failure into ApiError."""
+    """A thin wrapper over httpx: adds the API key (or the signed-in session's access token, refreshed when it
+    expires), decodes JSON, and turns every failure into ApiError."""
 
     PUBLIC = ("/api/v1/health",)
 
     def __init__(self, url: str, api_key: str | None, timeout: float = 30.0,
-                 verify: ssl.SSLContext | bool = True) -> None:
+                 verify: ssl.SSLContext | bool = True, session: Session | None = None,
+                 session_file: Path | None = None) -> None:
         self.url = url
         self._key = api_key
+        #: used only without a key, and only for the URL it was made for (a token never goes elsewhere)
+        self.session = session if session is not None and session.url == url else None
+        self._session_file = session_file
         self._http = httpx.Client(base_url=url, timeout=httpx.Timeout(timeout, connect=5.0), verify=verify,
                                   headers={"User-Agent": f"vpnfleet-cli/{__version__}"})
 
@@ -99,20 +108,54 @@ class ApiClient:
         self._http.close()
 
     def _headers(self, path: str) -> dict[str, str]:
+        if self._key:
+            return {"X-API-Key": self._key}
+        if self.session is not None:
+            if self.session.expired():
+                self.refresh()
+            return {"Authorization": f"Bearer {self.session.access_token}"}
         if path in self.PUBLIC:
-            # with a key the health check tells more (version, agents); without one it still answers
-            return {"X-API-Key": self._key} if self._key else {}
-        if not self._key:
-            raise ApiError(missing_key_message())
-        return {"X-API-Key": self._key}
+            return {}  # with a key the health check tells more (version, agents); without one it still answers
+        raise ApiError(missing_key_message())
 
-    def request(self, method: str, path: str, params: dict[str, Any] | None = None,
-                body: dict[str, Any] | None = None) -> Any:
-        headers = self._headers(path)
+    def refresh(self) -> None:
+        """Trade the session's refresh token (single use) for a new pair, and cache the new one at once: the
+        old one is spent whatever happens next."""
+        assert self.session is not None
         try:
-            response = self._http.request(method, path, params=_clean(params), json=body, headers=headers)
+            response = self._http.post("/api/v1/auth/refresh", json={"refresh_token": self.session.refresh_token})
         except httpx.TransportError as exc:
             raise self._network_error(exc) from None
+        if response.status_code != 200:
+            err = self._api_error(response)
+            if response.status_code in (401, 403):  # ended, revoked or reused: no use keeping it
+                self._forget_session()
+                raise ApiError(f"the signed-in session has ended ({err.message}): run `vpnfleet login` again",
+                               err.code, err.request_id)
+            raise err
+        self.session = Session.from_tokens(self.url, response.json(), self.session.username)
+        cli_session.save(self.session, self._session_file)
+
+    def _forget_session(self) -> None:
+        cli_session.delete(self._session_file)
+        self.session = None
+
+    def request(self, method: str, path: str, params: dict[str, Any] | None = None,
+                body: dict[str, Any] | None = None, auth: bool = True,
+                headers: dict[str, str] | None = None) -> Any:
+        """One API call. ``auth=False``: no credential (signing in), ``headers`` as given."""
+        sent = {**(self._headers(path) if auth else {}), **(headers or {})}
+        response = self._send(method, path, params, body, sent)
+        if (auth and response.status_code == 401 and not self._key and self.session is not None
+                and _error_code(response) == "TOKEN_EXPIRED"):
+            self.refresh()  # expired early (clock skew): once more with a fresh token
+            response = self._send(method, path, params, body, self._headers(path))
+        if (auth and response.status_code == 401 and not self._key and self.session is not None
+                and _error_code(response) == "TOKEN_INVALID"):
+            self._forget_session()  # logged out elsewhere, revoked, or its account suspended
+            err = self._api_error(response)
+            raise ApiError(f"the signed-in session has ended ({err.message}): run `vpnfleet login` again",
+                           err.code, err.request_id)
         if response.status_code >= 400:
             raise self._api_error(response)
         if response.status_code == 204:
@@ -121,6 +164,13 @@ class ApiClient:
             return response.json()
         except ValueError:
             raise ApiError(f"the controller sent a non-JSON answer (HTTP {response.status_code})") from None
+
+    def _send(self, method: str, path: str, params: dict[str, Any] | None, body: dict[str, Any] | None,
+              headers: dict[str, str]) -> httpx.Response:
+        try:
+            return self._http.request(method, path, params=_clean(params), json=body, headers=headers)
+        except httpx.TransportError as exc:
+            raise self._network_error(exc) from None
 
     def stream(self, path: str, params: dict[str, Any] | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
         """Yield (event name, data) from a Server-Sent Events endpoint until the server ends the stream."""
@@ -167,6 +217,13 @@ class ApiClient:
                             response.headers.get("x-request-id"))
 
 
+def _error_code(response: httpx.Response) -> str | None:
+    try:
+        return response.json()["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 def _clean(params: dict[str, Any] | None) -> dict[str, Any] | None:
     """Drop unset query parameters; booleans as the API spells them."""
     if params is None:
@@ -195,11 +252,24 @@ def tls_verify(ca_cert: Path | None) -> ssl.SSLContext | bool:
         raise ApiError(f"cannot use the CA certificate {ca_cert}: {getattr(exc, 'strerror', None) or exc}") from None
 
 
-def find_api_key(explicit: str | None) -> str | None:
+def given_api_key(explicit: str | None) -> str | None:
+    """A key given for this run: --api-key, else $VPNFLEET_API_KEY (either wins over a cached session)."""
     if explicit:
         return explicit.strip()
     if os.environ.get("VPNFLEET_API_KEY"):
         return os.environ["VPNFLEET_API_KEY"].strip()
+    return None
+
+
+def find_api_key(explicit: str | None) -> str | None:
+    """A given key, else the controller's admin key file (when this runs where it is readable)."""
+    given = given_api_key(explicit)
+    if given:
+        return given
+    return admin_key_file()
+
+
+def admin_key_file() -> str | None:
     path = Path(os.environ.get("VPNFLEET_DATA_DIR") or "data") / ADMIN_KEY_FILE
     try:
         return path.read_text().strip() or None
@@ -731,6 +801,134 @@ def cmd_version(ctx: Ctx, args: argparse.Namespace) -> int:
     return 0
 
 
+# -- signing in ---------------------------------------------------------------------------------------------
+
+def read_secret(prompt: str, from_stdin: bool) -> str:
+    """A password or code: a line of stdin with --password-stdin, else typed at the terminal (not echoed)."""
+    if from_stdin:
+        line = sys.stdin.readline()
+        if not line:
+            raise ApiError(f"{prompt.rstrip(': ').lower()}: nothing on stdin")
+        return line.rstrip("\r\n")
+    if not sys.stdin.isatty():
+        raise ApiError("no terminal to ask for the password: pass it on stdin with --password-stdin")
+    return getpass.getpass(prompt)
+
+
+def cmd_login(ctx: Ctx, args: argparse.Namespace) -> int:
+    """Sign in with a password (and a second factor when the account has one); cache the session 0600."""
+    username = args.username
+    if not username:
+        if not sys.stdin.isatty() or args.password_stdin:
+            raise ApiError("give --username (there is no terminal to ask for it)")
+        username = input("Username: ").strip()
+    password = read_secret("Password: ", args.password_stdin)
+    res = ctx.api.request("POST", "/api/v1/auth/login", auth=False,
+                          body={"username": username, "password": password, "remember_me": args.remember_me})
+    if res.get("two_factor_setup_required"):
+        raise ApiError("this account must enrol two-factor authentication before it signs in: do so in a "
+                       "browser or with the API (POST /api/v1/auth/2fa/setup with the setup token)")
+    if res.get("two_factor_required"):
+        # from stdin: the next line (so a script can pipe "password\ncode\n"); else the terminal
+        code = read_secret("Two-factor code (or a recovery code): ", args.password_stdin).strip()
+        method = "totp" if code.isdigit() and len(code) <= 8 else "recovery"
+        res = ctx.api.request("POST", "/api/v1/auth/verify-2fa", auth=False, body={"code": code, "method": method},
+                              headers={"Authorization": f"Bearer {res['mfa_token']}"})
+    session = Session.from_tokens(ctx.api.url, res, username)
+    path = cli_session.save(session)
+    if ctx.as_json:
+        ctx.emit_json({"url": session.url, "username": session.username, "session_file": str(path),
+                       "expires_at": session.expires_at})
+    else:
+        ctx.out.print(plain(f"signed in to {session.url} as {session.username} (session cached in {path})"))
+        if (res.get("user") or {}).get("must_change_password"):
+            ctx.out.print("your password was reset: choose a new one (PUT /api/v1/auth/password)",
+                          style="yellow")
+    return 0
+
+
+def cmd_logout(ctx: Ctx, args: argparse.Namespace) -> int:
+    """End the cached session on the controller (its refresh token too) and forget it here."""
+    session = cli_session.load()
+    if session is None:
+        ctx.progress("not signed in")
+        return 0
+    try:
+        if ctx.api.session is not None:
+            ctx.api.request("POST", "/api/v1/auth/logout", body={})
+    except ApiError as exc:
+        if exc.network:
+            raise
+        ctx.err.print(plain(f"the controller did not end the session ({exc}); forgetting it anyway"))
+    finally:
+        cli_session.delete()
+    ctx.progress(f"signed out of {session.url}")
+    return 0
+
+
+# -- API keys -------------------------------------------------------------------------------------------------
+
+def show_key(ctx: Ctx, k: dict[str, Any]) -> None:
+    if ctx.as_json:
+        ctx.emit_json(k)
+        return
+    rate = k.get("rate_limit")
+    ctx.show(key_values([
+        ("ID", k["id"]), ("Name", plain(k["name"])), ("Prefix", k["prefix"]), ("Account", plain(k["username"] or "-")),
+        ("Status", status_text(k["status"]) if k["status"] != "active" else plain("active", style="green")),
+        ("Access", k["access_level"]), ("Permissions", ", ".join(k["effective_permissions"]) or "none"),
+        ("From", ", ".join(k["allowed_ips"] or []) or "anywhere"),
+        ("Paths", ", ".join(k["allowed_endpoints"] or []) or "all"),
+        ("Rate limit", f"{rate['requests_per_minute']}/min" + (f", burst {rate['burst_limit']}"
+                                                              if rate.get("burst_limit") else "") if rate else None),
+        ("Expires", fmt_time(k["expires_at"]) if k["expires_at"] else "never"),
+        ("Last used", fmt_time(k["last_used"])), ("Description", plain(k["description"] or "")),
+    ]))
+    if k.get("api_key"):
+        ctx.out.print()
+        ctx.out.print(plain(k["api_key"]))
+        ctx.err.print("(the key is shown only now: store it safely)", style="dim")
+
+
+def cmd_keys_create(ctx: Ctx, args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"name": args.name, "access_level": args.access_level, "permissions": args.permission,
+                            "allowed_ips": args.allow_ip, "allowed_endpoints": args.endpoint,
+                            "expires_at": args.expires_at, "account_id": args.account_id}
+    if args.rate_limit:
+        body["rate_limit"] = {"requests_per_minute": args.rate_limit, "burst_limit": args.burst}
+    if args.description:
+        body["description"] = args.description
+    show_key(ctx, ctx.api.request("POST", "/api/v1/auth/api-keys", body={k: v for k, v in body.items()
+                                                                          if v is not None}))
+    return 0
+
+
+def cmd_keys_ls(ctx: Ctx, args: argparse.Namespace) -> int:
+    res = ctx.api.request("GET", "/api/v1/auth/api-keys", params={
+        "account_id": args.account_id, "status": args.status, "page": args.page, "size": args.size})
+    if ctx.as_json:
+        ctx.emit_json(res)
+        return 0
+    t = table("ID", "NAME", "PREFIX", "ACCOUNT", "ACCESS", "STATUS", "EXPIRES", "LAST USED")
+    for k in res["items"]:
+        t.add_row(plain(k["id"]), plain(k["name"]), plain(k["prefix"] or "-"), plain(k["username"] or "-"),
+                  plain(k["access_level"]), plain(k["status"], style="green" if k["status"] == "active" else "dim"),
+                  fmt_time(k["expires_at"]) if k["expires_at"] else "never", fmt_time(k["last_used"]))
+    ctx.show(t if res["items"] else "no API keys")
+    return 0
+
+
+def cmd_keys_revoke(ctx: Ctx, args: argparse.Namespace) -> int:
+    ctx.api.request("DELETE", f"/api/v1/auth/api-keys/{args.id}")
+    ctx.progress(f"API key {args.id} revoked")
+    return 0
+
+
+def cmd_keys_rotate(ctx: Ctx, args: argparse.Namespace) -> int:
+    show_key(ctx, ctx.api.request("POST", f"/api/v1/auth/api-keys/{args.id}/rotate"))
+    return 0
+
+
 # -- argument parsing ---------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -836,12 +1034,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", help="only operations on this target id (e.g. a node id)")
     p.add_argument("-n", "--limit", type=int, default=20, help="number of entries (default 20)")
     command(commands, "version", cmd_version, "CLI and controller versions")
+
+    keys = commands.add_parser("keys", help="manage API keys").add_subparsers(dest="action", required=True,
+                                                                              metavar="ACTION")
+    p = command(keys, "create", cmd_keys_create, "create an API key (printed once)")
+    p.add_argument("--name", required=True, help="unique name")
+    p.add_argument("--access-level", choices=("read", "write", "full"), default="read",
+                   help="read (default): view permissions only")
+    p.add_argument("--permission", action="append", metavar="P",
+                   help="only this permission, e.g. nodes.view (repeatable; default: all the account's)")
+    p.add_argument("--allow-ip", action="append", metavar="CIDR", help="only from this network (repeatable)")
+    p.add_argument("--endpoint", action="append", metavar="GLOB",
+                   help="only paths matching, e.g. '/api/v1/wireguard/*' (repeatable)")
+    p.add_argument("--rate-limit", type=int, metavar="N", help="requests per minute")
+    p.add_argument("--burst", type=int, metavar="N", help="requests at once (with --rate-limit)")
+    p.add_argument("--expires-at", metavar="ISO", help="e.g. 2027-01-01T00:00:00Z")
+    p.add_argument("--description")
+    p.add_argument("--account-id", type=int, help="another account's key (needs keys.manage_all)")
+    p = command(keys, "ls", cmd_keys_ls, "list API keys (yours; every account's with keys.manage_all)")
+    p.add_argument("--account-id", type=int, help="only this account's")
+    p.add_argument("--status", choices=("active", "revoked", "expired"))
+    p.add_argument("--page", type=int, default=1)
+    p.add_argument("--size", type=int, default=50)
+    command(keys, "revoke", cmd_keys_revoke, "revoke an API key (refused from the next request)").add_argument(
+        "id", type=int)
+    command(keys, "rotate", cmd_keys_rotate, "a new secret for an API key (printed once; the old one stops)"
+            ).add_argument("id", type=int)
+
+    p = command(commands, "login", cmd_login, "sign in with a password; the session is cached (0600) for "
+                                               "later commands")
+    p.add_argument("--username", "-u")
+    p.add_argument("--password-stdin", action="store_true",
+                   help="read the password (and then a 2FA code, if asked) from stdin lines")
+    p.add_argument("--remember-me", action="store_true", help="a long session")
+    command(commands, "logout", cmd_logout, "end the cached session and forget it")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    url = (getattr(args, "url", None) or os.environ.get("VPNFLEET_URL") or DEFAULT_URL).rstrip("/")
+    session = cli_session.load()
+    url = (getattr(args, "url", None) or os.environ.get("VPNFLEET_URL") or (session.url if session else None)
+           or DEFAULT_URL).rstrip("/")
     if "://" not in url:
         url = "https://" + url
     out = Console(highlight=False, width=None if sys.stdout.isatty() else 1000)
@@ -851,7 +1085,11 @@ def main(argv: list[str] | None = None) -> int:
     except ApiError as exc:
         err.print(plain(f"error: {exc}"))
         return 1
-    api = ApiClient(url, find_api_key(getattr(args, "api_key", None)), verify=verify)
+    key = given_api_key(getattr(args, "api_key", None))
+    signing_in = args.func in (cmd_login, cmd_logout)
+    if key is None and (session is None or session.url != url) and not signing_in:
+        key = admin_key_file()
+    api = ApiClient(url, None if signing_in else key, verify=verify, session=session)
     ctx = Ctx(api=api, out=out, err=err, as_json=getattr(args, "json", False))
     try:
         return args.func(ctx, args)

@@ -136,14 +136,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vpnfleet-controller", description=__doc__)
     parser.add_argument("--config", help="YAML settings file (default: $VPNFLEET_CONFIG)")
     parser.add_argument("--version", action="version", version=__version__)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    admin = commands.add_parser("create-admin", help="create an admin account or set its password (asked twice "
+                                                     "at a terminal, or read from stdin)")
+    admin.add_argument("--username", default="admin")
+    admin.add_argument("--password-stdin", action="store_true", help="read the password from one line of stdin")
     args = parser.parse_args(argv)
     try:
         settings = load_settings(args.config)
-        check_public_url(settings)
+        if args.command != "create-admin":
+            check_public_url(settings)
         prepare_files(settings)
     except (SettingsError, StartupRefused) as exc:
         print(f"vpnfleet-controller: {exc}", file=sys.stderr)
         return CONFIG_ERROR
+    if args.command == "create-admin":
+        from controller.admin_account import create_admin  # only this command needs it
+        return create_admin(settings, args.username, args.password_stdin)
     logging.basicConfig(level=settings.log_level.upper(), filename=settings.log_file or None,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("alembic", "wheel"):

@@ -258,7 +258,8 @@ class RefreshToken(Base):
 
 
 class RecoveryCode(Base):
-    """A one-time 2FA recovery code, stored hashed (Argon2id: codes are short, unlike keys)."""
+    """A one-time 2FA recovery code, stored as SHA-256: 80 random bits cannot be guessed offline, and a plain hash
+    lets a code be looked up instead of checked against each of the ten with a slow KDF."""
 
     __tablename__ = "recovery_codes"
     __table_args__ = {"sqlite_autoincrement": True}

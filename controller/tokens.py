@@ -123,10 +123,10 @@ class TokenSigner:
         if key.retired_at is not None and now - key.retired_at > dt.timedelta(seconds=self.access_ttl):
             raise TokenInvalid("token signed by a retired key")
         try:
-            # expiry is checked below against self.clock (PyJWT would use the system clock)
+            # expiry is checked below against self.clock (PyJWT would use the system clock, for iat too)
             claims: dict[str, Any] = jwt.decode(
                 token, key.secret, algorithms=[ALGORITHM], issuer=ISSUER,
-                options={"require": ["exp", "iat", "sub", "sid", "typ"], "verify_exp": False})
+                options={"require": ["exp", "iat", "sub", "sid", "typ"], "verify_exp": False, "verify_iat": False})
             expires = dt.datetime.fromtimestamp(int(claims["exp"]), dt.timezone.utc)
         except (jwt.InvalidTokenError, TypeError, ValueError, OverflowError) as exc:
             raise TokenInvalid(f"invalid token: {exc}") from None

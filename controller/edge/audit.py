@@ -104,8 +104,11 @@ class AuditMiddleware:
         params = scope.get("path_params") or {}
         target_id = _canonical_id(params.get("id") or params.get("uuid"))
         parts = [p for p in template.split("/") if p and not p.startswith("{")]
-        # "/api/v1/nodes/{id}/start" -> target "node", action "POST /api/v1/nodes/{id}/start"
+        # "/api/v1/nodes/{id}/start" -> target "node", action "POST /api/v1/nodes/{id}/start";
+        # "/api/v1/auth/api-keys/{id}" -> target "api-key"
         resource = parts[2] if len(parts) > 2 else (parts[-1] if parts else "")
+        if resource == "auth" and len(parts) > 3:
+            resource = parts[3]
         target_type = resource.rstrip("s") or None
         message = None
         if status >= 400:

@@ -28,6 +28,9 @@ PUBLIC_PATHS = ("/api/v1/health", "/openapi.json", "/api/v1/auth/login", "/api/v
                 "/api/v1/auth/verify-2fa", "/api/v1/auth/register", "/api/v1/auth/verify",
                 "/api/v1/auth/reset-password", "/api/v1/auth/reset-password/request")
 PUBLIC_PREFIXES = ("/docs", "/sub/", "/agent/package/")
+#: public paths whose Authorization: Bearer is the route's own token (an mfa challenge, a refresh token), not an
+#: API credential: the edge neither resolves nor counts it (else each use would count as a failed guess)
+OWN_TOKEN_PATHS = ("/api/v1/auth/verify-2fa", "/api/v1/auth/refresh")
 #: where an account that must enrol 2FA first (auth.require_two_factor_roles) may use its setup token
 TWO_FACTOR_SETUP_PATHS = ("/api/v1/auth/2fa/setup", "/api/v1/auth/2fa/enable")
 #: addresses tracked at once; beyond it the least recently failing one is forgotten (memory stays bounded)
@@ -152,7 +155,7 @@ class AuthMiddleware:
         if is_public(path):
             # anyone may call these; a credential, when given, is checked (and bad keys counted) here too, so a
             # public route that says more to a key holder (/api/v1/health) is no unthrottled key oracle
-            if presented and wait is None:
+            if presented and wait is None and path not in OWN_TOKEN_PATHS:
                 try:
                     principal = self._authenticate(scope, presented, source)
                 except DomainError:

@@ -28,7 +28,7 @@ log = logging.getLogger("vpnfleet.operations")
 REDACTED = "***"
 #: a field whose name (lower case, "-" read as "_") holds one of these is a secret
 SECRET_NAME = re.compile(r"key|token|secret|passw|passphrase|pwd|psk|credential|private|cookie|session"
-                         r"|signature|auth|uuid|cert")
+                         r"|signature|auth|uuid|cert|(^|_)codes?$")  # codes: 2FA, recovery, emailed ones
 #: secret-shaped names that are not secrets: a WireGuard peer's identity is its public key
 PUBLIC_NAMES = frozenset({"public_key", "publickey"})
 #: values that are secrets whatever field holds them: an API key, a PEM private key

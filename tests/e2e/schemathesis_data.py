@@ -39,6 +39,9 @@ class LiveData:
     by_path: dict[str, list[str | int]] = field(default_factory=dict)
     #: body/query field -> real values (references to other resources)
     by_field: dict[str, list[str | int]] = field(default_factory=dict)
+    #: path template prefix -> ids never revoked, rotated or deleted (the run's own key and account: without
+    #: them every later case is a 401); unlike by_path, cases are not steered towards them
+    protected: dict[str, list[str | int]] = field(default_factory=dict)
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))
@@ -73,6 +76,7 @@ def seed(ctl: ControllerProcess, subscribers: int = 5) -> LiveData:
     allocation = _ok(api.post("/api/v1/ipv6/allocations", json={"pool_id": pool["id"], "client_name": "fuzz0"}),
                      201)
     client_ids = [c["id"] for c in clients]
+    own_key = next(k for k in _ok(api.get("/api/v1/auth/api-keys"), 200)["items"] if k["name"] == "admin")
     return LiveData(
         node_id=node["id"], client_ids=client_ids, short_uuids=[c["short_uuid"] for c in clients],
         wg_server_id=server["id"], wg_client_id=wg_client["id"], pool_id=pool["id"], allocation_id=allocation["id"],
@@ -87,6 +91,7 @@ def seed(ctl: ControllerProcess, subscribers: int = 5) -> LiveData:
             "/sub/{": [c["short_uuid"] for c in clients],
         },
         by_field={"node_id": [node["id"]], "server_id": [server["id"]], "pool_id": [pool["id"]]},
+        protected={"/api/v1/auth/api-keys/{": [own_key["id"]], "/api/v1/users/{": [own_key["account_id"]]},
     )
 
 
@@ -99,10 +104,20 @@ def register_hooks(data: LiveData) -> None:
     """Schemathesis hooks (global: this module is the hooks module of one run)."""
     fixture_ids = {str(i) for ids in data.by_path.values() for i in ids}
 
+    def destructive(method: str, path: str) -> bool:
+        """Removes the resource, or (rotating a key, changing an account) takes the run's credential away."""
+        method = method.upper()
+        return method == "DELETE" or path.endswith("/rotate") or (
+            path.startswith("/api/v1/users/{") and method in ("PUT", "PATCH", "POST"))
+
+    def untouchable(path: str, value: Any) -> bool:
+        return str(value) in fixture_ids or any(
+            path.startswith(prefix) and str(value) in {str(i) for i in ids} for prefix, ids in data.protected.items())
+
     @schemathesis.hook
     def flatmap_path_parameters(context: Any, path_parameters: dict[str, Any]) -> st.SearchStrategy:
         real = data.real_ids_for(context.operation.path)
-        if not real or not path_parameters or context.operation.method.upper() == "DELETE":
+        if not real or not path_parameters or destructive(context.operation.method, context.operation.path):
             return st.just(path_parameters)
         name = next(iter(path_parameters))
         return st.sampled_from([path_parameters] + [{**path_parameters, name: r} for r in real])
@@ -110,18 +125,18 @@ def register_hooks(data: LiveData) -> None:
     @schemathesis.hook
     def filter_path_parameters(context: Any, path_parameters: dict[str, Any]) -> bool:
         # a generated DELETE that happens to name a fixture resource (small integer ids do) is dropped
-        if context.operation.method.upper() != "DELETE":
+        if not destructive(context.operation.method, context.operation.path):
             return True
-        return not any(str(v) in fixture_ids for v in (path_parameters or {}).values())
+        return not any(untouchable(context.operation.path, v) for v in (path_parameters or {}).values())
 
     @schemathesis.hook
     def before_call(context: Any, case: Any, **kwargs: Any) -> None:
         # the stateful phase takes ids from earlier responses (a list names the fixture's resources), not from
         # the generators above: a DELETE it aims at a fixture resource goes to an id that names nothing
-        if case.method.upper() != "DELETE" or not case.path_parameters:
+        if not destructive(case.method, case.path) or not case.path_parameters:
             return
         for name, value in list(case.path_parameters.items()):
-            if str(value) in fixture_ids:
+            if untouchable(case.path, value):
                 case.path_parameters[name] = NOWHERE_UUID if isinstance(value, str) and "-" in value else NOWHERE_ID
 
     def with_references(values: Any) -> st.SearchStrategy:

@@ -88,8 +88,16 @@ expected-statuses = ["2xx", "3xx", "4xx", "503", "504"]
 # networks, an address with its prefix) are 422s naming the field; an id that names nothing is a 404; a
 # taken name or port a 409. Anything else (401, 405, 500) still fails the check.
 # 400: the edge refuses NUL characters in any string, as the document says of every operation's 400.
+# 403: the run's admin may not change its own account (role, status, deletion) nor sign up when
+# self-registration is off; no other route refuses an admin.
 [checks.positive_data_acceptance]
-expected-statuses = ["2xx", "400", "404", "409", "422", "503", "504"]
+expected-statuses = ["2xx", "400", "403", "404", "409", "422", "503", "504"]
+
+# Signing in: a well-formed body with a wrong password, code or token is a 401 (a locked name a 429), which
+# is the answer those routes exist to give.
+[[operations]]
+include-path-regex = "^/api/v1/auth/(login|verify-2fa|refresh|password|2fa/.*)$"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409", "422", "429"]
 
 # A deleted node stays readable by design (status "deleted", DELETE is a soft delete seed 000 relies on), and
 # so does its metrics history until metrics_retention_days prunes it.
