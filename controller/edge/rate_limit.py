@@ -20,6 +20,8 @@ from typing import Callable
 from controller.errors import RateLimitExceeded
 
 MAX_TRACKED = 100_000
+#: float slack in token counts (far below one request)
+EPSILON = 1e-9
 
 
 @dataclass(frozen=True)
@@ -61,20 +63,23 @@ class RateLimiter:
 
     def hit(self, name: str, per_minute: int, burst: int | None = None) -> Decision:
         """Take one request from bucket ``name``, or refuse it."""
+        # below one a minute cannot be expressed (settings and key bodies refuse it); never divide by zero
+        per_minute = max(1, per_minute)
         capacity = float(max(1, burst or per_minute))
         rate = per_minute / 60.0  # tokens per second
         now = self.clock()
         tokens, at = self._buckets.pop(name, (capacity, now))
-        tokens = min(capacity, tokens + (now - at) * rate)
-        allowed = tokens >= 1.0
+        tokens = min(capacity, tokens + max(0.0, now - at) * rate)
+        # refills like 7/min leave 0.9999999 where 1 is due: compare and count with a hair of slack
+        allowed = tokens >= 1.0 - EPSILON
         if allowed:
-            tokens -= 1.0
+            tokens = max(0.0, tokens - 1.0)
         self._buckets[name] = (tokens, now)
         while len(self._buckets) > self.max_tracked:
             self._buckets.popitem(last=False)
-        full_in = (capacity - tokens) / rate
-        retry_after = 0 if allowed else max(1, math.ceil((1.0 - tokens) / rate))
-        return Decision(allowed, per_minute, int(tokens), math.ceil(self.wall() + full_in), retry_after)
+        full_in = max(0.0, capacity - tokens - EPSILON) / rate
+        retry_after = 0 if allowed else max(1, math.ceil((1.0 - tokens - EPSILON) / rate))
+        return Decision(allowed, per_minute, int(tokens + EPSILON), math.ceil(self.wall() + full_in), retry_after)
 
     def __len__(self) -> int:
         return len(self._buckets)
