@@ -1,18 +1,23 @@
 """Passwords: Argon2id hashes (argon2-cffi), the password policy, and a check that costs the same whether or not
 the account exists.
 
-Argon2 is deliberately slow (tens of milliseconds and tens of MiB per check), so checks run in a worker thread:
-the event loop keeps serving while a login is verified.
+Argon2 is deliberately slow (a quarter of a second and 64 MiB per check at the defaults), so checks run in a
+worker thread: the event loop keeps serving while a login is verified. And they are bounded: at most
+``max_concurrent`` run at once and ``max_waiting`` wait; beyond that a sign-in is refused at once (429) rather
+than queued, so a flood of logins (from however many addresses) costs at most those cores and that memory.
 """
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any, Callable, TypeVar
 
 import argon2
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from controller.errors import ValidationFailed
+from controller.errors import TooManyRequests, ValidationFailed
+
+T = TypeVar("T")
 
 #: longest password accepted: Argon2 takes any length, but hashing megabytes per login is a denial of service
 MAX_PASSWORD_LENGTH = 256
@@ -22,7 +27,10 @@ class Passwords:
     """Hashes and checks passwords with one set of Argon2id parameters (``auth.argon2_*``)."""
 
     def __init__(self, time_cost: int = 3, memory_kib: int = 64 * 1024, parallelism: int = 4,
-                 min_length: int = 12) -> None:
+                 min_length: int = 12, max_concurrent: int = 2, max_waiting: int = 64) -> None:
+        self._slots = asyncio.Semaphore(max_concurrent)
+        self._waiting = 0
+        self.max_waiting = max_waiting
         self._hasher = argon2.PasswordHasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism,
                                              type=argon2.Type.ID)
         self.min_length = min_length
@@ -30,12 +38,23 @@ class Passwords:
         self._dummy = self._hasher.hash("no account has this password: it only makes the check take as long")
 
     async def hash(self, password: str) -> str:
-        return await asyncio.to_thread(self._hasher.hash, password)
+        return await self._bounded(self._hasher.hash, password)
 
     async def verify(self, stored: str | None, password: str) -> bool:
         """True when ``password`` matches ``stored``. With ``stored`` None (no such account, or no password)
         the same work is done and the answer is False, so timing does not tell which it was."""
-        return await asyncio.to_thread(self._verify, stored, password)
+        return await self._bounded(self._verify, stored, password)
+
+    async def _bounded(self, work: Callable[..., T], *args: Any) -> T:
+        if self._waiting >= self.max_waiting:
+            raise TooManyRequests("too many passwords being checked at once; retry in a second", 1,
+                                  {"retry_after": 1})
+        self._waiting += 1
+        try:
+            async with self._slots:
+                return await asyncio.to_thread(work, *args)
+        finally:
+            self._waiting -= 1
 
     def _verify(self, stored: str | None, password: str) -> bool:
         try:

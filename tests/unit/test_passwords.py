@@ -59,3 +59,19 @@ def test_policy(passwords: Passwords, password: str, problem: str) -> None:
 
 def test_policy_accepts_a_good_password(passwords: Passwords) -> None:
     passwords.check_policy("correct horse battery 9", "alice")
+
+
+async def test_checks_are_bounded_and_a_flood_is_refused_not_queued() -> None:
+    """At most max_concurrent Argon2 checks run at once; beyond max_waiting callers a check is a 429 at once."""
+    import asyncio
+
+    from controller.errors import TooManyRequests
+    from controller.passwords import Passwords
+
+    pw = Passwords(time_cost=1, memory_kib=8 * 1024, max_concurrent=1, max_waiting=3)
+    stored = await pw.hash("Correct-Horse-9-battery")
+    results = await asyncio.gather(*(pw.verify(stored, "Correct-Horse-9-battery") for _ in range(8)),
+                                   return_exceptions=True)
+    refused = [r for r in results if isinstance(r, TooManyRequests)]
+    assert results.count(True) == 3 and len(refused) == 5 and refused[0].retry_after == 1
+    assert await pw.verify(stored, "Correct-Horse-9-battery") is True  # the slots were all given back
