@@ -268,7 +268,8 @@ def create_app(settings: Settings) -> FastAPI:
                                failure_window=settings.auth_failure_window,
                                authenticated_per_minute=settings.rate_limit_authenticated,
                                anonymous_per_minute=settings.rate_limit_anonymous,
-                               subscription_per_minute=settings.rate_limit_subscription),
+                               subscription_per_minute=settings.rate_limit_subscription,
+                               operations=ctl.operations),
                     Middleware(AuditMiddleware, operations=ctl.operations),
                     # inside Audit (refused bodies are recorded) and Auth (anonymous callers make it scan nothing)
                     Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,

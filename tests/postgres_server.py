@@ -18,6 +18,10 @@ def pg_bindir() -> Path | None:
     return Path(found[-1]).parent if found else None
 
 
+#: where PostgreSQL cannot run here (no server binaries, or root without runuser to drop to its user)
+NO_POSTGRES = pg_bindir() is None or (os.geteuid() == 0 and shutil.which("runuser") is None)
+
+
 class PostgresServer:
     """initdb + pg_ctl as the ``postgres`` user (the server refuses to run as root)."""
 

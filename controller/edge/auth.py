@@ -18,7 +18,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from controller.auth import Directory, Principal
 from controller.edge.errors import error_response, loggable_path
 from controller.edge.rate_limit import Decision, RateLimiter
+from controller.edge.request_id import request_id
 from controller.errors import DomainError, TokenExpired, TokenInvalid, TooManyRequests, Unauthorized
+from controller.services.operations import OperationLog
 from controller.tokens import ACCESS, SETUP, looks_like_jwt
 
 log = logging.getLogger("vpnfleet.auth")
@@ -133,8 +135,10 @@ class AuthMiddleware:
     def __init__(self, app: ASGIApp, directory: Directory, limiter: RateLimiter | None = None,
                  failures_per_window: int = 20, failure_window: float = 60.0, max_tracked: int = MAX_TRACKED,
                  authenticated_per_minute: int = 1000, anonymous_per_minute: int = 100,
-                 subscription_per_minute: int = 60) -> None:
+                 subscription_per_minute: int = 60, operations: OperationLog | None = None) -> None:
         self.app = app
+        #: where refusals of real keys are recorded (the audit middleware sees only admitted requests)
+        self.operations = operations
         self.directory = directory
         self.limiter = limiter or RateLimiter()
         self.throttle = FailureThrottle(failures_per_window, failure_window, max_tracked)
@@ -174,6 +178,13 @@ class AuthMiddleware:
         if refusal is None and not decision.allowed:
             refusal = decision.error()
         if refusal is not None:
+            refused_key = scope.get("state", {}).get("refused_key")
+            if refused_key is not None and self.operations is not None:
+                actor, why = refused_key
+                await self.operations.record(
+                    actor=actor, action=f"{scope['method']} {loggable_path(path)}", target_type="api-key",
+                    target_id=None, payload=None, status_code=refusal.status, error=why,
+                    request_id=request_id(scope))
             return await error_response(refusal, scope)(scope, receive, _with_headers(send, decision))
         if principal is not None:
             scope.setdefault("state", {})["principal"] = principal
@@ -196,7 +207,18 @@ class AuthMiddleware:
             self._failed(scope, presented, source, "invalid API key")
             raise Unauthorized("invalid API key")
         client = scope.get("client")
-        return self.directory.key_principal(entry, client[0] if client else None, path)
+        try:
+            return self.directory.key_principal(entry, client[0] if client else None, path)
+        except DomainError as exc:
+            # a real key used where it may not be (another address or path, expired, its account suspended):
+            # worth an operator's attention, and it is no guess; it goes to the operations log below
+            account = self.directory.account(entry.account_id)
+            scope.setdefault("state", {})["refused_key"] = (
+                f"{account.username if account else '?'} (key {entry.name})", exc.message)
+            log.warning("API key %s of account %s refused on %s %s from %s: %s", entry.name,
+                        account.username if account else "?", scope["method"], loggable_path(path), source,
+                        exc.message)
+            raise
 
     def _failed(self, scope: Scope, presented: str, source: str, what: str) -> None:
         locked = self.throttle.failed(source)

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StrictFloat,
                       StrictInt, WithJsonSchema, field_validator)
 
+from controller.schemas.patching import no_default, refuse_null
 from controller.api import MAX_ID, BodyIntId, PageQuery
 
 #: a client's status: "blocked" by an operator, "expired"/"limited" by the schedule
@@ -83,16 +84,6 @@ def _lower(values: list[str] | None) -> list[str] | None:
     return None if values is None else [v.lower() for v in values]
 
 
-def _refuse_null(value: Any) -> Any:
-    # only an explicit null gets here (a field left out keeps its default without validation)
-    if value is None:
-        raise ValueError("cannot be null")
-    return value
-
-
-def _no_default(schema: dict[str, Any]) -> None:
-    """A PATCH field that may be left out but not set to null: the document shows no null default."""
-    schema.pop("default", None)
 
 
 #: free text: anything but NUL (the edge answers a NUL anywhere in a request with a 400)
@@ -123,9 +114,9 @@ class SubscriberBody(BaseModel):
         "not": {"required": ["days", "expires_at"]}})
     username: Username
     # left out: None (typed without None, so a null is refused; see SubscriberUpdate)
-    days: Days = Field(default=None, description="subscription length from now", json_schema_extra=_no_default)
+    days: Days = Field(default=None, description="subscription length from now", json_schema_extra=no_default)
     expires_at: ExpiresAt = Field(
-        default=None, json_schema_extra=_no_default,
+        default=None, json_schema_extra=no_default,
         description="instead of days: when access ends (with an offset); in the past: the client is created "
                     "expired; before 1970 or more than 36500 days ahead: that bound")
     data_limit_gb: DataLimitGb | None = Field(default=None, description="GiB; null or 0: no limit")
@@ -136,7 +127,7 @@ class SubscriberBody(BaseModel):
                                                                "account sees only what it owns); null: none")
 
     _nodes = field_validator("node_ids")(lambda cls, v: _lower(v))
-    _not_null = field_validator("days", "expires_at", mode="before")(lambda cls, v: _refuse_null(v))
+    _not_null = field_validator("days", "expires_at", mode="before")(lambda cls, v: refuse_null(v))
 
 
 class SubscriberUpdate(BaseModel):
@@ -147,10 +138,10 @@ class SubscriberUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"not": {"required": ["days", "expires_at"]}})
     # Typed without None (a null is refused) but defaulting to None, which pydantic does not validate: a field
     # left out reads None and is not in model_fields_set.
-    username: Username = Field(default=None, json_schema_extra=_no_default)
-    days: Days = Field(default=None, description="a new plan: from now", json_schema_extra=_no_default)
+    username: Username = Field(default=None, json_schema_extra=no_default)
+    days: Days = Field(default=None, description="a new plan: from now", json_schema_extra=no_default)
     expires_at: ExpiresAt = Field(
-        default=None, json_schema_extra=_no_default,
+        default=None, json_schema_extra=no_default,
         description="may be in the past: expires the client now; before 1970 or more than 36500 days ahead: "
                     "that bound")
     data_limit_gb: DataLimitGb | None = Field(default=None, description="GiB; null or 0: no limit")
@@ -159,7 +150,7 @@ class SubscriberUpdate(BaseModel):
     note: Note | None = Field(default=None, description="null: empty")
     owner_id: OwnerId | None = Field(default=None, description="null: no owner")
 
-    _not_null = field_validator("username", "days", "expires_at", mode="before")(lambda cls, v: _refuse_null(v))
+    _not_null = field_validator("username", "days", "expires_at", mode="before")(lambda cls, v: refuse_null(v))
     _nodes = field_validator("node_ids")(lambda cls, v: _lower(v))
 
 

@@ -11,6 +11,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSch
                       field_validator)
 from pydantic.json_schema import SkipJsonSchema
 
+from controller.schemas.patching import no_default
 from controller.api import PageQuery
 
 NodeStatus = Literal["pending", "creating", "running", "stopping", "stopped", "starting", "deleting", "deleted",
@@ -118,10 +119,6 @@ class NodeCreate(BaseModel):
     _no_inbounds = field_validator("v2ray_inbounds")(_refuse(_INBOUNDS_REFUSED))
 
 
-def _no_default(schema: dict[str, Any]) -> None:
-    """An optional, non-nullable field: its schema has no `default: null` (null is refused)."""
-    schema.pop("default", None)
-
 
 class NodeAgentSettings(BaseModel):
     """A node's own agent settings (merged over the fleet's)."""
@@ -129,9 +126,9 @@ class NodeAgentSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     # Not nullable (a null is a 422, not "unset"): omitted means unchanged.
     metrics_interval_seconds: JsonInt = Field(default=None, ge=1, le=3600,  # type: ignore[assignment]
-                                              json_schema_extra=_no_default)
+                                              json_schema_extra=no_default)
     log_level: Literal["debug", "info", "warning", "error"] = Field(  # type: ignore[assignment]
-        default=None, json_schema_extra=_no_default)
+        default=None, json_schema_extra=no_default)
 
 
 class NodeUpdate(BaseModel):

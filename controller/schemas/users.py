@@ -7,10 +7,11 @@ the role, who may change whom) are the service's and come back as 409s, 422s nam
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
+from controller.schemas.patching import no_default, refuse_null
 from controller.api import PageQuery
 from controller.schemas.clients import NO_NUL, USERNAME
 
@@ -32,14 +33,6 @@ PermissionNames = Annotated[list[Annotated[str, Field(max_length=64)]], Field(
                                 'defaults, never beyond; null: the role\'s defaults')]
 
 
-def _refuse_null(value: Any) -> Any:
-    if value is None:
-        raise ValueError("cannot be null")
-    return value
-
-
-def _no_default(schema: dict[str, Any]) -> None:
-    schema.pop("default", None)
 
 
 class AccountBody(BaseModel):
@@ -65,16 +58,16 @@ class AccountUpdate(BaseModel):
     the account enrols itself."""
 
     model_config = ConfigDict(extra="forbid")
-    username: Username = Field(default=None, json_schema_extra=_no_default)
+    username: Username = Field(default=None, json_schema_extra=no_default)
     email: Email | None = Field(default=None, description="null: none")
-    full_name: FullName = Field(default=None, json_schema_extra=_no_default)
-    role: RoleName = Field(default=None, json_schema_extra=_no_default)
-    status: AccountStatus = Field(default=None, json_schema_extra=_no_default)
+    full_name: FullName = Field(default=None, json_schema_extra=no_default)
+    role: RoleName = Field(default=None, json_schema_extra=no_default)
+    status: AccountStatus = Field(default=None, json_schema_extra=no_default)
     permissions: PermissionNames | None = Field(default=None, description="null: the role's defaults")
-    two_factor_enabled: StrictBool = Field(default=None, json_schema_extra=_no_default)
+    two_factor_enabled: StrictBool = Field(default=None, json_schema_extra=no_default)
 
     _not_null = field_validator("username", "full_name", "role", "status", "two_factor_enabled",
-                                mode="before")(lambda cls, v: _refuse_null(v))
+                                mode="before")(lambda cls, v: refuse_null(v))
 
 
 class ResetPasswordBody(BaseModel):

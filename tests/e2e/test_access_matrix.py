@@ -22,7 +22,7 @@ from controller.app import create_app
 from controller.edge.auth import is_public
 from controller.permissions import OWNER_SCOPED_ROLES, ROLE_PERMISSIONS, Role
 from controller.settings import Settings
-from tests.accounts import seed_accounts
+from tests.accounts import Person, seed_accounts
 from tests.controller_process import ControllerProcess
 
 ROLES = [Role.MANAGER, Role.VIEWER, Role.USER]
@@ -63,7 +63,8 @@ def ctl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ControllerPr
     try:
         c.start()  # the first start makes the admin account
         c.stop()
-        keys = {Role(role): key for role, (_, key) in seed_accounts(c.data_dir, [r.value for r in ROLES]).items()}
+        seeded = seed_accounts(c.data_dir, [Person(f"{r.value}-account", role=r.value, with_key=True) for r in ROLES])
+        keys = {r: seeded[f"{r.value}-account"].key for r in ROLES}
         keys[Role.ADMIN] = c.admin_key()
         c.start()
         yield c, keys

@@ -92,6 +92,10 @@ def test_allowed_ips(ctl: ControllerProcess) -> None:
     with as_key(ctl, elsewhere["api_key"]) as c:
         r = c.get("/api/v1/nodes")
         assert r.status_code == 403 and r.json()["error"]["code"] == "INSUFFICIENT_PERMISSIONS"
+    # a real key refused is recorded under its name (the audit middleware sees only admitted requests)
+    entry = next(o for o in ctl.api.get("/api/v1/operations", params={"actor": f"admin (key {elsewhere['name']})"})
+                 .json()["items"] if o["request_id"] == r.headers["x-request-id"])
+    assert entry["status_code"] == 403 and entry["result"] == "fail" and "address" in entry["error"]
     with as_key(ctl, here["api_key"]) as c:
         assert c.get("/api/v1/nodes").status_code == 200
 

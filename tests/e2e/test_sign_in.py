@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.controller_process import ControllerProcess
-from tests.e2e.accounts_seed import Person, seed_accounts
+from tests.accounts import Person, seed_accounts
 
 ACCESS_TTL = 30
 LOCKOUT = 4

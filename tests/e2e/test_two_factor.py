@@ -12,7 +12,7 @@ import pyotp
 import pytest
 
 from tests.controller_process import ControllerProcess
-from tests.e2e.accounts_seed import Person, seed_accounts
+from tests.accounts import Person, seed_accounts
 
 ATTEMPTS = 3
 ERIN = Person("erin", "erin-Secret-Passw0rd", role="manager")

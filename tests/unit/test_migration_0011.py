@@ -5,9 +5,7 @@ controller builds over the upgraded database (SQLite and PostgreSQL)."""
 from __future__ import annotations
 
 import datetime as dt
-import os
-import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -20,18 +18,8 @@ from controller.db import make_engine, make_sessionmaker, prepare_database
 from controller.migrations import alembic_config
 from controller.permissions import ALL, Role
 from controller.tokens import TokenSigner
-from tests.postgres_server import PostgresServer, pg_bindir
+from tests.postgres_server import NO_POSTGRES
 
-NO_POSTGRES = pg_bindir() is None or (os.geteuid() == 0 and shutil.which("runuser") is None)
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresServer]:
-    pg = PostgresServer().start()
-    try:
-        yield pg
-    finally:
-        pg.stop()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.skipif(

@@ -6,10 +6,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
-import shutil
 import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -23,18 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from controller.db import make_engine, prepare_database
 from controller.migrations import alembic_config
 from controller.models import Base
-from tests.postgres_server import PostgresServer, pg_bindir
+from tests.postgres_server import NO_POSTGRES
 
-NO_POSTGRES = pg_bindir() is None or (os.geteuid() == 0 and shutil.which("runuser") is None)
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresServer]:
-    pg = PostgresServer().start()
-    try:
-        yield pg
-    finally:
-        pg.stop()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.skipif(

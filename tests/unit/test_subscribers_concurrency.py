@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import os
-import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,9 +25,8 @@ from controller.models import Node, Subscriber, utcnow
 from controller.schemas.clients import SubscriberBody, SubscriberUpdate
 from controller.services.subscribers import GIB, SubscriberService
 from controller.settings import Settings
-from tests.postgres_server import PostgresServer, pg_bindir
+from tests.postgres_server import NO_POSTGRES, PostgresServer
 
-NO_POSTGRES = pg_bindir() is None or (os.geteuid() == 0 and shutil.which("runuser") is None)
 
 
 class FakeHub:
@@ -89,15 +86,6 @@ class Env:
         async with self.svc._sessions() as s:
             await s.execute(update(Subscriber).where(Subscriber.id == client_id).values(**values))
             await s.commit()
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresServer]:
-    pg = PostgresServer().start()
-    try:
-        yield pg
-    finally:
-        pg.stop()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.skipif(
