@@ -184,7 +184,7 @@ def test_operations_log_records_mutations(controller: ControllerProcess) -> None
     api.post("/api/v1/nodes", json={"region": "nowhere"})
     ops = api.get("/api/v1/operations").json()["items"]
     create = next(o for o in ops if o["action"] == "POST /api/v1/nodes" and o["result"] == "success")
-    assert create["actor"] == "admin" and create["target_id"] == nid and create["target_type"] == "node"
+    assert create["actor"] == "admin (key admin)" and create["target_id"] == nid and create["target_type"] == "node"
     assert create["payload"] == {"region": "local", "name": "audited"}
     failed = next(o for o in ops if o["result"] == "fail")
     assert failed["status_code"] == 422 and "unknown region" in failed["error"]
