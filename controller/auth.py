@@ -80,6 +80,8 @@ class Principal:
     session_id: str | None = None
     #: a key's own rate limit (requests per minute, burst), or None: the account's default
     rate_limit: tuple[int, int | None] | None = None
+    #: signed in to an account an admin reset (force_change): only a new password may be set until it is
+    must_change_password: bool = False
 
     @property
     def actor(self) -> str:
@@ -117,6 +119,7 @@ class AccountEntry:
     status: str
     permissions: tuple[str, ...] | None
     two_factor_enabled: bool
+    must_change_password: bool = False
 
     def permitted(self) -> frozenset[Permission]:
         return effective(self.role, self.permissions)
@@ -259,7 +262,7 @@ class Directory:
         if account is None or account.status != ACTIVE:
             raise TokenInvalid("token of an account that may not sign in")
         return Principal(account.id, account.username, account.role, account.permitted(),
-                         session_id=claims.session_id)
+                         session_id=claims.session_id, must_change_password=account.must_change_password)
 
     async def flush_last_used(self) -> None:
         """Write keys' last-used times (batched: a busy key costs one UPDATE a minute, not one a request)."""
@@ -286,7 +289,8 @@ class Directory:
 
 def _account_entry(a: Account) -> AccountEntry:
     return AccountEntry(a.id, a.username, Role(a.role), a.status,
-                        tuple(a.permissions) if a.permissions is not None else None, a.two_factor_enabled)
+                        tuple(a.permissions) if a.permissions is not None else None, a.two_factor_enabled,
+                        a.must_change_password)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from controller.auth import Directory, Principal
 from controller.edge.errors import error_response, loggable_path
 from controller.edge.rate_limit import Decision, RateLimiter
 from controller.edge.request_id import request_id
-from controller.errors import DomainError, TokenExpired, TokenInvalid, TooManyRequests, Unauthorized
+from controller.errors import DomainError, Forbidden, TokenExpired, TokenInvalid, TooManyRequests, Unauthorized
 from controller.services.operations import OperationLog
 from controller.tokens import ACCESS, SETUP, looks_like_jwt
 
@@ -33,6 +33,8 @@ PUBLIC_PREFIXES = ("/docs", "/sub/", "/agent/package/")
 #: public paths whose Authorization: Bearer is the route's own token (an mfa challenge, a refresh token), not an
 #: API credential: the edge neither resolves nor counts it (else each use would count as a failed guess)
 OWN_TOKEN_PATHS = ("/api/v1/auth/verify-2fa", "/api/v1/auth/refresh")
+#: all a sign-in may reach while its account must set a new password first (an admin reset it with force_change)
+PASSWORD_CHANGE_PATHS = ("/api/v1/auth/password", "/api/v1/auth/me", "/api/v1/auth/logout")
 #: where an account that must enrol 2FA first (auth.require_two_factor_roles) may use its setup token
 TWO_FACTOR_SETUP_PATHS = ("/api/v1/auth/2fa/setup", "/api/v1/auth/2fa/enable")
 #: addresses tracked at once; beyond it the least recently failing one is forgotten (memory stays bounded)
@@ -196,7 +198,11 @@ class AuthMiddleware:
         if looks_like_jwt(presented):
             try:
                 types = (ACCESS, SETUP) if path in TWO_FACTOR_SETUP_PATHS else (ACCESS,)
-                return self.directory.token_principal(presented, types)
+                principal = self.directory.token_principal(presented, types)
+                if principal.must_change_password and path not in PASSWORD_CHANGE_PATHS and not is_public(path):
+                    raise Forbidden("this account must set a new password first: PUT /api/v1/auth/password",
+                                    {"required": "password change"})
+                return principal
             except TokenExpired:
                 raise
             except TokenInvalid:

@@ -212,9 +212,16 @@ def test_reset_password(ctl: ControllerProcess) -> None:
     login = httpx.post(ctl.url + "/api/v1/auth/login", json={"username": account["username"],
                                                              "password": "Another-long-pass-7"},
                        verify=ctl.verify(), timeout=20)
-    if login.status_code != 404:  # the sign-in routes exist: the new password signs in
-        assert login.status_code == 200, login.text
-        assert login.json()["user"]["must_change_password"] is True
+    assert login.status_code == 200, login.text
+    assert login.json()["user"]["must_change_password"] is True
+    # until the account sets its own password, its sign-in reaches nothing else
+    with ctl.http_client(timeout=20, headers={"Authorization": f"Bearer {login.json()['access_token']}"}) as c:
+        r = c.get("/api/v1/nodes")
+        assert r.status_code == 403 and r.json()["error"]["details"] == {"required": "password change"}
+        assert c.get("/api/v1/auth/me").status_code == 200
+        assert c.put("/api/v1/auth/password", json={"current_password": "Another-long-pass-7",
+                                                    "new_password": "My-own-long-pass-8"}).status_code == 204
+        assert c.get("/api/v1/nodes").status_code == 200  # the same sign-in, now free
 
 
 async def test_the_last_active_admin_stays(tmp_path: Path) -> None:
