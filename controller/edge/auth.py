@@ -183,10 +183,13 @@ class AuthMiddleware:
             refused_key = scope.get("state", {}).get("refused_key")
             if refused_key is not None and self.operations is not None:
                 actor, why = refused_key
-                await self.operations.record(
-                    actor=actor, action=f"{scope['method']} {loggable_path(path)}", target_type="api-key",
-                    target_id=None, payload=None, status_code=refusal.status, error=why,
-                    request_id=request_id(scope))
+                try:  # as many as the anonymous rate limit lets through: the caller is refused as no one
+                    await self.operations.record(
+                        actor=actor, action=f"{scope['method']} {loggable_path(path)}", target_type="api-key",
+                        target_id=None, payload=None, status_code=refusal.status, error=why,
+                        request_id=request_id(scope))
+                except Exception:  # the audit log must never turn a refusal into a failure
+                    log.exception("could not write the operations log")
             return await error_response(refusal, scope)(scope, receive, _with_headers(send, decision))
         if principal is not None:
             scope.setdefault("state", {})["principal"] = principal
