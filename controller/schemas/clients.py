@@ -180,6 +180,8 @@ class SubscriptionQuery(BaseModel):
                     "local mixed inbound), else base64 (share links for v2rayN, v2rayNG, Shadowrocket, ...). "
                     "Aliases: v2ray, links = base64; singbox, json = sing-box; singbox-tun = sing-box-tun; "
                     "mihomo, yaml = clash; clash-premium = clash-legacy")
+    lang: Literal["en", "zh", "ru"] | None = Field(
+        default=None, description="the language of the page a browser gets (default: its Accept-Language)")
 
 
 # -- responses -----------------------------------------------------------------------------------------------

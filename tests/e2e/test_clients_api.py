@@ -302,6 +302,6 @@ def test_the_document_describes_every_client_route_and_the_subscription(ctl: Con
     assert update["days"]["maximum"] == 36500 and "anyOf" not in update["username"]  # null is refused
     sub = ops["GET", "/sub/{short_uuid}"]
     assert sub["security"] == []  # public: the short uuid is the secret
-    assert set(sub["responses"]["200"]["content"]) == {"text/plain", "application/json", "text/yaml"}
+    assert set(sub["responses"]["200"]["content"]) == {"text/plain", "application/json", "text/yaml", "text/html"}
     assert "subscription-userinfo" in sub["responses"]["200"]["headers"]
     assert {"404", "503"} <= set(sub["responses"])
