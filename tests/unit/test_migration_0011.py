@@ -5,7 +5,6 @@ controller builds over the upgraded database (SQLite and PostgreSQL)."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -14,33 +13,19 @@ from alembic import command
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from controller.auth import Directory, bootstrap_admin, hash_key, new_key
-from controller.db import make_engine, make_sessionmaker, prepare_database
+from controller.db import make_sessionmaker, prepare_database
 from controller.migrations import alembic_config
 from controller.permissions import ALL, Role
 from controller.tokens import TokenSigner
-from tests.postgres_server import NO_POSTGRES
 
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.skipif(
-    NO_POSTGRES, reason="PostgreSQL server binaries not installed (make test installs Debian's postgresql)"))])
-async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    """An empty database at migration 0010 (the schema before accounts)."""
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"
-    else:
-        url = request.getfixturevalue("postgres").url
-    eng = make_engine(url)
-    async with eng.begin() as conn:
+@pytest.fixture
+async def engine(engine: AsyncEngine) -> AsyncEngine:
+    """The empty database of tests/unit/conftest.py, at migration 0010 (the schema before accounts)."""
+    async with engine.begin() as conn:
         await conn.run_sync(lambda c: command.upgrade(alembic_config(c), "0010"))
-    try:
-        yield eng
-    finally:
-        if request.param == "postgresql":
-            async with eng.begin() as conn:
-                await conn.execute(sa.text("DROP SCHEMA public CASCADE"))
-                await conn.execute(sa.text("CREATE SCHEMA public"))
-        await eng.dispose()
+    return engine
 
 
 async def _insert_key(engine: AsyncEngine, name: str, key: str, is_admin: bool) -> None:

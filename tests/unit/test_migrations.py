@@ -7,8 +7,6 @@ import datetime as dt
 import json
 import logging
 import warnings
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from alembic import command
@@ -18,30 +16,10 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from controller.db import make_engine, prepare_database
+from controller.db import prepare_database
 from controller.migrations import alembic_config
 from controller.models import Base
-from tests.postgres_server import NO_POSTGRES
 
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.skipif(
-    NO_POSTGRES, reason="PostgreSQL server binaries not installed (make test installs Debian's postgresql)"))])
-async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    """An empty database (no migration run yet)."""
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"
-    else:
-        url = request.getfixturevalue("postgres").url
-    eng = make_engine(url)
-    try:
-        yield eng
-    finally:
-        if request.param == "postgresql":  # one server for the module: leave it empty for the next test
-            async with eng.begin() as conn:
-                await conn.execute(text("DROP SCHEMA public CASCADE"))
-                await conn.execute(text("CREATE SCHEMA public"))
-        await eng.dispose()
 
 
 async def test_migrations_match_models(engine: AsyncEngine) -> None:

@@ -25,7 +25,6 @@ from controller.models import Node, Subscriber, utcnow
 from controller.schemas.clients import SubscriberBody, SubscriberUpdate
 from controller.services.subscribers import GIB, SubscriberService
 from controller.settings import Settings
-from tests.postgres_server import NO_POSTGRES, PostgresServer
 
 
 
@@ -88,15 +87,9 @@ class Env:
             await s.commit()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.skipif(
-    NO_POSTGRES, reason="PostgreSQL server binaries not installed (make test installs Debian's postgresql)"))])
-async def env(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Env]:
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'c.db'}"
-    else:
-        pg: PostgresServer = request.getfixturevalue("postgres")
-        url = pg.url
-    engine = make_engine(url)
+@pytest.fixture
+async def env(engine: AsyncEngine, tmp_path: Path) -> AsyncIterator[Env]:
+    """A subscriber service over each backend's empty database (tests/unit/conftest.py), with one node."""
     await prepare_database(engine)
     settings = Settings(data_dir=tmp_path)
     hub = FakeHub()
@@ -105,14 +98,7 @@ async def env(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[E
         node = Node(name="n1", region="local", provider="local", status="running", public_ip="203.0.113.5")
         s.add(node)
         await s.commit()
-    try:
-        yield Env(engine, settings, hub, svc, node.uuid)
-    finally:
-        if request.param == "postgresql":  # one server for the module: leave it empty for the next test
-            async with engine.begin() as conn:
-                await conn.execute(text("DROP SCHEMA public CASCADE"))
-                await conn.execute(text("CREATE SCHEMA public"))
-        await engine.dispose()
+    yield Env(engine, settings, hub, svc, node.uuid)
 
 
 async def test_concurrent_extends_all_count_and_each_pushes_once(env: Env) -> None:
