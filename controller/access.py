@@ -44,6 +44,10 @@ class Requirement:
         return self.permission.value if self.permission else "signed in"
 
 
+#: an account id none has (ids start at 1): a filter by it matches nothing
+NO_ACCOUNT = 0
+
+
 @dataclass(frozen=True)
 class Access:
     """The caller of a route, as its handler sees it."""
@@ -51,6 +55,14 @@ class Access:
     principal: Principal | None
     #: only rows of this account (an owner-scoped caller on an ``owned`` route), or None: every row
     owner_id: int | None = None
+
+    def owner_filter(self, requested: int | None) -> int | None:
+        """The owner a list filters by, given the ``owner_id`` the caller asked for: what it asked (None: every
+        row) for an operator; its own account for an owner-scoped caller, and for one asking for another
+        account's, an id no account has (ids start at 1), so it gets an empty list as if it owned nothing."""
+        if self.owner_id is None:
+            return requested
+        return self.owner_id if requested in (None, self.owner_id) else NO_ACCOUNT
 
 
 class _Check:

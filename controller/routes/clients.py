@@ -79,11 +79,8 @@ async def cut_over_shared_credentials(ctl: Ctl) -> dict[str, Any]:
 async def list_clients(q: Annotated[ClientQuery, Query()], ctl: Ctl, access: Viewer) -> dict[str, Any]:
     """Subscribers, oldest first (a user account: the ones it owns)."""
     svc = ctl.subscribers
-    if access.owner_id is not None and q.owner_id not in (None, access.owner_id):
-        return page_of([], 0, q)  # a user asking for another account's: none (as if it owned nothing)
-    owner = access.owner_id if access.owner_id is not None else q.owner_id
     rows, total = await svc.list(status=q.status, expired=q.expired, search=q.search, page=q.page, size=q.size,
-                                 owner_id=owner)
+                                 owner_id=access.owner_filter(q.owner_id))
     return page_of([_out(svc, r) for r in rows], total, q)
 
 

@@ -148,11 +148,8 @@ async def server_status(id: IntId, ctl: Ctl) -> dict[str, Any]:
 @router.get("/api/v1/wireguard/clients", response_model=Page[ClientOut], summary="List WireGuard clients")
 async def list_clients(q: Annotated[ClientQuery, Query()], ctl: Ctl, access: PeerViewer) -> dict[str, Any]:
     """WireGuard clients (a user account: the ones it owns)."""
-    if access.owner_id is not None and q.owner_id not in (None, access.owner_id):
-        return page_of([], 0, q)  # a user asking for another account's: none (as if it owned nothing)
-    owner = access.owner_id if access.owner_id is not None else q.owner_id
     rows, total = await ctl.wireguard.list_clients(server_id=q.server_id, status=q.status, search=q.search,
-                                                   page=q.page, size=q.size, owner_id=owner)
+                                                   page=q.page, size=q.size, owner_id=access.owner_filter(q.owner_id))
     return page_of([client_to_dict(c) for c in rows], total, q)
 
 
