@@ -89,10 +89,6 @@ class Principal:
         return f"{self.username} (key {self.key_name})" if self.key_id is not None else self.username
 
     @property
-    def name(self) -> str:
-        return self.actor
-
-    @property
     def is_admin(self) -> bool:
         return self.role is Role.ADMIN
 

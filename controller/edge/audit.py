@@ -124,7 +124,7 @@ class AuditMiddleware:
         client_id = _canonical_id(params.get("client_id")) or (target_id if resource == "clients" else None)
         try:
             await self.operations.record(
-                actor=scope["state"]["principal"].name, action=f"{scope['method']} {template}",
+                actor=scope["state"]["principal"].actor, action=f"{scope['method']} {template}",
                 target_type=target_type, target_id=target_id, payload=payload, status_code=status,
                 error=message, request_id=request_id(scope), client_id=client_id,
             )
