@@ -9,7 +9,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from controller.access import requirement_of
+from controller.access import Requirement, requirement_of
 from controller.api import http_routes
 from controller.permissions import ALL, ROLE_PERMISSIONS, Permission, Role
 
@@ -28,6 +28,18 @@ everyone else's ids are `404` to it. Every other route refuses it, whatever its 
 """
 
 
+def declared_routes() -> list[tuple[str, str, Requirement | None]]:
+    """(method, path, its declaration or None) of every HTTP route of the app, sorted by path (HEAD left out)."""
+    with tempfile.TemporaryDirectory() as data_dir:
+        from controller.app import create_app  # the app is built to read its routes, never started
+        from controller.settings import Settings
+
+        app = create_app(Settings(data_dir=Path(data_dir)))
+    return [(method, route.path, requirement_of(route))
+            for route in sorted(http_routes(app.routes), key=lambda r: (r.path, sorted(r.methods)))
+            for method in sorted(route.methods - {"HEAD"})]
+
+
 def render() -> str:
     lines = [_INTRO, "## Roles", "", "| permission | " + " | ".join(r.value for r in Role) + " |",
              "|---|" + "---|" * len(Role)]
@@ -36,19 +48,12 @@ def render() -> str:
         lines.append(f"| `{p.value}` | " + " | ".join(marks) + " |")
     lines += ["", f"`admin` holds all {len(ALL)}. `*` in an account's or key's `permissions` means all of them.", "",
               "## Routes", "", "| method | path | needs | owned |", "|---|---|---|---|"]
-    with tempfile.TemporaryDirectory() as data_dir:
-        from controller.app import create_app  # the app is built to read its routes, never started
-        from controller.settings import Settings
-
-        app = create_app(Settings(data_dir=Path(data_dir)))
-    for route in sorted(http_routes(app.routes), key=lambda r: (r.path, sorted(r.methods))):
-        req = requirement_of(route)
+    for method, path, req in declared_routes():
         if req is None:
             continue
-        for method in sorted(route.methods - {"HEAD"}):
-            need = "anyone" if req.public else (f"`{req.permission.value}`" if req.permission else "signed in")
-            owned = "owned" if req.owned and not req.public else ""
-            lines.append(f"| {method} | `{route.path}` | {need} | {owned} |")
+        need = "anyone" if req.public else (f"`{req.permission.value}`" if req.permission else "signed in")
+        owned = "owned" if req.owned and not req.public else ""
+        lines.append(f"| {method} | `{path}` | {need} | {owned} |")
     return "\n".join(lines) + "\n"
 
 

@@ -8,20 +8,16 @@ declaration fails here (and the app refuses to start with one).
 from __future__ import annotations
 
 import re
-import tempfile
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from controller.access import Requirement, requirement_of
-from controller.api import http_routes
-from controller.app import create_app
+from controller.access import Requirement
+from controller.access_reference import declared_routes
 from controller.edge.auth import is_public
 from controller.permissions import OWNER_SCOPED_ROLES, ROLE_PERMISSIONS, Role
-from controller.settings import Settings
 from tests.accounts import Person, seed_accounts
 from tests.controller_process import ControllerProcess
 
@@ -30,17 +26,7 @@ ROLES = [Role.MANAGER, Role.VIEWER, Role.USER]
 UUID_PATHS = re.compile(r"^/api/v1/(nodes|clients)/|^/api/v2ray/instances/")
 
 
-def routes() -> list[tuple[str, str, Requirement | None]]:
-    with tempfile.TemporaryDirectory() as data_dir:  # the app is built, never started
-        app = create_app(Settings(data_dir=Path(data_dir)))
-    out = []
-    for route in http_routes(app.routes):
-        for method in sorted(route.methods - {"HEAD"}):
-            out.append((method, route.path, requirement_of(route)))
-    return out
-
-
-ROUTES = routes()
+ROUTES = declared_routes()
 
 
 def fill(path: str) -> str:
