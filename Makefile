@@ -7,7 +7,9 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 # Debian packages the tests drive for real: cloud-init (schema check of our user data), PostgreSQL,
 # V2Ray (real traffic), WireGuard (wireguard-go in network namespaces), tcpdump (what crosses the path).
-DEB_PACKAGES := cloud-init iproute2 iptables iputils-ping postgresql tcpdump v2ray wireguard-tools wireguard-go
+# Chromium (and a CJK font, so the Chinese screens render in the screenshots) for the panel's browser tests.
+DEB_PACKAGES := cloud-init iproute2 iptables iputils-ping postgresql tcpdump v2ray wireguard-tools wireguard-go \
+                chromium fonts-wqy-microhei
 
 # Xray-core, built from source by `go install` at a pinned version: the proxy core the tests drive for real, and
 # the binary the controller serves to its nodes (controller/core_bundle.py). v1.260327.0 is Xray 26.3.27.
@@ -36,7 +38,7 @@ CORE_ENV   := PATH="$(abspath $(VENV))/bin:$$PATH" VPNFLEET_XRAY="$(abspath $(XR
 GO_ENV     := GOPATH="$(GO_DIR)" GOMODCACHE="$(GO_DIR)/pkg/mod" GOCACHE="$(GO_DIR)/cache" \
               GOFLAGS="-buildvcs=false -modcacherw" GOTOOLCHAIN=local CGO_ENABLED=0
 
-.PHONY: run test setup system-deps protos check-protos bench clean xray
+.PHONY: run test setup system-deps protos check-protos bench clean xray panel panel-deps check-panel screenshots
 
 setup: $(VENV)/.installed
 
@@ -58,7 +60,7 @@ system-deps:
 run: setup $(XRAY)
 	$(CORE_ENV) $(VENV)/bin/vpnfleet-controller $(if $(CONFIG),--config $(CONFIG))
 
-test: setup system-deps check-protos $(XRAY) $(SING_BOX)
+test: setup system-deps check-protos check-panel $(XRAY) $(SING_BOX)
 	$(CORE_ENV) VPNFLEET_SING_BOX="$(abspath $(SING_BOX))" $(VENV)/bin/pytest -q
 
 $(SING_BOX_STAMP): | $(VENV)/.installed
@@ -112,6 +114,29 @@ protos: setup
 # Fails when the committed generated modules differ from what protoc makes of the .proto files.
 check-protos: setup
 	@$(PY) -m pytest -q -p no:cacheprovider tests/unit/test_protos_current.py
+
+# The operator panel (controller/panel): TypeScript + Preact, bundled by esbuild, its packages pinned in
+# package-lock.json. The built files (dist/) and the API client's types (src/api/schema.d.ts, generated from
+# /openapi.json) are committed, so `make run` needs no Node.js; check-panel fails when either is stale.
+PANEL := controller/panel
+NPM   := npm --prefix $(PANEL) --no-audit --no-fund --loglevel=error
+
+panel-deps: $(PANEL)/node_modules/.installed
+
+$(PANEL)/node_modules/.installed: $(PANEL)/package.json $(PANEL)/package-lock.json
+	$(NPM) ci
+	touch $@
+
+panel: setup panel-deps
+	$(PY) -m controller.openapi_export $(PANEL)/build/openapi.json
+	cd $(PANEL) && npx openapi-typescript build/openapi.json -o src/api/schema.d.ts && npx tsc --noEmit && node build.mjs
+
+check-panel: setup panel-deps
+	@$(PY) -m pytest -q -p no:cacheprovider tests/unit/test_panel_current.py
+
+# Screenshots of the panel's main screens at desktop and phone width, in light and dark, into build/screenshots/.
+screenshots: setup panel-deps system-deps $(XRAY)
+	$(CORE_ENV) $(PY) -m tests.browser.screenshots build/screenshots
 
 bench: setup
 	$(PY) bench/agents.py --agents 1000

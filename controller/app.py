@@ -46,7 +46,8 @@ from controller.providers.local import LocalProvider
 from controller.local_relay import LocalRelay
 from controller.notifier import make_notifier
 from controller.routes import (agent_package, api_keys, auth, clients, docs, ipv6, node_certificates, nodes,
-                               operations, regions, streams, subscription, system, users, v2ray_compat, wireguard)
+                               operations, panel, regions, streams, subscription, system, users, v2ray_compat,
+                               wireguard)
 from controller.services.accounts import AccountService
 from controller.services.api_keys import ApiKeyService
 from controller.services.sign_ins import SignInService
@@ -281,6 +282,7 @@ def create_app(settings: Settings) -> FastAPI:
     for module in ROUTE_MODULES:
         app.include_router(module.router)
     app.include_router(docs.router)
+    app.include_router(panel.router)
     # every route declares what it needs (controller.access): one that does not, does not start
     check_routes(http_routes(app.routes), is_public)
     app.state.ctl = ctl

@@ -28,8 +28,8 @@ log = logging.getLogger("vpnfleet.auth")
 #: paths anyone may call (DESIGN.md): health, the API description, token-authenticated downloads, and signing in
 PUBLIC_PATHS = ("/api/v1/health", "/openapi.json", "/api/v1/auth/login", "/api/v1/auth/refresh",
                 "/api/v1/auth/verify-2fa", "/api/v1/auth/register", "/api/v1/auth/verify",
-                "/api/v1/auth/reset-password", "/api/v1/auth/reset-password/request")
-PUBLIC_PREFIXES = ("/docs", "/sub/", "/agent/package/")
+                "/api/v1/auth/reset-password", "/api/v1/auth/reset-password/request", "/ui")
+PUBLIC_PREFIXES = ("/docs", "/sub/", "/agent/package/", "/ui/")
 #: public paths whose Authorization: Bearer is the route's own token (an mfa challenge, a refresh token), not an
 #: API credential: the edge neither resolves nor counts it (else each use would count as a failed guess)
 OWN_TOKEN_PATHS = ("/api/v1/auth/verify-2fa", "/api/v1/auth/refresh")

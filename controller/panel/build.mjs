@@ -1,0 +1,50 @@
+// Builds the panel into dist/ (or the directory given): dist/index.html and dist/assets/app-<hash>.{js,css}.
+// The output is committed and a test rebuilds it to check it is current (as the protobuf modules are); esbuild
+// at a pinned version makes the same bytes from the same sources, so the check is exact.
+import * as esbuild from "esbuild";
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { basename, join, resolve } from "node:path";
+
+const out = resolve(process.argv[2] ?? "dist");
+rmSync(out, { recursive: true, force: true });
+mkdirSync(join(out, "assets"), { recursive: true });
+
+const result = await esbuild.build({
+  entryPoints: { app: "src/main.tsx" },
+  bundle: true,
+  minify: true,
+  format: "esm",
+  target: "es2022",
+  jsx: "automatic",
+  jsxImportSource: "preact",
+  legalComments: "none",
+  outdir: join(out, "assets"),
+  entryNames: "[name]-[hash]",
+  metafile: true,
+  logLevel: "warning",
+});
+
+const outputs = Object.keys(result.metafile.outputs).map((p) => basename(p));
+const js = outputs.find((f) => f.endsWith(".js"));
+const css = outputs.find((f) => f.endsWith(".css"));
+if (!js || !css) throw new Error(`build made ${outputs.join(", ")}: expected one .js and one .css`);
+
+// No inline script or style: the page's CSP allows only files from /ui/assets/.
+writeFileSync(join(out, "index.html"), `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="color-scheme" content="light dark">
+<title>vpnfleet</title>
+<link rel="icon" href="data:,">
+<link rel="stylesheet" href="/ui/assets/${css}">
+<script type="module" src="/ui/assets/${js}"></script>
+</head>
+<body>
+<div id="app"></div>
+<noscript>vpnfleet's panel needs JavaScript. The API is at /docs.</noscript>
+</body>
+</html>
+`);
+console.log(`panel: built ${out}: ${js}, ${css}`);
