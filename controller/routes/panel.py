@@ -9,6 +9,7 @@ panel works offline, under a CSP that allows only its own files and calls to thi
 from __future__ import annotations
 
 import gzip
+import os
 import re
 from dataclasses import dataclass
 from functools import cache
@@ -20,7 +21,8 @@ from starlette.responses import RedirectResponse, Response
 from controller.access import public
 from controller.errors import NotFound
 
-DIST = Path(__file__).resolve().parent.parent / "panel" / "dist"
+#: the committed build; $VPNFLEET_PANEL_DIST serves another (a build in progress, while working on the panel)
+DIST = Path(os.environ.get("VPNFLEET_PANEL_DIST") or Path(__file__).resolve().parent.parent / "panel" / "dist")
 #: what the build writes to dist/assets: app-<hash>.js and app-<hash>.css
 _ASSET = re.compile(r"[A-Za-z0-9_-]{1,64}\.(js|css)")
 _TYPES = {"js": "text/javascript; charset=utf-8", "css": "text/css; charset=utf-8"}
@@ -36,8 +38,13 @@ class Asset:
     media_type: str
 
 
-@cache
 def _asset(path: Path, media_type: str) -> Asset:
+    return _read(path, path.stat().st_mtime_ns, media_type)
+
+
+@cache
+def _read(path: Path, _mtime_ns: int, media_type: str) -> Asset:
+    """The file as it is at that modification time (a rebuilt index.html is answered at once)."""
     body = path.read_bytes()
     return Asset(body, gzip.compress(body, compresslevel=9, mtime=0), media_type)
 
