@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from controller.edge.headers import API_CSP, DOCS_CSP, SecurityHeadersMiddleware
+from controller.edge.headers import API_CSP, DOCS_CSP, PANEL_CSP, SecurityHeadersMiddleware
 
 
 async def headers_for(path: str, hsts: bool, own: list[tuple[bytes, bytes]] | None = None) -> dict[str, str]:
@@ -28,5 +28,8 @@ async def test_headers() -> None:
     docs = await headers_for("/docs/static/swagger-ui.css", hsts=True)
     assert docs["content-security-policy"] == DOCS_CSP and "'unsafe-inline'" not in DOCS_CSP
     assert docs["strict-transport-security"].startswith("max-age=")
+    panel = await headers_for("/ui/assets/app-X.js", hsts=False)
+    assert panel["content-security-policy"] == PANEL_CSP
+    assert "'unsafe-inline'" not in PANEL_CSP and "'unsafe-eval'" not in PANEL_CSP and "connect-src 'self'" in PANEL_CSP
     own = await headers_for("/x", hsts=False, own=[(b"content-security-policy", b"sandbox")])
     assert own["content-security-policy"] == "sandbox"
