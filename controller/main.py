@@ -110,6 +110,7 @@ def banner(app: Starlette, settings: Settings, tls: rest_tls.RestTls | None, out
         tls_line = f"  TLS:       SHA-256 {tls.fingerprint}\n             ({trust})\n"
     print(f"vpnfleet controller {__version__}\n"
           f"  API:       {url}/api/v1   (seed-000 API: {url}/api/v2ray)\n"
+          f"  Panel:     {url}/ui/   (sign in as admin)\n"
           f"  Docs:      {url}/docs   (OpenAPI: {url}/openapi.json)\n"
           f"{tls_line}"
           f"  Agents:    gRPC mTLS {settings.advertised_grpc}, enrollment {settings.advertised_enroll}\n"
