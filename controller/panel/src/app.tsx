@@ -22,7 +22,7 @@ function applyTheme(theme: Theme): void {
 
 export function allowed(entry: ScreenEntry, user: SignedInUser | null): boolean {
   if (!user) return false;
-  if (ownerScoped(user)) return !!entry.owned;
+  if (ownerScoped(user) && !entry.owned) return false;
   return entry.permission ? may(user, entry.permission) : true;
 }
 

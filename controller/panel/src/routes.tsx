@@ -21,8 +21,9 @@ export interface ScreenEntry {
   section: string;
   /** its navigation label (a key of the common catalog); no label: reached from another screen only */
   nav?: keyof typeof common.en;
-  /** a `user` account's screens; every other screen needs `permission` and is refused to owner-scoped roles */
+  /** a `user` account may see it (its own things only); every other screen is refused to owner-scoped roles */
   owned?: boolean;
+  /** what the account needs to see it (none: every signed-in account) */
   permission?: Permission;
   render: (route: Route) => JSX.Element;
 }
@@ -36,7 +37,7 @@ export const SCREENS: ScreenEntry[] = [
   { section: "wireguard", nav: "wireguard", permission: "wireguard.view", render: (r) => <Wireguard route={r} /> },
   { section: "operations", nav: "operations", permission: "operations.view", render: (r) => <Operations route={r} /> },
   { section: "accounts", nav: "accounts", permission: "users.view", render: (r) => <Accounts route={r} /> },
-  { section: "keys", nav: "apiKeys", render: () => <ApiKeys /> },
+  { section: "keys", nav: "apiKeys", owned: true, permission: "keys.manage", render: () => <ApiKeys /> },
   { section: "mine", nav: "mine", owned: true, render: () => <Mine /> },
   { section: "settings", nav: "settings", owned: true, render: () => <Settings /> },
 ];
