@@ -27,12 +27,16 @@ export function TimeChart({ title, times, series, height = 220 }: ChartProps) {
     const el = box.current;
     if (!el) return;
     const format = series[0]?.format ?? ((v: number) => String(v));
+    const style = getComputedStyle(el);
+    const ink = style.color;
+    const line = style.getPropertyValue("--line").trim() || "#d0d7de";
     const plot = new uPlot({
       width: el.clientWidth || 600, height,
       series: [{}, ...series.map((s) => ({ label: s.label, stroke: s.stroke, width: 2,
                                            value: (_u: uPlot, v: number | null) => (v === null ? "—" : (s.format ?? format)(v)) }))],
-      axes: [{ stroke: "currentColor" }, { stroke: "currentColor", size: 70,
-                                            values: (_u: uPlot, ticks: number[]) => ticks.map(format) }],
+      // a canvas knows no CSS variables or currentColor: the theme's colours are read off the page
+      axes: [{ stroke: ink, grid: { stroke: line } },
+             { stroke: ink, grid: { stroke: line }, size: 96, values: (_u: uPlot, ticks: number[]) => ticks.map(format) }],
       legend: { show: true },
     }, [times, ...series.map((s) => s.values)] as uPlot.AlignedData, el);
     const resize = new ResizeObserver(() => plot.setSize({ width: el.clientWidth || 600, height }));
