@@ -88,6 +88,11 @@ def import_links(url: str, name: str) -> list[tuple[str, str]]:
     ]
 
 
+def format_urls(url: str) -> list[tuple[str, str]]:
+    """(label, URL) of the subscription in each format a QR code is shown for (QR_FORMATS)."""
+    return [(label, f"{url}?format={fmt}") for label, fmt in QR_FORMATS]
+
+
 def _qr(data: str) -> str:
     return segno.make(data, error="m").svg_data_uri(scale=4, border=2)
 
@@ -107,5 +112,4 @@ def render_page(facts: PageFacts, locale: str, now: dt.datetime | None = None) -
         used=used, limit=limit, share=share, share_text=format_percent(share, locale=locale) if share is not None
         else None, expires=format_date(facts.expires_at.date(), format="long", locale=locale), days_left=days_left,
         links=import_links(facts.subscription_url, facts.username),
-        qrs=[(label, f"{facts.subscription_url}?format={fmt}", _qr(f"{facts.subscription_url}?format={fmt}"))
-             for label, fmt in QR_FORMATS])
+        qrs=[(label, url, _qr(url)) for label, url in format_urls(facts.subscription_url)])

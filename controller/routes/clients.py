@@ -12,11 +12,13 @@ from controller.access import Access, requires
 from controller.permissions import Permission as P
 from controller.api import Ctl, Page, errors, page_of, uuid_or_404, uuid_path
 from controller.models import Subscriber, utcnow
-from controller.schemas.clients import (SubscriberConfig, SubscriberOut, ClientQuery, SubscriberUsage, CutOverResult,
-                                        ExtendBody, SubscriberBody, SubscriberUpdate, UsageQuery)
+from controller.schemas.clients import (SubscriberConfig, SubscriberImport, SubscriberOut, ClientQuery,
+                                        SubscriberUsage, CutOverResult, ExtendBody, SubscriberBody, SubscriberUpdate,
+                                        UsageQuery)
 from controller.serializers import iso
 from controller.services.subscribers import GIB, SubscriberService, endpoint_credentials
 from controller.share_links import render_base64
+from controller.subscription_page import format_urls, import_links
 
 router = APIRouter(tags=["clients"])
 
@@ -153,6 +155,19 @@ async def client_config(id: ClientId, ctl: Ctl, access: Viewer) -> dict[str, Any
     """The subscription (seed 004's shape): `config_data` is the base64 subscription of share links."""
     svc = ctl.subscribers
     return await _config(svc, await svc.get(client_id(id), access.owner_id))
+
+
+@router.get("/api/v1/clients/{id}/import", response_model=SubscriberImport, responses=errors(404),
+            summary="Get a client's import links")
+async def client_import(id: ClientId, ctl: Ctl, access: Viewer) -> dict[str, Any]:
+    """What the subscriber's page offers: the subscription URL per format (for QR codes) and one-tap import
+    links for v2rayNG, sing-box, Clash/mihomo, Shadowrocket, Hiddify and Streisand."""
+    svc = ctl.subscribers
+    sub = await svc.get(client_id(id), access.owner_id)
+    url = svc.subscription_url(sub)
+    return {"client_id": sub.id, "subscription_url": url, "available": bool(await svc.endpoints(sub)),
+            "formats": [{"name": name, "url": u} for name, u in format_urls(url)],
+            "import_links": [{"app": app, "url": link} for app, link in import_links(url, sub.username)]}
 
 
 @router.post("/api/v1/clients/{id}/config/rotate", dependencies=[requires(P.SUBSCRIBERS_EDIT)], response_model=SubscriberConfig, responses=errors(404),

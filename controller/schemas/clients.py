@@ -222,6 +222,27 @@ class SubscriberConfig(BaseModel):
                                          "client")
 
 
+class FormatUrl(BaseModel):
+    name: str = Field(description="what the apps call the format: base64, sing-box, clash")
+    url: str = Field(description="the subscription URL in that format (what its QR code carries)")
+
+
+class ImportLink(BaseModel):
+    app: str = Field(description="the app (or apps) the link opens: v2rayNG, sing-box, Clash / mihomo, ...")
+    url: str = Field(description="a one-tap import link: the app's URL scheme carrying the subscription URL")
+
+
+class SubscriberImport(BaseModel):
+    """What the subscriber's page (/sub/<short_uuid>) offers for importing: one URL per format and a one-tap
+    link per app, built by controller.subscription_page (so the panel shows the same links as the page)."""
+
+    client_id: str
+    subscription_url: str
+    available: bool = Field(description="a running node serves the subscription now")
+    formats: list[FormatUrl]
+    import_links: list[ImportLink]
+
+
 class DayUsage(BaseModel):
     date: str = Field(description="YYYY-MM-DD, UTC")
     upload_bytes: int

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import html
 import json
 import uuid
 from pathlib import Path
@@ -168,6 +169,26 @@ def test_block_unblock_extend_and_operations_log(ctl: ControllerProcess, node: d
     assert {"id", "client_id", "action", "payload", "result", "error", "created_at"} <= set(ops[0])
 
 
+def test_import_links_are_the_subscription_pages(ctl: ControllerProcess, node: dict) -> None:
+    """GET .../import answers what the subscriber's page offers (the panel shows it): a URL per format, one
+    one-tap link per app, the same links the page renders; a user account only for what it owns."""
+    sub = _create(ctl, username="importer")
+    r = ctl.api.get(f"/api/v1/clients/{sub['id']}/import")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    url = sub["subscription_url"]
+    assert body["client_id"] == sub["id"] and body["subscription_url"] == url and body["available"] is True
+    assert body["formats"] == [{"name": "base64", "url": url + "?format=base64"},
+                               {"name": "sing-box", "url": url + "?format=sing-box-tun"},
+                               {"name": "clash", "url": url + "?format=clash"}]
+    assert [link["app"] for link in body["import_links"]] == ["v2rayNG", "sing-box", "Clash / mihomo",
+                                                               "Shadowrocket", "Hiddify", "Streisand"]
+    page = ctl.get(f"/sub/{sub['short_uuid']}", headers={"Accept": "text/html", "User-Agent": "Mozilla/5.0"}).text
+    for link in body["import_links"] + body["formats"]:
+        assert f'"{html.escape(link["url"])}"' in page, link
+    assert ctl.api.get(f"/api/v1/clients/{uuid.uuid4()}/import").status_code == 404
+
+
 def test_rotate_changes_credentials_and_short_uuid(ctl: ControllerProcess, node: dict) -> None:
     carol = _create(ctl, username="carol")
     old = ctl.api.get(f"/api/v1/clients/{carol['id']}/config").json()
@@ -283,7 +304,7 @@ def test_the_document_describes_every_client_route_and_the_subscription(ctl: Con
     spec = ctl.api.get("/openapi.json").json()
     ops = {(m.upper(), p): op for p, item in spec["paths"].items() for m, op in item.items()
            if p.startswith(("/api/v1/clients", "/sub/"))}
-    assert len(ops) == 14, sorted(ops)
+    assert len(ops) == 15, sorted(ops)
     for (method, path), op in ops.items():
         assert op["summary"] and op["tags"], (method, path)
         for status, response in op["responses"].items():

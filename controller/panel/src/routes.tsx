@@ -37,7 +37,7 @@ export const SCREENS: ScreenEntry[] = [
   { section: "wireguard", nav: "wireguard", permission: "wireguard.view", render: (r) => <Wireguard route={r} /> },
   { section: "operations", nav: "operations", permission: "operations.view", render: (r) => <Operations route={r} /> },
   { section: "accounts", nav: "accounts", permission: "users.view", render: (r) => <Accounts route={r} /> },
-  { section: "keys", nav: "apiKeys", owned: true, permission: "keys.manage", render: () => <ApiKeys /> },
   { section: "mine", nav: "mine", owned: true, render: () => <Mine /> },
+  { section: "keys", nav: "apiKeys", owned: true, permission: "keys.manage", render: () => <ApiKeys /> },
   { section: "settings", nav: "settings", owned: true, render: () => <Settings /> },
 ];

@@ -552,6 +552,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/clients/{id}/import": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get a client's import links
+         * @description What the subscriber's page offers: the subscription URL per format (for QR codes) and one-tap import
+         *     links for v2rayNG, sing-box, Clash/mihomo, Shadowrocket, Hiddify and Streisand.
+         */
+        get: operations["client_import_api_v1_clients__id__import_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/clients/{id}/unblock": {
         parameters: {
             query?: never;
@@ -2195,6 +2216,19 @@ export interface components {
              */
             days: number;
         };
+        /** FormatUrl */
+        FormatUrl: {
+            /**
+             * Name
+             * @description what the apps call the format: base64, sing-box, clash
+             */
+            name: string;
+            /**
+             * Url
+             * @description the subscription URL in that format (what its QR code carries)
+             */
+            url: string;
+        };
         /**
          * Health
          * @description What anyone may know: whether the controller is healthy. The rest needs an API key.
@@ -2220,6 +2254,19 @@ export interface components {
              * @description with an API key only
              */
             version?: string | null;
+        };
+        /** ImportLink */
+        ImportLink: {
+            /**
+             * App
+             * @description the app (or apps) the link opens: v2rayNG, sing-box, Clash / mihomo, ...
+             */
+            app: string;
+            /**
+             * Url
+             * @description a one-tap import link: the app's URL scheme carrying the subscription URL
+             */
+            url: string;
         };
         /** Instance */
         Instance: {
@@ -3392,6 +3439,26 @@ export interface components {
             config_data: string;
             /** Short Uuid */
             short_uuid: string;
+            /** Subscription Url */
+            subscription_url: string;
+        };
+        /**
+         * SubscriberImport
+         * @description What the subscriber's page (/sub/<short_uuid>) offers for importing: one URL per format and a one-tap
+         *     link per app, built by controller.subscription_page (so the panel shows the same links as the page).
+         */
+        SubscriberImport: {
+            /**
+             * Available
+             * @description a running node serves the subscription now
+             */
+            available: boolean;
+            /** Client Id */
+            client_id: string;
+            /** Formats */
+            formats: components["schemas"]["FormatUrl"][];
+            /** Import Links */
+            import_links: components["schemas"]["ImportLink"][];
             /** Subscription Url */
             subscription_url: string;
         };
@@ -6060,6 +6127,83 @@ export interface operations {
             };
             /** @description request body too large */
             413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description a field is invalid (named in error.details) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description over a rate limit (RATE_LIMIT_EXCEEDED) or too many failed authentications from this address (see Retry-After) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    client_import_api_v1_clients__id__import_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description the client's UUID */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SubscriberImport"];
+                };
+            };
+            /** @description malformed request: not JSON, not an object, NUL characters, nested too deeply */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description no credential, or an invalid or expired one (INVALID_CREDENTIALS, TOKEN_EXPIRED, TOKEN_INVALID) */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description the caller lacks the permission the operation needs (INSUFFICIENT_PERMISSIONS, details.required), or its key may not be used from this address or on this path */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description no such resource */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
