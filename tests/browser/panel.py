@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -69,8 +70,31 @@ class Panel:
         if totp is not None:
             page.fill("input[name=code]", totp)
             page.click("form button[type=submit]")
-        page.wait_for_selector("nav#nav")
+        page.wait_for_selector("nav#nav", state="attached")  # at phone width it hides behind the menu button
         return page
+
+    def show(self, fragment: str, settle_ms: float = 8_000) -> bool:
+        """Open #<fragment> from a fresh page load (as a shared link or a reload does: no state from the screen
+        before) and wait for its heading, then up to settle_ms for its data: True once no "Loading…" is left in
+        <main>, False if it still shows one (the caller reports it)."""
+        self.page.goto("about:blank")
+        self.page.goto(f"{self.base_url}/ui/#{fragment}")
+        self.page.wait_for_selector("main h1")
+        try:
+            self.page.wait_for_function(f"() => !{_LOADING_JS}", timeout=settle_ms)
+            return True
+        except PlaywrightTimeout:
+            return False
+
+    def nav_paths(self) -> list[str]:
+        """The hash paths of the navigation's links, as the signed-in account sees them ("/fleet", ...)."""
+        hrefs = self.page.eval_on_selector_all("nav#nav a[href^='#/']", "as => as.map(a => a.getAttribute('href'))")
+        return [h[1:].split("?", 1)[0] for h in hrefs]
+
+    def take_problems(self) -> list[str]:
+        """The console errors logged since the last call (so a walk can say which screen logged them)."""
+        taken, self.problems[:] = list(self.problems), []
+        return taken
 
     def axe(self, page: Page | None = None) -> list[dict[str, Any]]:
         """axe-core's serious and critical violations on the page as it is now (run through CDP, so the page's
@@ -91,6 +115,11 @@ class Panel:
 
     def close(self) -> None:
         self.context.close()
+
+
+#: a screen still loading: the Loading component (src/ui/feedback.tsx) in <main>, in any of the languages
+_LOADING_JS = ("[...document.querySelectorAll('main [role=status][aria-live]')]"
+               ".some(e => ['Loading…', '加载中…', 'Загрузка…'].includes(e.textContent.trim()))")
 
 
 def _expected(text: str) -> bool:

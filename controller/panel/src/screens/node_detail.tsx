@@ -20,10 +20,10 @@ import { NodeTcping } from "./node_tcping";
 import "./node.css";
 
 const text = defineText({
-  en: { title: "Node {name}", missing: "There is no node with this id.", deleted: "This node has been deleted.",
+  en: { title: "Node", missing: "There is no node with this id.", deleted: "This node has been deleted.",
         toFleet: "Back to the fleet" },
-  zh: { title: "节点 {name}", missing: "没有此 ID 的节点。", deleted: "此节点已被删除。", toFleet: "返回集群" },
-  ru: { title: "Узел {name}", missing: "Узла с таким ID нет.", deleted: "Этот узел удалён.",
+  zh: { title: "节点", missing: "没有此 ID 的节点。", deleted: "此节点已被删除。", toFleet: "返回集群" },
+  ru: { title: "Узел", missing: "Узла с таким ID нет.", deleted: "Этот узел удалён.",
         toFleet: "Назад к парку" },
 });
 
@@ -60,7 +60,7 @@ function NodeScreen({ node, gone, stream, onChange }: { node: NodeOut; gone: boo
   const user = currentUser();
   const edit = may(user, "nodes.edit");
   return (
-    <Screen title={t("title", { name: node.name })} actions={<>
+    <Screen title={t("title")} name={node.name} actions={<>
       {stream && <StreamBadge state={stream} />}
       <a href={href("/fleet")}>{t("toFleet")}</a>
     </>}>

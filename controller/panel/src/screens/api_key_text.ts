@@ -1,0 +1,47 @@
+// The API keys screen's words, in every language of the panel.
+import { defineText } from "../i18n/text";
+
+export const keyText = defineText({
+  en: {
+    newKey: "New API key", prefix: "Key starts with", accessLevel: "Access level", read: "Read only",
+    write: "Read and write", full: "Full", expires: "Expires", expiresHint: "Empty: never expires",
+    allowedIps: "Allowed addresses", allowedIpsHint: "Networks the key may be used from, comma-separated, e.g. 10.0.0.0/8; empty: any",
+    allowedEndpoints: "Allowed paths", allowedEndpointsHint: "Path globs, comma-separated, e.g. /api/v1/wireguard/*; empty: any",
+    rate: "Requests per minute", rateHint: "Empty: the account's limit", description: "Description",
+    lastUsed: "Last used", active: "Active", revoked: "Revoked", expired: "Expired", revoke: "Revoke",
+    revokeTitle: "Revoke this key?", revokeHelp: "Anything using this key is refused from its next request on.",
+    rotate: "Rotate", rotateTitle: "Rotate this key?",
+    rotateHelp: "A new key replaces this one with the same scope; the old key stops working now.",
+    shownTitle: "Your new API key", shownWarning: "Copy the key now. It is shown only this once: vpnfleet keeps only its hash and cannot show it again.",
+    keyLabel: "API key", done: "I have copied it", noKeys: "No API keys yet.", scope: "Scope",
+    anyAddress: "any address", anyPath: "any path", owner: "Account",
+  },
+  zh: {
+    newKey: "新建 API 密钥", prefix: "密钥开头", accessLevel: "访问级别", read: "只读",
+    write: "读写", full: "完全", expires: "到期时间", expiresHint: "留空则永不过期",
+    allowedIps: "允许的地址", allowedIpsHint: "可使用该密钥的网络，以逗号分隔，例如 10.0.0.0/8；留空则不限",
+    allowedEndpoints: "允许的路径", allowedEndpointsHint: "路径通配符，以逗号分隔；留空则不限",
+    rate: "每分钟请求数", rateHint: "留空则使用账户的限制", description: "描述",
+    lastUsed: "最近使用", active: "有效", revoked: "已吊销", expired: "已过期", revoke: "吊销",
+    revokeTitle: "吊销此密钥？", revokeHelp: "使用此密钥的请求将从下一次起被拒绝。",
+    rotate: "轮换", rotateTitle: "轮换此密钥？",
+    rotateHelp: "新密钥以相同权限范围替换此密钥；旧密钥立即失效。",
+    shownTitle: "您的新 API 密钥", shownWarning: "请立即复制密钥。它只显示这一次：系统只保存其哈希值，无法再次显示。",
+    keyLabel: "API 密钥", done: "我已复制", noKeys: "还没有 API 密钥。", scope: "范围",
+    anyAddress: "任意地址", anyPath: "任意路径", owner: "账户",
+  },
+  ru: {
+    newKey: "Новый API-ключ", prefix: "Начало ключа", accessLevel: "Уровень доступа", read: "Только чтение",
+    write: "Чтение и запись", full: "Полный", expires: "Истекает", expiresHint: "Пусто — бессрочно",
+    allowedIps: "Разрешённые адреса", allowedIpsHint: "Сети, из которых можно использовать ключ, через запятую, например 10.0.0.0/8; пусто — любые",
+    allowedEndpoints: "Разрешённые пути", allowedEndpointsHint: "Шаблоны путей через запятую; пусто — любые",
+    rate: "Запросов в минуту", rateHint: "Пусто — лимит учётной записи", description: "Описание",
+    lastUsed: "Последнее использование", active: "Действует", revoked: "Отозван", expired: "Истёк", revoke: "Отозвать",
+    revokeTitle: "Отозвать этот ключ?", revokeHelp: "Всё, что использует этот ключ, получит отказ со следующего запроса.",
+    rotate: "Заменить", rotateTitle: "Заменить этот ключ?",
+    rotateHelp: "Новый ключ с теми же правами заменит этот; старый ключ перестанет работать сразу.",
+    shownTitle: "Ваш новый API-ключ", shownWarning: "Скопируйте ключ сейчас. Он показывается только один раз: система хранит лишь его хеш и не сможет показать его снова.",
+    keyLabel: "API-ключ", done: "Я скопировал ключ", noKeys: "API-ключей пока нет.", scope: "Область",
+    anyAddress: "любой адрес", anyPath: "любой путь", owner: "Учётная запись",
+  },
+});

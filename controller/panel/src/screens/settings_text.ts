@@ -1,0 +1,47 @@
+// The settings screen's words, in every language of the panel.
+import { defineText } from "../i18n/text";
+
+export const settingsText = defineText({
+  en: {
+    security: "Your account", account: "Signed in as", role: "Role", twoFactor: "Two-factor authentication",
+    on: "On", off: "Off", turnOn: "Turn on", turnOff: "Turn off", setupHelp: "Scan this code with an authenticator app, or type the key, then enter the code it shows.",
+    qr: "QR code for your authenticator app", secret: "Key", code: "Code from your authenticator app",
+    enable: "Turn on 2FA", codesTitle: "Your recovery codes",
+    codesHelp: "Each code works once, if you lose your authenticator. Keep them somewhere safe: they are shown only now.",
+    codesDone: "I have saved them", offHelp: "Your password and a current code (or a recovery code) turn two-factor authentication off.",
+    password: "Password", codeOrRecovery: "Code or recovery code", newCodes: "New recovery codes",
+    newCodesHelp: "A current code makes ten new recovery codes; the old ones stop working.", makeCodes: "Make new codes",
+    fleet: "Fleet agent settings", fleetHelp: "What every node's agent uses unless the node sets its own.",
+    metrics: "Metrics interval (seconds)", logLevel: "Log level", notSet: "Not set (agent default)",
+    debug: "Debug", info: "Info", warning: "Warning", error: "Error", saved: "Saved.", version: "Version",
+    controllerVersion: "Controller", apiVersion: "API", features: "Features", cancelSetup: "Cancel", offNote: "A code from an authenticator app on your phone will be asked for at every sign-in, after your password.", onNote: "Every sign-in asks for a code from your authenticator app, or a recovery code.",
+  },
+  zh: {
+    security: "您的账户", account: "当前登录", role: "角色", twoFactor: "两步验证",
+    on: "已开启", off: "未开启", turnOn: "开启", turnOff: "关闭", setupHelp: "请用身份验证器应用扫描此二维码或输入密钥，然后输入其显示的验证码。",
+    qr: "身份验证器应用的二维码", secret: "密钥", code: "身份验证器应用中的验证码",
+    enable: "开启两步验证", codesTitle: "您的恢复码",
+    codesHelp: "丢失身份验证器时，每个恢复码可使用一次。请妥善保存：它们只显示这一次。",
+    codesDone: "我已保存", offHelp: "输入密码和当前验证码（或恢复码）即可关闭两步验证。",
+    password: "密码", codeOrRecovery: "验证码或恢复码", newCodes: "新的恢复码",
+    newCodesHelp: "输入当前验证码可生成十个新的恢复码；旧的恢复码随即失效。", makeCodes: "生成新恢复码",
+    fleet: "集群代理设置", fleetHelp: "每个节点的代理都使用这些设置，除非节点自行设置。",
+    metrics: "指标上报间隔（秒）", logLevel: "日志级别", notSet: "未设置（使用代理默认值）",
+    debug: "调试", info: "信息", warning: "警告", error: "错误", saved: "已保存。", version: "版本",
+    controllerVersion: "控制器", apiVersion: "API", features: "功能", cancelSetup: "取消", offNote: "开启后，每次登录在输入密码后还需输入手机上身份验证器应用的验证码。", onNote: "每次登录都需要身份验证器应用的验证码或一个恢复码。",
+  },
+  ru: {
+    security: "Ваша учётная запись", account: "Вы вошли как", role: "Роль", twoFactor: "Двухфакторная аутентификация",
+    on: "Включена", off: "Выключена", turnOn: "Включить", turnOff: "Выключить", setupHelp: "Отсканируйте код приложением-аутентификатором или введите ключ, затем введите показанный код.",
+    qr: "QR-код для приложения-аутентификатора", secret: "Ключ", code: "Код из приложения-аутентификатора",
+    enable: "Включить двухфакторную аутентификацию", codesTitle: "Ваши коды восстановления",
+    codesHelp: "Каждый код действует один раз, если вы потеряете аутентификатор. Сохраните их: они показываются только сейчас.",
+    codesDone: "Я сохранил коды", offHelp: "Пароль и текущий код (или код восстановления) выключают двухфакторную аутентификацию.",
+    password: "Пароль", codeOrRecovery: "Код или код восстановления", newCodes: "Новые коды восстановления",
+    newCodesHelp: "Текущий код создаёт десять новых кодов восстановления; старые перестают действовать.", makeCodes: "Создать новые коды",
+    fleet: "Настройки агентов парка", fleetHelp: "Их использует агент каждого узла, если узел не задал свои.",
+    metrics: "Интервал метрик (секунды)", logLevel: "Уровень журнала", notSet: "Не задан (по умолчанию агента)",
+    debug: "Отладка", info: "Информация", warning: "Предупреждение", error: "Ошибка", saved: "Сохранено.", version: "Версия",
+    controllerVersion: "Контроллер", apiVersion: "API", features: "Возможности", cancelSetup: "Отмена", offNote: "При каждом входе после пароля будет запрошен код из приложения-аутентификатора на телефоне.", onNote: "При каждом входе запрашивается код из приложения-аутентификатора или код восстановления.",
+  },
+});
