@@ -110,6 +110,7 @@ class Controller:
         self.ipv6 = Ipv6PoolService(self.sessions)
         self.subscribers = SubscriberService(settings, self.sessions, self.hub)
         self.ingest.on_subscriber_usage = self.subscribers.usage_grew.set
+        self.ingest.on_latest = self._publish_metrics
         self.relay: RelaySync | None = None
         if settings.v2ray_local_config_path:
             self.relay = RelaySync(settings, self.sessions, self.bus, LocalRelay(
@@ -120,6 +121,12 @@ class Controller:
         self._xray_bundle: CoreBundle | None = None
         self._servers: list[grpc.aio.Server] = []
         self._tasks: list[asyncio.Task[None]] = []
+
+    def _publish_metrics(self, now: dict[str, dict[str, Any]]) -> None:
+        """The fleet overview's live figures: each node's newest sample, to the readers that asked for them
+        (/api/v1/events?metrics=true)."""
+        for node, metrics in now.items():
+            self.bus.publish(Event("metrics", {"node_id": node, "metrics": metrics}, node_id=node))
 
     def _make_providers(self) -> dict[str, Provider]:
         providers: dict[str, Provider] = {}

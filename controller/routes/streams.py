@@ -69,13 +69,13 @@ async def _stream(request: Request, sub: Subscription, initial: list[dict[str, A
             summary="Live fleet events (SSE)")
 async def events(request: Request, q: Annotated[EventsQuery, Query()], ctl: Ctl) -> Response:
     """Fleet events as Server-Sent Events: `event: node`, data.type one of initial, create, update, delete,
-    shutdown, log (seed 003's types)."""
-    only, with_logs = q.node_id, q.logs
+    shutdown, log (seed 003's types), and with `metrics=true` metrics (each node's newest sample)."""
+    only, with_logs, with_metrics = q.node_id, q.logs, q.metrics
 
     def accepts(e: Event) -> bool:
         if e.type == "shutdown":
             return True
-        if e.type == "log" and not with_logs:
+        if (e.type == "log" and not with_logs) or (e.type == "metrics" and not with_metrics):
             return False
         return only is None or e.node_id == only
 
@@ -83,6 +83,10 @@ async def events(request: Request, q: Annotated[EventsQuery, Query()], ctl: Ctl)
     rows, _ = await ctl.nodes.list(size=INITIAL_NODES)
     nodes = [node_to_dict(n) for n in rows if only is None or n.uuid == only]
     initial = [{"event": "node", "data": jsonlib.dumps({"type": "initial", "nodes": nodes, "time": _now_iso()})}]
+    if with_metrics:
+        ids = {n["id"] for n in nodes}
+        initial += [{"event": "node", "data": jsonlib.dumps({"type": "metrics", "node_id": node, "metrics": m})}
+                    for node, m in list(ctl.ingest.now.items()) if node in ids]
     return EventSourceResponse(_stream(request, sub, initial, "node"), ping=PING_SECONDS)
 
 

@@ -198,6 +198,9 @@ class LogsQuery(BaseModel):
 class EventsQuery(BaseModel):
     node_id: str | None = Field(default=None, min_length=1, max_length=64, description="only this node's events")
     logs: bool = Field(default=False, description="include log events")
+    metrics: bool = Field(default=False, description="include `metrics` events: each node's newest sample (CPU, "
+                                                     "memory, traffic per second) as it arrives, and at the start "
+                                                     "the newest sample of every node")
 
 
 # -- responses -------------------------------------------------------------------------------------------------

@@ -200,6 +200,8 @@ class _Write:
     budgets: dict[str, _LinkBudget] = field(default_factory=dict)
     last_sample_ms: dict[str, int] = field(default_factory=dict)
     latest: dict[str, agent_pb2.MetricSample] = field(default_factory=dict)
+    #: per node, the milliseconds the latest sample covers (since the sample before it; 0: not known)
+    latest_span_ms: dict[str, int] = field(default_factory=dict)
 
 
 class _RefusalLog:
@@ -279,11 +281,15 @@ class TelemetryIngest:
         self._refusals = _RefusalLog()
         #: newest sample per node, for "current" metrics
         self.latest: dict[str, agent_pb2.MetricSample] = {}
+        #: per node, its newest sample as the fleet overview shows it (traffic_now), for the events stream
+        self.now: dict[str, dict[str, Any]] = {}
         self.batches_stored = 0
         self.duplicates_ignored = 0
         self.entries_refused = 0
         #: called after subscribers' V2Ray usage was stored (the subscriber service checks data limits)
         self.on_subscriber_usage: Callable[[], None] = lambda: None
+        #: called with {node: traffic_now(...)} of the nodes whose newest sample changed (live fleet figures)
+        self.on_latest: Callable[[dict[str, dict[str, Any]]], None] = lambda now: None
         #: called with the nodes whose batches could not be stored (the hub closes their streams)
         self.on_store_failed: Callable[[set[str]], None] = lambda nodes: None
 
@@ -425,7 +431,8 @@ class TelemetryIngest:
         if len(batch.metrics) > MAX_SAMPLES_PER_BATCH:
             refused[SAMPLE_COUNT] += len(batch.metrics) - MAX_SAMPLES_PER_BATCH
         for sample in batch.metrics[:MAX_SAMPLES_PER_BATCH]:
-            previous_ms = w.last_sample_ms.get(node, self._last_sample_ms.get(node, floor_ms))
+            sampled_ms = w.last_sample_ms.get(node, self._last_sample_ms.get(node))  # the sample before, if any
+            previous_ms = floor_ms if sampled_ms is None else sampled_ms
             problem = sample_problem(sample, max(floor_ms, previous_ms), latest_ms)
             if problem is None and not budget.take("nic", sample.net_rx_bytes + sample.net_tx_bytes):
                 problem = OVER_LINK
@@ -440,6 +447,7 @@ class TelemetryIngest:
             first_ms = first_ms or sample.ts_ms
             _add_sample(w.buckets[(node, bucket_start(sample.ts_ms))], sample)
             w.latest[node] = sample
+            w.latest_span_ms[node] = sample.ts_ms - sampled_ms if sampled_ms is not None else 0
         if not (batch.wireguard_peers or batch.v2ray_users):
             return
         hour = hour_start(first_ms or now_ms)  # a batch's usage counts in its (first accepted) sample's hour
@@ -479,10 +487,14 @@ class TelemetryIngest:
         self.batches_stored += len(w.new_seq)
         self._budgets.update(w.budgets)
         self._last_sample_ms.update(w.last_sample_ms)
+        changed: dict[str, dict[str, Any]] = {}
         for node, sample in w.latest.items():
             latest = self.latest.get(node)
             if latest is None or sample.ts_ms >= latest.ts_ms:
                 self.latest[node] = sample
+                changed[node] = self.now[node] = traffic_now(sample, w.latest_span_ms.get(node, 0))
+        if changed:
+            self.on_latest(changed)
         for node in w.refused.keys() | {n for n, c in w.clamped.items() if c}:
             refused = w.refused.get(node, Counter())
             self.entries_refused += sum(refused.values())
@@ -530,6 +542,7 @@ class TelemetryIngest:
         self._epochs.pop(node_uuid, None)
         self._uncertain.discard(node_uuid)
         self.latest.pop(node_uuid, None)
+        self.now.pop(node_uuid, None)
         self._info.pop(node_uuid, None)
         self._budgets.pop(node_uuid, None)
         self._last_sample_ms.pop(node_uuid, None)
@@ -637,6 +650,20 @@ def sample_to_dict(s: agent_pb2.MetricSample) -> dict[str, Any]:
         "load_average": [round(s.load1, 2), round(s.load5, 2), round(s.load15, 2)],
         "uptime_seconds": s.uptime_seconds,
     }
+
+
+def traffic_now(s: agent_pb2.MetricSample, span_ms: int) -> dict[str, Any]:
+    """A node's newest sample as the fleet overview shows it: CPU, memory and its traffic per second. A sample's
+    byte counts are since the sample before it, so the rates are known once the node sent two (else None)."""
+    seconds = span_ms / 1000
+
+    def rate(n: int) -> float | None:
+        return round(n / seconds, 1) if seconds > 0 else None
+
+    return {"time": dt.datetime.fromtimestamp(s.ts_ms / 1000, dt.timezone.utc).isoformat().replace("+00:00", "Z"),
+            "cpu_percent": round(s.cpu_percent, 2),
+            "memory_percent": round(100 * s.mem_used / s.mem_total, 2) if s.mem_total else 0.0,
+            "rx_bytes_per_second": rate(s.net_rx_bytes), "tx_bytes_per_second": rate(s.net_tx_bytes)}
 
 
 async def metrics_history(s: AsyncSession, node_uuid: str, start: dt.datetime, end: dt.datetime,

@@ -106,6 +106,9 @@ def test_the_fleet_changes_live_when_a_node_is_created_elsewhere(panel: Panel,
     expect(page.locator("[data-stat=total] .value")).to_have_text("1")
     expect(row.get_by_test_id("node-online")).to_have_attribute("data-online", "true", timeout=ONLINE_MS)
     expect(page.locator("[data-region=local] td").first).to_have_text("1")
+    # traffic now: the node's samples arrive as metrics events (every second here); a rate needs two of them
+    expect(row.locator("td.traffic")).to_contain_text("↓", timeout=ONLINE_MS)
+    expect(page.locator("[data-stat=traffic] .value")).not_to_contain_text("—")
     assert page.evaluate("window.__sameDocument") is True
 
 

@@ -6,6 +6,7 @@ import json
 import os
 import socket
 import threading
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -248,3 +249,46 @@ def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_events_carry_each_nodes_newest_metrics_when_asked(controller: ControllerProcess) -> None:
+    """?metrics=true adds `metrics` events (what the fleet overview shows as traffic now); without it the stream
+    is as before (seed 003's types only)."""
+    api = controller.api
+    nid = controller.wait_running(controller.create_node()["id"])["id"]
+
+    def first_metrics(query: str, wanted: int) -> list[dict]:
+        got: list[dict] = []
+        with controller.http_client(headers=dict(api.headers), timeout=30) as c:
+            with connect_sse(c, "GET", f"/api/v1/events{query}") as src:
+                for sse in src.iter_sse():
+                    got.append(json.loads(sse.data))
+                    if sum(e["type"] == "metrics" for e in got) >= wanted:
+                        return got
+        return got
+
+    # samples every second (tests/controller_process.py): a rate needs two of them
+    events = first_metrics("?metrics=true", 3)
+    metrics = [e for e in events if e["type"] == "metrics"]
+    assert all(e["node_id"] == nid for e in metrics)
+    newest = metrics[-1]["metrics"]
+    assert 0 <= newest["cpu_percent"] <= 100 and 0 < newest["memory_percent"] <= 100
+    assert newest["rx_bytes_per_second"] is not None and newest["rx_bytes_per_second"] >= 0
+
+    plain: list[dict] = []
+
+    def follow_plain() -> None:
+        with controller.http_client(headers=dict(api.headers), timeout=30) as c:
+            with connect_sse(c, "GET", "/api/v1/events") as src:
+                for sse in src.iter_sse():
+                    plain.append(json.loads(sse.data))
+                    if any(e["type"] == "update" for e in plain):
+                        return
+
+    t = threading.Thread(target=follow_plain, daemon=True)
+    t.start()
+    wait_for(lambda: plain, 10, message="initial event")
+    time.sleep(2.5)  # samples keep arriving meanwhile; none may reach a reader that did not ask for them
+    assert api.patch(f"/api/v1/nodes/{nid}", json={"agent_settings": {"log_level": "debug"}}).status_code == 200
+    t.join(20)
+    assert {e["type"] for e in plain} <= {"initial", "update"}

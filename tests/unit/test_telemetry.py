@@ -240,3 +240,34 @@ async def test_a_batch_that_cannot_be_stored_holds_back_only_its_own_node(db, mo
     ingest.begin_session("n2", 2, 0)  # the agent reconnects (and its next batches are fine)
     await ingest._store_or_resync([_Pending("n2", 2, batch(1, T0), acks["n2"].append)])
     assert acks["n2"] == [1]
+
+
+async def test_the_newest_sample_is_published_with_its_traffic_per_second(db) -> None:
+    """What the fleet overview shows live: a sample's bytes are since the sample before it, so its rate needs
+    two samples; the first is published with no rate rather than a made-up one."""
+    ingest = connected(TelemetryIngest(db))
+    published: list[dict] = []
+    ingest.on_latest = published.append
+    runner = asyncio.create_task(ingest.run())
+    acks: list[int] = []
+    try:
+        await ingest.submit("n1", 1, batch(1, T0, cpu=12.5, rx=100), acks.append)
+        for _ in range(100):
+            if acks:
+                break
+            await asyncio.sleep(0.02)
+        await ingest.submit("n1", 1, batch(2, T0 + 10_000, rx=5000), acks.append)
+        for _ in range(100):
+            if len(acks) == 2:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        runner.cancel()
+    assert [list(p) for p in published] == [["n1"], ["n1"]]
+    first, second = published[0]["n1"], published[1]["n1"]
+    assert first["cpu_percent"] == 12.5 and first["memory_percent"] == 50.0
+    assert first["rx_bytes_per_second"] is None and first["tx_bytes_per_second"] is None
+    assert second["rx_bytes_per_second"] == 500.0 and second["tx_bytes_per_second"] == 250.0
+    assert ingest.now["n1"] == second
+    ingest.forget("n1")
+    assert "n1" not in ingest.now

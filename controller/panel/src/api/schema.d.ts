@@ -643,7 +643,7 @@ export interface paths {
         /**
          * Live fleet events (SSE)
          * @description Fleet events as Server-Sent Events: `event: node`, data.type one of initial, create, update, delete,
-         *     shutdown, log (seed 003's types).
+         *     shutdown, log (seed 003's types), and with `metrics=true` metrics (each node's newest sample).
          */
         get: operations["events_api_v1_events_get"];
         put?: never;
@@ -6490,6 +6490,8 @@ export interface operations {
                 node_id?: string | null;
                 /** @description include log events */
                 logs?: boolean;
+                /** @description include `metrics` events: each node's newest sample (CPU, memory, traffic per second) as it arrives, and at the start the newest sample of every node */
+                metrics?: boolean;
             };
             header?: never;
             path?: never;

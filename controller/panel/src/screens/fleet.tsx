@@ -15,10 +15,10 @@ import { useLoad } from "../ui/load";
 import { Pager } from "../ui/pager";
 import { Screen } from "../ui/screen";
 import { StreamBadge } from "../ui/stream_state";
-import { Ago, Value } from "../ui/values";
+import { Ago, Rate, Value } from "../ui/values";
 import { RegionTable, StatCards, summarize } from "./fleet_stats";
 import { failedComponents, OnlineBadge, STATUSES, StatusBadge, statusText, useNodeEvents,
-         type NodeOut, type NodeStatus } from "./node_status";
+         type NodeNow, type NodeOut, type NodeStatus } from "./node_status";
 import "./fleet.css";
 
 type Region = components["schemas"]["Region"];
@@ -30,15 +30,15 @@ const RELOAD_DELAY_MS = 300;
 const text = defineText({
   en: { createNode: "Create node", nodes: "Nodes", connectivity: "Connectivity", revision: "Revision",
         revisionOf: "applied {applied} of {desired}", failed: "Failed components", address: "Public IP",
-        lastSeen: "Last seen", noNodes: "No nodes match.", anyStatus: "Any status", anyRegion: "Any region",
+        lastSeen: "Last seen", traffic: "Traffic now", trafficOf: "in {rx}, out {tx}", noNodes: "No nodes match.", anyStatus: "Any status", anyRegion: "Any region",
         searchHint: "Name, id, IP or instance id", apply: "Apply", noStream: "Your account cannot read live events: figures are not shown." },
   zh: { createNode: "创建节点", nodes: "节点列表", connectivity: "连接", revision: "版本",
         revisionOf: "已应用 {applied} / 期望 {desired}", failed: "失败组件", address: "公网 IP",
-        lastSeen: "最后在线", noNodes: "没有符合条件的节点。", anyStatus: "任意状态", anyRegion: "任意区域",
+        lastSeen: "最后在线", traffic: "当前流量", trafficOf: "入 {rx}，出 {tx}", noNodes: "没有符合条件的节点。", anyStatus: "任意状态", anyRegion: "任意区域",
         searchHint: "名称、ID、IP 或实例 ID", apply: "应用", noStream: "您的账户无法读取实时事件，因此不显示统计。" },
   ru: { createNode: "Создать узел", nodes: "Список узлов", connectivity: "Связь", revision: "Ревизия",
         revisionOf: "применена {applied} из {desired}", failed: "Компоненты со сбоем", address: "Публичный IP",
-        lastSeen: "Последний раз в сети", noNodes: "Нет подходящих узлов.", anyStatus: "Любой статус",
+        lastSeen: "Последний раз в сети", traffic: "Трафик сейчас", trafficOf: "вход {rx}, выход {tx}", noNodes: "Нет подходящих узлов.", anyStatus: "Любой статус",
         anyRegion: "Любой регион", searchHint: "Имя, ID, IP или ID экземпляра", apply: "Применить",
         noStream: "Ваша учётная запись не может читать события в реальном времени: сводка не показана." },
 });
@@ -66,6 +66,12 @@ export function Fleet() {
   const fleet = useRef(new Map<string, NodeOut>());
   const [version, setVersion] = useState(0);
   const [known, setKnown] = useState(false);
+  // each node's newest sample (metrics events: every node reports every few seconds, so a fleet of thousands
+  // sends many a second; the screen redraws at most once a frame)
+  const traffic = useRef(new Map<string, NodeNow>());
+  const [trafficVersion, setTrafficVersion] = useState(0);
+  const frame = useRef<number | undefined>(undefined);
+  useEffect(() => () => cancelAnimationFrame(frame.current ?? 0), []);
   const reloadTimer = useRef<number | undefined>(undefined);
   useEffect(() => () => clearTimeout(reloadTimer.current), []);
   const reloadSoon = () => {
@@ -75,12 +81,18 @@ export function Fleet() {
   const streamed = may(user, "logs.view");
   const state = useNodeEvents(streamed, null, (e) => {
     if (e.type === "shutdown") return;
+    if (e.type === "metrics") {
+      traffic.current.set(e.nodeId, e.now);
+      frame.current ??= requestAnimationFrame(() => { frame.current = undefined; setTrafficVersion((v) => v + 1); });
+      return;
+    }
     if (e.type === "initial") {
       fleet.current = new Map(e.nodes.map((n) => [n.id, n]));
       setKnown(true);
       reloadSoon(); // after a reconnect the page may have missed changes
     } else if (e.type === "delete") {
       fleet.current.delete(e.node.id);
+      traffic.current.delete(e.node.id);
       reloadSoon();
     } else {
       const isNew = !fleet.current.has(e.node.id);
@@ -89,7 +101,8 @@ export function Fleet() {
       else list.setData((page) => page && { ...page, items: page.items.map((n) => (n.id === e.node.id ? e.node : n)) });
     }
     setVersion((v) => v + 1);
-  });
+  }, true);
+  const fleetTraffic = useMemo(() => totalTraffic(traffic.current.values()), [trafficVersion]);
   const summary = useMemo(() => summarize(fleet.current.values(), regions.data ?? []), [version, regions.data]);
 
   const go = (change: Partial<Filters>) => {
@@ -103,13 +116,14 @@ export function Fleet() {
       {streamed && <StreamBadge state={state} />}
       {may(user, "nodes.edit") && <LinkButton primary href={href("/nodes/new")} testId="create-node">{t("createNode")}</LinkButton>}
     </>}>
-      {streamed ? <StatCards summary={summary} known={known} /> : <p class="notice">{t("noStream")}</p>}
+      {streamed ? <StatCards summary={summary} known={known} traffic={fleetTraffic} />
+                : <p class="notice">{t("noStream")}</p>}
       <ErrorNotice error={regions.error} />
       {streamed && <RegionTable summary={summary} known={known} />}
       <h2>{t("nodes")}</h2>
       <FleetFilters filters={filters} regions={regions.data ?? []} onChange={go} />
       <ErrorNotice error={list.error} />
-      <NodeTable nodes={list.data?.items} />
+      <NodeTable nodes={list.data?.items} traffic={traffic.current} version={trafficVersion} />
       {list.data && list.data.total === 0 && <Empty>{t("noNodes")}</Empty>}
       {list.data && list.data.total > PAGE_SIZE && (
         <Pager page={filters.page} size={PAGE_SIZE} total={list.data.total} onPage={(page) => go({ page })} />
@@ -153,7 +167,20 @@ function FleetFilters({ filters, regions, onChange }: { filters: Filters; region
   );
 }
 
-function NodeTable({ nodes }: { nodes: NodeOut[] | undefined }) {
+/** The fleet's traffic now: the sum of every node's newest rates (null until one node has a rate). */
+function totalTraffic(nows: Iterable<NodeNow>): { rx: number; tx: number } | null {
+  let total: { rx: number; tx: number } | null = null;
+  for (const n of nows) {
+    if (n.rx_bytes_per_second === null || n.tx_bytes_per_second === null) continue;
+    total ??= { rx: 0, tx: 0 };
+    total.rx += n.rx_bytes_per_second;
+    total.tx += n.tx_bytes_per_second;
+  }
+  return total;
+}
+
+function NodeTable({ nodes, traffic }: { nodes: NodeOut[] | undefined; traffic: Map<string, NodeNow>;
+                                         version: number }) {
   const t = useText(text);
   const c = useText(common);
   return (
@@ -163,18 +190,19 @@ function NodeTable({ nodes }: { nodes: NodeOut[] | undefined }) {
           <tr>
             <th scope="col">{c("name")}</th><th scope="col">{c("region")}</th><th scope="col">{c("status")}</th>
             <th scope="col">{t("connectivity")}</th><th scope="col">{t("revision")}</th>
-            <th scope="col">{t("failed")}</th><th scope="col">{t("address")}</th><th scope="col">{t("lastSeen")}</th>
+            <th scope="col">{t("failed")}</th><th scope="col">{t("address")}</th><th scope="col">{t("traffic")}</th>
+            <th scope="col">{t("lastSeen")}</th>
           </tr>
         </thead>
         <tbody>
-          {(nodes ?? []).map((n) => <NodeRow key={n.id} node={n} />)}
+          {(nodes ?? []).map((n) => <NodeRow key={n.id} node={n} now={n.agent.online ? traffic.get(n.id) : undefined} />)}
         </tbody>
       </table>
     </div>
   );
 }
 
-function NodeRow({ node: n }: { node: NodeOut }) {
+function NodeRow({ node: n, now }: { node: NodeOut; now: NodeNow | undefined }) {
   const t = useText(text);
   const st = useText(statusText);
   const failed = failedComponents(n);
@@ -193,6 +221,11 @@ function NodeRow({ node: n }: { node: NodeOut }) {
       </td>
       <td>{failed.length ? <Value>{failed.join(", ")}</Value> : <span class="muted">—</span>}</td>
       <td><Value mono>{n.public_ip ?? "—"}</Value></td>
+      <td class="traffic">
+        {now && now.rx_bytes_per_second !== null
+          ? <span class="nowrap">↓<Rate n={now.rx_bytes_per_second} /> ↑<Rate n={now.tx_bytes_per_second} /></span>
+          : <span class="muted">—</span>}
+      </td>
       <td><Ago iso={n.agent.last_seen_at} /></td>
     </tr>
   );

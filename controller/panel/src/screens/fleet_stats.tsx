@@ -4,7 +4,7 @@
 import type { components } from "../api/schema";
 import { common } from "../i18n/common";
 import { defineText, useText } from "../i18n/text";
-import { Num, Value } from "../ui/values";
+import { Num, Rate, Value } from "../ui/values";
 import { failedComponents, STATUSES, statusText, type NodeOut, type NodeStatus } from "./node_status";
 
 type Region = components["schemas"]["Region"];
@@ -51,17 +51,18 @@ export function summarize(nodes: Iterable<NodeOut>, regions: Region[]): FleetSum
 
 const text = defineText({
   en: { total: "Nodes", online: "Online", offline: "Offline", behind: "Applying a new revision",
-        failed: "With failed components", byStatus: "Nodes by status", byRegion: "Nodes by region", code: "Code" },
-  zh: { total: "节点", online: "在线", offline: "离线", behind: "正在应用新版本", failed: "有失败组件",
+        failed: "With failed components", traffic: "Traffic now (in / out)", byStatus: "Nodes by status", byRegion: "Nodes by region", code: "Code" },
+  zh: { total: "节点", online: "在线", offline: "离线", behind: "正在应用新版本", failed: "有失败组件", traffic: "当前流量（入 / 出）",
         byStatus: "按状态统计节点", byRegion: "按区域统计节点", code: "代码" },
   ru: { total: "Узлы", online: "В сети", offline: "Не в сети", behind: "Применяют новую ревизию",
-        failed: "Со сбоем компонентов", byStatus: "Узлы по статусам", byRegion: "Узлы по регионам", code: "Код" },
+        failed: "Со сбоем компонентов", traffic: "Трафик сейчас (вход / выход)", byStatus: "Узлы по статусам", byRegion: "Узлы по регионам", code: "Код" },
 });
 
 /** Shown while the stream has not said anything yet: the figures are unknown, not zero. */
 const unknown = (known: boolean, n: number) => (known ? n : null);
 
-export function StatCards({ summary, known }: { summary: FleetSummary; known: boolean }) {
+export function StatCards({ summary, known, traffic }: { summary: FleetSummary; known: boolean;
+                                                         traffic: { rx: number; tx: number } | null }) {
   const t = useText(text);
   const st = useText(statusText);
   const boxes: [string, number, string][] = [
@@ -78,6 +79,10 @@ export function StatCards({ summary, known }: { summary: FleetSummary; known: bo
             <span class="value"><Num n={unknown(known, n)} /></span>
           </div>
         ))}
+        <div class="stat" data-stat="traffic">
+          <span class="muted">{t("traffic")}</span>
+          <span class="value traffic-value"><Rate n={traffic?.rx} /> / <Rate n={traffic?.tx} /></span>
+        </div>
       </div>
       <section class="card" aria-label={t("byStatus")}>
         <h2 class="fleet-sub">{t("byStatus")}</h2>

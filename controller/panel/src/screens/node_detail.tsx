@@ -35,7 +35,7 @@ export function NodeDetail({ id }: { id: string }) {
   const [gone, setGone] = useState(false);
   const streamed = may(user, "logs.view");
   const state = useNodeEvents(streamed && !!loaded.data, id, (e) => {
-    if (e.type === "shutdown") return;
+    if (e.type === "shutdown" || e.type === "metrics") return;
     const n = e.type === "initial" ? e.nodes.find((x) => x.id === id) : e.node.id === id ? e.node : undefined;
     if (e.type === "delete") setGone(true);
     if (n) loaded.setData(() => n);

@@ -48,7 +48,7 @@ export function NodeProgress({ node: first, onAnother }: { node: NodeOut; onAnot
   const streamed = may(currentUser(), "logs.view");
   const state = useNodeEvents(streamed, first.id, (e) => {
     if (e.type === "initial") { const n = e.nodes.find((x) => x.id === first.id); if (n) setNode(n); }
-    else if (e.type !== "shutdown" && e.node.id === first.id) setNode(e.node);
+    else if (e.type !== "shutdown" && e.type !== "metrics" && e.node.id === first.id) setNode(e.node);
   });
   const done = stepsDone(node);
   const finished = node.status === "running" && node.agent.online;

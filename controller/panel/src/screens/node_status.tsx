@@ -58,25 +58,41 @@ export function ComponentState({ state }: { state: string }) {
   return <Badge tone={known === "ok" ? "ok" : known === "failed" ? "bad" : "idle"}>{t(known)}</Badge>;
 }
 
+/** A node's newest sample, as `metrics` events of /api/v1/events?metrics=true carry it (services/telemetry.py
+ * traffic_now; an SSE payload, so not in the OpenAPI schema). The rates are null until the node sent two. */
+export interface NodeNow {
+  time: string;
+  cpu_percent: number;
+  memory_percent: number;
+  rx_bytes_per_second: number | null;
+  tx_bytes_per_second: number | null;
+}
+
 export type NodeEvent =
   | { type: "initial"; nodes: NodeOut[] }
   | { type: "create" | "update" | "delete"; node: NodeOut }
+  | { type: "metrics"; nodeId: string; now: NodeNow }
   | { type: "shutdown" };
 
 /** One `event: node` message of /api/v1/events as a typed event; anything else (log events, unknown types): null. */
 export function nodeEvent(event: string, data: unknown): NodeEvent | null {
   if (event !== "node" || !data || typeof data !== "object") return null;
-  const d = data as { type?: string; nodes?: NodeOut[]; node?: NodeOut };
+  const d = data as { type?: string; nodes?: NodeOut[]; node?: NodeOut; node_id?: string; metrics?: NodeNow };
   if (d.type === "initial" && Array.isArray(d.nodes)) return { type: "initial", nodes: d.nodes };
   if ((d.type === "create" || d.type === "update" || d.type === "delete") && d.node) return { type: d.type, node: d.node };
+  if (d.type === "metrics" && typeof d.node_id === "string" && d.metrics) {
+    return { type: "metrics", nodeId: d.node_id, now: d.metrics };
+  }
   if (d.type === "shutdown") return { type: "shutdown" };
   return null;
 }
 
 /** The fleet's node events (one node's with nodeId), live; null path (no logs.view permission): no stream. */
-export function useNodeEvents(enabled: boolean, nodeId: string | null, onEvent: (e: NodeEvent) => void): StreamState {
-  const path = !enabled ? null
-    : nodeId ? `/api/v1/events?node_id=${encodeURIComponent(nodeId)}` : "/api/v1/events";
+export function useNodeEvents(enabled: boolean, nodeId: string | null, onEvent: (e: NodeEvent) => void,
+                              metrics = false): StreamState {
+  const query = new URLSearchParams(nodeId ? { node_id: nodeId } : {});
+  if (metrics) query.set("metrics", "true");
+  const path = !enabled ? null : `/api/v1/events${query.size ? `?${query}` : ""}`;
   return useStream(path, (event, data) => {
     const e = nodeEvent(event, data);
     if (e) onEvent(e);

@@ -22,7 +22,9 @@ export function ServerForm({ nodes, onClose, onCreated }: {
 }) {
   const t = useText(wgText);
   const c = useText(common);
-  const [nodeId, setNodeId] = useState(nodes.keys().next().value ?? "");
+  const [picked, setNodeId] = useState(nodes.keys().next().value ?? "");
+  // the node list may arrive after the form opened: until one is picked, the first shown is the one sent
+  const nodeId = nodes.has(picked) ? picked : (nodes.keys().next().value ?? "");
   const [name, setName] = useState("wg0");
   const [iface, setIface] = useState("wg0");
   const [port, setPort] = useState("51820");
