@@ -2,8 +2,9 @@
 // The output is committed and a test rebuilds it to check it is current (as the protobuf modules are); esbuild
 // at a pinned version makes the same bytes from the same sources, so the check is exact.
 import * as esbuild from "esbuild";
+import { createHash } from "node:crypto";
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
-import { basename, join, resolve } from "node:path";
+import { extname, join, resolve } from "node:path";
 
 const out = resolve(process.argv[2] ?? "dist");
 rmSync(out, { recursive: true, force: true });
@@ -19,15 +20,24 @@ const result = await esbuild.build({
   jsxImportSource: "preact",
   legalComments: "none",
   outdir: join(out, "assets"),
-  entryNames: "[name]-[hash]",
-  metafile: true,
+  write: false,
   logLevel: "warning",
 });
 
-const outputs = Object.keys(result.metafile.outputs).map((p) => basename(p));
-const js = outputs.find((f) => f.endsWith(".js"));
-const css = outputs.find((f) => f.endsWith(".css"));
-if (!js || !css) throw new Error(`build made ${outputs.join(", ")}: expected one .js and one .css`);
+// Each file is named by the SHA-256 of its bytes (esbuild's own [hash] also covers where the sources lie on
+// disk, so the same sources checked out elsewhere would get other names), so a build is the same anywhere.
+const named = {};
+for (const file of result.outputFiles) {
+  const ext = extname(file.path);
+  const name = `app-${createHash("sha256").update(file.contents).digest("hex").slice(0, 12)}${ext}`;
+  writeFileSync(join(out, "assets", name), file.contents);
+  named[ext] = name;
+}
+const js = named[".js"];
+const css = named[".css"];
+if (!js || !css || result.outputFiles.length !== 2) {
+  throw new Error(`build made ${result.outputFiles.map((f) => f.path).join(", ")}: expected one .js and one .css`);
+}
 
 // No inline script or style: the page's CSP allows only files from /ui/assets/.
 writeFileSync(join(out, "index.html"), `<!doctype html>

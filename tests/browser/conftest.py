@@ -10,6 +10,7 @@ from playwright.sync_api import Browser, sync_playwright
 
 from tests.browser.panel import AXE, CHROMIUM, Panel, launch
 from tests.controller_process import ControllerProcess
+from tests.e2e.conftest import controller  # noqa: F401  (a fresh controller per test, as the e2e tests have)
 
 if not Path(CHROMIUM).exists():
     pytest.skip(f"no Chromium at {CHROMIUM} (Debian package chromium; `make system-deps`)", allow_module_level=True)
@@ -24,15 +25,6 @@ def browser() -> Iterator[Browser]:
             yield browser
         finally:
             browser.close()
-
-
-@pytest.fixture
-def controller(tmp_path: Path) -> Iterator[ControllerProcess]:
-    ctl = ControllerProcess(tmp_path / "data")
-    try:
-        yield ctl.start()
-    finally:
-        ctl.cleanup()
 
 
 @pytest.fixture
