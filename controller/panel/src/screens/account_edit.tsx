@@ -5,8 +5,9 @@ import { api, call } from "../api/client";
 import type { components } from "../api/schema";
 import { common } from "../i18n/common";
 import { useText } from "../i18n/text";
+import { useAction } from "../ui/action";
 import { ErrorNotice } from "../ui/feedback";
-import { SelectField, TextField } from "../ui/form";
+import { FormButtons, SelectField, TextField } from "../ui/form";
 import { Modal } from "../ui/modal";
 import { Value } from "../ui/values";
 import { ROLES, STATUSES, type Account, type Role, type Status } from "./account_form";
@@ -25,16 +26,13 @@ export function AccountEdit({ account, self, onClose, onSaved }: {
   const [chosen, setChosen] = useState<Set<string>>(() => new Set(
     account.permissions.includes("*") ? PERMISSIONS : account.permissions));
   const [off2fa, setOff2fa] = useState(false);
-  const [error, setError] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
+  const { busy, error, run } = useAction();
   const toggle = (p: string, on: boolean) => {
     const next = new Set(chosen);
     if (on) next.add(p); else next.delete(p);
     setChosen(next);
   };
-  const submit = async () => {
-    setBusy(true);
-    setError(null);
+  const submit = () => run(async () => {
     // only what changed: the API refuses an account changing its own role or status even to the same value
     const body: Update = {};
     if (role !== account.role) body.role = role;
@@ -42,10 +40,8 @@ export function AccountEdit({ account, self, onClose, onSaved }: {
     if (!defaults) body.permissions = PERMISSIONS.filter((p) => chosen.has(p));
     else if (role === account.role && !self) body.permissions = null;
     if (off2fa) body.two_factor_enabled = false;
-    try {
-      onSaved(await call(api.PATCH("/api/v1/users/{id}", { params: { path: { id: account.id } }, body })));
-    } catch (e) { setError(e); } finally { setBusy(false); }
-  };
+    onSaved(await call(api.PATCH("/api/v1/users/{id}", { params: { path: { id: account.id } }, body })));
+  });
   return (
     <Modal title={t("editTitle")} onClose={onClose} testid="account-edit">
       <p class="modal-subject"><Value>{account.username}</Value></p>
@@ -74,10 +70,7 @@ export function AccountEdit({ account, self, onClose, onSaved }: {
             {t("turnOff2fa")}</label>
         )}
         <ErrorNotice error={error} />
-        <div class="buttons">
-          <button type="button" onClick={onClose}>{c("cancel")}</button>
-          <button type="submit" class="primary" disabled={busy}>{c("save")}</button>
-        </div>
+        <FormButtons onCancel={onClose} submit={c("save")} busy={busy} />
       </form>
     </Modal>
   );
@@ -87,20 +80,14 @@ export function PasswordReset({ account, onClose, onDone }: {
   account: Account; onClose: () => void; onDone: (account: Account) => void;
 }) {
   const t = useText(accountText);
-  const c = useText(common);
   const [password, setPassword] = useState("");
   const [force, setForce] = useState(true);
   const [email, setEmail] = useState(false);
-  const [error, setError] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
-  const submit = async () => {
-    setBusy(true);
-    setError(null);
-    try {
-      onDone(await call(api.POST("/api/v1/users/{id}/reset-password", { params: { path: { id: account.id } },
-        body: { new_password: password, force_change: force, send_email: email } })));
-    } catch (e) { setError(e); } finally { setBusy(false); }
-  };
+  const { busy, error, run } = useAction();
+  const submit = () => run(async () => {
+    onDone(await call(api.POST("/api/v1/users/{id}/reset-password", { params: { path: { id: account.id } },
+      body: { new_password: password, force_change: force, send_email: email } })));
+  });
   return (
     <Modal title={t("resetTitle")} onClose={onClose} testid="account-reset">
       <p class="modal-subject"><Value>{account.username}</Value></p>
@@ -112,10 +99,7 @@ export function PasswordReset({ account, onClose, onDone }: {
         <label class="check"><input type="checkbox" checked={email} disabled={!account.email}
                                     onChange={(e) => setEmail(e.currentTarget.checked)} />{t("sendEmail")}</label>
         <ErrorNotice error={error} />
-        <div class="buttons">
-          <button type="button" onClick={onClose}>{c("cancel")}</button>
-          <button type="submit" class="primary" disabled={busy}>{t("reset")}</button>
-        </div>
+        <FormButtons onCancel={onClose} submit={t("reset")} busy={busy} />
       </form>
     </Modal>
   );

@@ -4,8 +4,9 @@ import { api, call } from "../api/client";
 import type { components } from "../api/schema";
 import { common } from "../i18n/common";
 import { useText } from "../i18n/text";
+import { useAction } from "../ui/action";
 import { ErrorNotice } from "../ui/feedback";
-import { SelectField, TextField } from "../ui/form";
+import { FormButtons, SelectField, TextField } from "../ui/form";
 import { Modal } from "../ui/modal";
 import { accountText } from "./account_text";
 
@@ -24,17 +25,12 @@ export function AccountForm({ onClose, onCreated }: { onClose: () => void; onCre
   const [password, setPassword] = useState("");
   const [role, setRole] = useState<Role>("viewer");
   const [welcome, setWelcome] = useState(false);
-  const [error, setError] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
-  const submit = async () => {
-    setBusy(true);
-    setError(null);
-    try {
-      onCreated(await call(api.POST("/api/v1/users", { body: {
-        username, email: email || null, full_name: fullName, password, role, status: "active",
-        two_factor_enabled: false, send_welcome_email: welcome && !!email } })));
-    } catch (e) { setError(e); } finally { setBusy(false); }
-  };
+  const { busy, error, run } = useAction();
+  const submit = () => run(async () => {
+    onCreated(await call(api.POST("/api/v1/users", { body: {
+      username, email: email || null, full_name: fullName, password, role, status: "active",
+      two_factor_enabled: false, send_welcome_email: welcome && !!email } })));
+  });
   return (
     <Modal title={t("newAccount")} onClose={onClose} testid="account-form">
       <form onSubmit={(e) => { e.preventDefault(); void submit(); }}>
@@ -49,10 +45,7 @@ export function AccountForm({ onClose, onCreated }: { onClose: () => void; onCre
         <label class="check"><input type="checkbox" checked={welcome} disabled={!email}
                                     onChange={(e) => setWelcome(e.currentTarget.checked)} />{t("welcome")}</label>
         <ErrorNotice error={error} />
-        <div class="buttons">
-          <button type="button" onClick={onClose}>{c("cancel")}</button>
-          <button type="submit" class="primary" disabled={busy}>{c("create")}</button>
-        </div>
+        <FormButtons onCancel={onClose} submit={c("create")} busy={busy} />
       </form>
     </Modal>
   );

@@ -5,8 +5,9 @@ import { api, call } from "../api/client";
 import type { components } from "../api/schema";
 import { common } from "../i18n/common";
 import { useText } from "../i18n/text";
+import { useAction } from "../ui/action";
 import { ErrorNotice } from "../ui/feedback";
-import { SelectField, TextField } from "../ui/form";
+import { FormButtons, SelectField, TextField } from "../ui/form";
 import { Modal } from "../ui/modal";
 import { keyText } from "./api_key_text";
 
@@ -29,19 +30,14 @@ export function KeyForm({ onClose, onCreated }: { onClose: () => void; onCreated
   const [paths, setPaths] = useState("");
   const [rate, setRate] = useState("");
   const [description, setDescription] = useState("");
-  const [error, setError] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
-  const submit = async () => {
-    setBusy(true);
-    setError(null);
-    try {
-      onCreated(await call(api.POST("/api/v1/auth/api-keys", { body: {
-        name, access_level: level, description, allowed_ips: listOrNull(ips), allowed_endpoints: listOrNull(paths),
-        // datetime-local is local time: sent with its zone, as the API requires
-        expires_at: expires ? new Date(expires).toISOString() : null,
-        rate_limit: rate ? { requests_per_minute: Number(rate) } : null } })));
-    } catch (e) { setError(e); } finally { setBusy(false); }
-  };
+  const { busy, error, run } = useAction();
+  const submit = () => run(async () => {
+    onCreated(await call(api.POST("/api/v1/auth/api-keys", { body: {
+      name, access_level: level, description, allowed_ips: listOrNull(ips), allowed_endpoints: listOrNull(paths),
+      // datetime-local is local time: sent with its zone, as the API requires
+      expires_at: expires ? new Date(expires).toISOString() : null,
+      rate_limit: rate ? { requests_per_minute: Number(rate) } : null } })));
+  });
   return (
     <Modal title={t("newKey")} onClose={onClose} testid="key-form">
       <form onSubmit={(e) => { e.preventDefault(); void submit(); }}>
@@ -60,10 +56,7 @@ export function KeyForm({ onClose, onCreated }: { onClose: () => void; onCreated
         <TextField label={t("description")} name="description" error={error} value={description}
                    onValue={setDescription} />
         <ErrorNotice error={error} />
-        <div class="buttons">
-          <button type="button" onClick={onClose}>{c("cancel")}</button>
-          <button type="submit" class="primary" disabled={busy}>{c("create")}</button>
-        </div>
+        <FormButtons onCancel={onClose} submit={c("create")} busy={busy} />
       </form>
     </Modal>
   );

@@ -7,6 +7,7 @@ import { common } from "../i18n/common";
 import { defineText, useText } from "../i18n/text";
 import { may } from "../permissions";
 import { href } from "../router";
+import { useAction } from "../ui/action";
 import { ErrorNotice, Loading } from "../ui/feedback";
 import { Field, SelectField, TextField } from "../ui/form";
 import { useLoad } from "../ui/load";
@@ -60,8 +61,7 @@ function CreateForm({ onCreated }: { onCreated: (node: NodeOut) => void }) {
   const [dest, setDest] = useState("");
   const [serverNames, setServerNames] = useState("");
   const [shortIds, setShortIds] = useState("");
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<unknown>(null);
+  const { busy, error, run } = useAction();
   useEffect(() => { if (!region && regions.data?.[0]) setRegion(regions.data[0].region); }, [regions.data]);
   if (regions.error) return <ErrorNotice error={regions.error} />;
   if (!regions.data) return <Loading />;
@@ -70,18 +70,12 @@ function CreateForm({ onCreated }: { onCreated: (node: NodeOut) => void }) {
     ? { ...(dest ? { dest } : {}), ...(serverNames ? { server_names: list(serverNames) } : {}),
         ...(shortIds ? { short_ids: list(shortIds) } : {}) }
     : undefined;
-  const submit = async (e: Event) => {
+  const submit = (e: Event) => {
     e.preventDefault();
-    setBusy(true);
-    setError(null);
-    try {
+    void run(async () => {
       onCreated(await call(api.POST("/api/v1/nodes", { body: {
         region, name: name.trim() || undefined, core: (core || undefined) as "xray" | "v2ray" | undefined, reality } })));
-    } catch (err) {
-      setError(err);
-    } finally {
-      setBusy(false);
-    }
+    });
   };
   return (
     <form class="card node-create" onSubmit={submit} noValidate>

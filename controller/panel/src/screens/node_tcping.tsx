@@ -4,6 +4,7 @@ import { useState } from "preact/hooks";
 import { api, call } from "../api/client";
 import type { components } from "../api/schema";
 import { defineText, useText } from "../i18n/text";
+import { useAction } from "../ui/action";
 import { ErrorNotice } from "../ui/feedback";
 import { TextField } from "../ui/form";
 import { Badge } from "../ui/screen";
@@ -23,21 +24,14 @@ const text = defineText({
 export function NodeTcping({ id, disabled }: { id: string; disabled?: boolean }) {
   const t = useText(text);
   const [target, setTarget] = useState("");
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<unknown>(null);
+  const { busy, error, run: start } = useAction();
   const [result, setResult] = useState<Result | null>(null);
-  const run = async (e: Event) => {
+  const run = (e: Event) => {
     e.preventDefault();
-    setBusy(true);
-    setError(null);
     setResult(null);
-    try {
+    void start(async () => {
       setResult(await call(api.GET("/api/v1/nodes/{id}/tcping", { params: { path: { id }, query: { target: target.trim() } } })));
-    } catch (err) {
-      setError(err);
-    } finally {
-      setBusy(false);
-    }
+    });
   };
   return (
     <section class="card node-tcping" aria-labelledby="node-tcping-title">

@@ -6,6 +6,7 @@ import { currentUser } from "../api/session";
 import { common } from "../i18n/common";
 import { useText } from "../i18n/text";
 import { may } from "../permissions";
+import { useAction } from "../ui/action";
 import { ErrorNotice, Loading } from "../ui/feedback";
 import { SelectField, TextField } from "../ui/form";
 import { useLoad } from "../ui/load";
@@ -23,28 +24,25 @@ export function FleetSettings() {
   const current = useLoad(() => call(api.GET("/api/v1/fleet/agent-settings")), []);
   const [interval, setInterval_] = useState("");
   const [level, setLevel] = useState("");
-  const [error, setError] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
+  const { busy, error, run } = useAction();
   const [saved, setSaved] = useState(false);
   useEffect(() => {
     if (!current.data) return;
     setInterval_(current.data.metrics_interval_seconds?.toString() ?? "");
     setLevel(current.data.log_level ?? "");
   }, [current.data]);
-  const save = async () => {
-    setBusy(true);
-    setError(null);
+  const save = () => {
     setSaved(false);
-    // omitted: unchanged (the API takes no null here)
-    const body: Body = {};
-    if (interval.trim()) body.metrics_interval_seconds = Number(interval);
-    const chosen = LEVELS.find((l) => l === level);
-    if (chosen) body.log_level = chosen;
-    try {
+    return run(async () => {
+      // omitted: unchanged (the API takes no null here)
+      const body: Body = {};
+      if (interval.trim()) body.metrics_interval_seconds = Number(interval);
+      const chosen = LEVELS.find((l) => l === level);
+      if (chosen) body.log_level = chosen;
       const answer = await call(api.PUT("/api/v1/fleet/agent-settings", { body }));
       current.setData(() => answer);
       setSaved(true);
-    } catch (e) { setError(e); } finally { setBusy(false); }
+    });
   };
   return (
     <section class="card" aria-labelledby="fleet-settings" data-testid="fleet-settings">

@@ -4,6 +4,7 @@ import { useState } from "preact/hooks";
 import { api, call } from "../api/client";
 import { common } from "../i18n/common";
 import { useText } from "../i18n/text";
+import { useAction } from "../ui/action";
 import { CopyButton } from "../ui/copy";
 import { ErrorNotice, Loading } from "../ui/feedback";
 import { TextField } from "../ui/form";
@@ -15,18 +16,6 @@ import { settingsText } from "./settings_text";
 
 type Step = { kind: "idle" } | { kind: "setup"; secret: string; uri: string } | { kind: "off" } | { kind: "newCodes" };
 
-/** Run one request of a form: busy while it runs, its error kept for the form to show. */
-function useSubmit(): { busy: boolean; error: unknown; run: (work: () => Promise<void>) => Promise<void>; clear: () => void } {
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<unknown>(null);
-  const run = async (work: () => Promise<void>) => {
-    setBusy(true);
-    setError(null);
-    try { await work(); } catch (e) { setError(e); } finally { setBusy(false); }
-  };
-  return { busy, error, run, clear: () => setError(null) };
-}
-
 export function TwoFactor() {
   const t = useText(settingsText);
   const c = useText(common);
@@ -35,8 +24,8 @@ export function TwoFactor() {
   const [codes, setCodes] = useState<string[] | null>(null);
   const [code, setCode] = useState("");
   const [password, setPassword] = useState("");
-  const form = useSubmit();
-  const to = (next: Step) => { setStep(next); setCode(""); setPassword(""); form.clear(); };
+  const form = useAction();
+  const to = (next: Step) => { setStep(next); setCode(""); setPassword(""); form.setError(null); };
 
   const start = () => form.run(async () => {
     const setup = await call(api.POST("/api/v1/auth/2fa/setup"));

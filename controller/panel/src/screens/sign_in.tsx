@@ -5,6 +5,7 @@ import { api, call } from "../api/client";
 import { begin, end, type Tokens } from "../api/session";
 import { LanguageSwitch } from "../app";
 import { defineText, useText } from "../i18n/text";
+import { useAction } from "../ui/action";
 import { ErrorNotice } from "../ui/feedback";
 import { TextField } from "../ui/form";
 import { QrCode } from "../ui/qr";
@@ -61,14 +62,7 @@ export function SignIn() {
   const [password, setPassword] = useState("");
   const [remember, setRemember] = useState(false);
   const [code, setCode] = useState("");
-  const [error, setError] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
-
-  const run = async (work: () => Promise<void>) => {
-    setBusy(true);
-    setError(null);
-    try { await work(); } catch (e) { setError(e); } finally { setBusy(false); }
-  };
+  const { busy, error, setError, run } = useAction();
 
   const signIn = () => run(async () => {
     const answer = await call(api.POST("/api/v1/auth/login", { body: { username, password, remember_me: remember } }));
@@ -165,18 +159,13 @@ export function ChangePassword({ forced }: { forced?: boolean }) {
   const t = useText(text);
   const [current, setCurrent] = useState("");
   const [next, setNext] = useState("");
-  const [error, setError] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
+  const { busy, error, run } = useAction();
   const [done, setDone] = useState(false);
-  const submit = async () => {
-    setBusy(true);
-    setError(null);
-    try {
-      await call(api.PUT("/api/v1/auth/password", { body: { current_password: current, new_password: next } }));
-      setCurrent(""); setNext(""); setDone(true);
-      if (forced) end(); // the forced session may do nothing else: sign in again with the new password
-    } catch (e) { setError(e); } finally { setBusy(false); }
-  };
+  const submit = () => run(async () => {
+    await call(api.PUT("/api/v1/auth/password", { body: { current_password: current, new_password: next } }));
+    setCurrent(""); setNext(""); setDone(true);
+    if (forced) end(); // the forced session may do nothing else: sign in again with the new password
+  });
   const form = (
     <form onSubmit={(e) => { e.preventDefault(); void submit(); }}>
       <h2>{t("changeTitle")}</h2>

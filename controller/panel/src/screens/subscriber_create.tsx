@@ -6,8 +6,9 @@ import { currentUser } from "../api/session";
 import { common } from "../i18n/common";
 import { defineText, useText } from "../i18n/text";
 import { may } from "../permissions";
+import { useAction } from "../ui/action";
 import { ErrorNotice } from "../ui/feedback";
-import { Field, TextField } from "../ui/form";
+import { Field, FormButtons, TextField } from "../ui/form";
 import { useLoad } from "../ui/load";
 
 export const planText = defineText({
@@ -36,26 +37,19 @@ export function SubscriberCreate({ onCreated, onCancel }: { onCreated: (id: stri
   const [limit, setLimit] = useState("");
   const [note, setNote] = useState("");
   const [owner, setOwner] = useState("");
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<unknown>(null);
+  const { busy, error, run } = useAction();
   const seeAccounts = may(currentUser(), "users.view");
   const owners = useLoad(async () => (seeAccounts ? (await call(api.GET("/api/v1/users", { params: { query: {
     role: "user", size: 500, sort: "username", order: "asc" } } }))).items : []), [seeAccounts]);
-  const submit = async (e: Event) => {
+  const submit = (e: Event) => {
     e.preventDefault();
-    setBusy(true);
-    setError(null);
-    try {
+    void run(async () => {
       const made = await call(api.POST("/api/v1/clients", { body: {
         username, days: numberOrNull(days) ?? undefined, data_limit_gb: numberOrNull(limit), note,
         owner_id: owner ? Number(owner) : null,
       } }));
       onCreated(made.id);
-    } catch (err) {
-      setError(err);
-    } finally {
-      setBusy(false);
-    }
+    });
   };
   return (
     <form class="card sub-create" onSubmit={submit} data-testid="subscriber-create" aria-labelledby="sub-create-title">
@@ -82,10 +76,7 @@ export function SubscriberCreate({ onCreated, onCancel }: { onCreated: (id: stri
         </Field>
       )}
       <ErrorNotice error={error} />
-      <div class="buttons">
-        <button type="button" onClick={onCancel}>{tc("cancel")}</button>
-        <button type="submit" class="primary" disabled={busy}>{tc("create")}</button>
-      </div>
+      <FormButtons onCancel={onCancel} submit={tc("create")} busy={busy} />
     </form>
   );
 }

@@ -5,6 +5,7 @@ import { api, call } from "../api/client";
 import type { components } from "../api/schema";
 import { common } from "../i18n/common";
 import { defineText, useText } from "../i18n/text";
+import { useAction } from "../ui/action";
 import { ErrorNotice } from "../ui/feedback";
 import { TextField } from "../ui/form";
 import { numberOrNull, planText } from "./subscriber_create";
@@ -26,16 +27,14 @@ const text = defineText({
 type Update = components["schemas"]["SubscriberUpdate"];
 const GIB = 1024 ** 3;
 
-function useSubmit(run: () => Promise<void>) {
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<unknown>(null);
+/** A form's request, and whether the last one succeeded (its "Saved." note). */
+function useSubmit(work: () => Promise<void>) {
+  const { busy, error, run } = useAction();
   const [done, setDone] = useState(false);
   const submit = async (e: Event) => {
     e.preventDefault();
-    setBusy(true);
-    setError(null);
     setDone(false);
-    try { await run(); setDone(true); } catch (err) { setError(err); } finally { setBusy(false); }
+    setDone(await run(work));
   };
   return { busy, error, done, submit };
 }

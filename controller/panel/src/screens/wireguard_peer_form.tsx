@@ -3,8 +3,9 @@ import { useState } from "preact/hooks";
 import { api, call } from "../api/client";
 import { common } from "../i18n/common";
 import { useText } from "../i18n/text";
+import { useAction } from "../ui/action";
 import { ErrorNotice } from "../ui/feedback";
-import { TextField } from "../ui/form";
+import { FormButtons, TextField } from "../ui/form";
 import { Modal } from "../ui/modal";
 import type { Peer } from "./wireguard_status";
 import { wgText } from "./wireguard_text";
@@ -17,20 +18,15 @@ export function PeerForm({ serverId, onClose, onCreated }: {
   const [name, setName] = useState("");
   const [ipv4, setIpv4] = useState("");
   const [expires, setExpires] = useState("");
-  const [error, setError] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
-  const submit = async () => {
-    setBusy(true);
-    setError(null);
-    try {
-      const made = await call(api.POST("/api/v1/wireguard/clients", { body: {
-        server_id: serverId, name, ipv4_address: ipv4 || null, auto_assign_ip: !ipv4, use_preshared_key: true,
-        description: "",
-        // datetime-local is the browser's local time: sent with its zone, as the API requires
-        expires_at: expires ? new Date(expires).toISOString() : null } }));
-      onCreated(made);
-    } catch (e) { setError(e); } finally { setBusy(false); }
-  };
+  const { busy, error, run } = useAction();
+  const submit = () => run(async () => {
+    const made = await call(api.POST("/api/v1/wireguard/clients", { body: {
+      server_id: serverId, name, ipv4_address: ipv4 || null, auto_assign_ip: !ipv4, use_preshared_key: true,
+      description: "",
+      // datetime-local is the browser's local time: sent with its zone, as the API requires
+      expires_at: expires ? new Date(expires).toISOString() : null } }));
+    onCreated(made);
+  });
   return (
     <Modal title={t("newPeer")} onClose={onClose} testid="wg-peer-form">
       <form onSubmit={(e) => { e.preventDefault(); void submit(); }}>
@@ -40,10 +36,7 @@ export function PeerForm({ serverId, onClose, onCreated }: {
         <TextField label={t("expires")} name="expires_at" error={error} type="datetime-local" value={expires}
                    onValue={setExpires} />
         <ErrorNotice error={error} />
-        <div class="buttons">
-          <button type="button" onClick={onClose}>{c("cancel")}</button>
-          <button type="submit" class="primary" disabled={busy}>{c("create")}</button>
-        </div>
+        <FormButtons onCancel={onClose} submit={c("create")} busy={busy} />
       </form>
     </Modal>
   );

@@ -4,8 +4,9 @@ import { api, call } from "../api/client";
 import type { components } from "../api/schema";
 import { common } from "../i18n/common";
 import { useText } from "../i18n/text";
+import { useAction } from "../ui/action";
 import { Empty, ErrorNotice } from "../ui/feedback";
-import { SelectField, TextField } from "../ui/form";
+import { FormButtons, SelectField, TextField } from "../ui/form";
 import { Modal } from "../ui/modal";
 import type { Server } from "./wireguard_status";
 import { wgText } from "./wireguard_text";
@@ -36,21 +37,16 @@ export function ServerForm({ nodes, onClose, onCreated }: {
   const [keepalive, setKeepalive] = useState("25");
   const [nat, setNat] = useState(true);
   const [p2p, setP2p] = useState(false);
-  const [error, setError] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
+  const { busy, error, run } = useAction();
 
-  const submit = async () => {
-    setBusy(true);
-    setError(null);
+  const submit = () => run(async () => {
     const body: Body = {
       node_id: nodeId, name, interface: iface, listen_port: Number(port), ipv4_address: ipv4 || null,
       ipv6_address: ipv6 || null, dns_servers: listOf(dns), endpoint_host: endpoint || null, nat, peer_to_peer: p2p,
       mtu: Number(mtu), persistent_keepalive: Number(keepalive), auto_start: true, description: "",
     };
-    try {
-      onCreated(await call(api.POST("/api/v1/wireguard/servers", { body })));
-    } catch (e) { setError(e); } finally { setBusy(false); }
-  };
+    onCreated(await call(api.POST("/api/v1/wireguard/servers", { body })));
+  });
 
   return (
     <Modal title={t("newServer")} onClose={onClose} testid="wg-server-form">
@@ -77,10 +73,7 @@ export function ServerForm({ nodes, onClose, onCreated }: {
           <label class="check"><input type="checkbox" checked={p2p} onChange={(e) => setP2p(e.currentTarget.checked)} />
             {t("peerToPeer")}</label>
           <ErrorNotice error={error} />
-          <div class="buttons">
-            <button type="button" onClick={onClose}>{c("cancel")}</button>
-            <button type="submit" class="primary" disabled={busy}>{c("create")}</button>
-          </div>
+          <FormButtons onCancel={onClose} submit={c("create")} busy={busy} />
         </form>
       )}
       {nodes.size === 0 && <div class="buttons"><button type="button" onClick={onClose}>{c("close")}</button></div>}

@@ -1,9 +1,10 @@
 // Every destructive action asks first, in a modal <dialog> (focus moves into it, Escape cancels). The action
 // runs from the dialog, so its error is shown there, beside the question, and nothing is left half done.
 import type { ComponentChildren } from "preact";
-import { useRef, useState } from "preact/hooks";
+import { useRef } from "preact/hooks";
 import { common } from "../i18n/common";
 import { useText } from "../i18n/text";
+import { useAction } from "./action";
 import { ErrorNotice } from "./feedback";
 
 interface ConfirmProps {
@@ -21,21 +22,12 @@ interface ConfirmProps {
 export function ConfirmButton({ label, title, children, confirmLabel, danger, disabled, onConfirm }: ConfirmProps) {
   const t = useText(common);
   const dialog = useRef<HTMLDialogElement>(null);
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<unknown>(null);
+  const { busy, error, setError, run: start } = useAction();
   const open = () => { setError(null); dialog.current?.showModal(); };
-  const run = async () => {
-    setBusy(true);
-    setError(null);
-    try {
-      await onConfirm();
-      dialog.current?.close();
-    } catch (e) {
-      setError(e);
-    } finally {
-      setBusy(false);
-    }
-  };
+  const run = () => start(async () => {
+    await onConfirm();
+    dialog.current?.close();
+  });
   return (
     <>
       <button type="button" class={danger ? "danger" : undefined} disabled={disabled} onClick={open}>{label}</button>

@@ -2,6 +2,8 @@
 // tied to it with aria-describedby, so a screen reader reads it too.
 import type { ComponentChildren, JSX } from "preact";
 import { useId } from "preact/hooks";
+import { common } from "../i18n/common";
+import { useText } from "../i18n/text";
 import { fieldError } from "./feedback";
 
 interface FieldProps {
@@ -56,5 +58,16 @@ export function SelectField({ label, name, error, value, onValue, options }: Sel
         </select>
       )}
     </Field>
+  );
+}
+
+/** A form's closing row: Cancel, then its primary submit button (held while the form's request runs). */
+export function FormButtons({ onCancel, submit, busy }: { onCancel: () => void; submit: string; busy: boolean }) {
+  const c = useText(common);
+  return (
+    <div class="buttons">
+      <button type="button" onClick={onCancel}>{c("cancel")}</button>
+      <button type="submit" class="primary" disabled={busy}>{submit}</button>
+    </div>
   );
 }
