@@ -5,6 +5,7 @@ import { api, call } from "../api/client";
 import type { components } from "../api/schema";
 import { common } from "../i18n/common";
 import { defineText, useText } from "../i18n/text";
+import { confFileName, saveText } from "../ui/download";
 import { ErrorNotice, Loading } from "../ui/feedback";
 import { useLoad } from "../ui/load";
 import { QrCode } from "../ui/qr";
@@ -28,11 +29,6 @@ export const peerText = defineText({
 
 type Peer = components["schemas"]["ClientOut"];
 
-/** The file name the controller would give (letters, digits, _ . -), with .conf. */
-function fileName(name: string): string {
-  return `${name.replace(/[^A-Za-z0-9_.-]+/g, "_") || "wireguard"}.conf`;
-}
-
 export function PeerCard({ peer }: { peer: Peer }) {
   const t = useText(peerText);
   const tc = useText(common);
@@ -42,13 +38,8 @@ export function PeerCard({ peer }: { peer: Peer }) {
   const download = async () => {
     setError(null);
     try {
-      const conf = await call(api.GET("/api/v1/wireguard/clients/{id}/config", { ...path, parseAs: "text" }));
-      const url = URL.createObjectURL(new Blob([conf], { type: "text/plain" }));
-      const a = document.createElement("a");
-      a.href = url;
-      a.download = fileName(peer.name);
-      a.click();
-      setTimeout(() => URL.revokeObjectURL(url), 0);
+      const request = api.GET("/api/v1/wireguard/clients/{id}/config", { ...path, parseAs: "text" });
+      saveText(await call(request), confFileName(peer.name, (await request).response));
     } catch (e) {
       setError(e);
     }

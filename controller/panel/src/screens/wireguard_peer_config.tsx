@@ -3,6 +3,7 @@
 import { api, call } from "../api/client";
 import { common } from "../i18n/common";
 import { useText } from "../i18n/text";
+import { confFileName, saveText } from "../ui/download";
 import { ErrorNotice, Loading } from "../ui/feedback";
 import { useLoad } from "../ui/load";
 import { Modal } from "../ui/modal";
@@ -11,30 +12,13 @@ import { Value } from "../ui/values";
 import type { Peer } from "./wireguard_status";
 import { wgText } from "./wireguard_text";
 
-/** The file name the API gave its download (Content-Disposition), else one like it: <name>.conf. */
-function fileName(response: Response, name: string): string {
-  const given = /filename="([^"]+)"/.exec(response.headers.get("Content-Disposition") ?? "")?.[1];
-  return given ?? `${name.replace(/[^A-Za-z0-9_=+.-]+/g, "_").slice(0, 15) || "wg0"}.conf`;
-}
-
-function download(text: string, filename: string): void {
-  const url = URL.createObjectURL(new Blob([text], { type: "text/plain" }));
-  const a = document.createElement("a");
-  a.href = url;
-  a.download = filename;
-  document.body.append(a);
-  a.click();
-  a.remove();
-  setTimeout(() => URL.revokeObjectURL(url), 0);
-}
-
 export function PeerConfig({ peer, onClose }: { peer: Peer; onClose: () => void }) {
   const t = useText(wgText);
   const c = useText(common);
   const config = useLoad(async () => {
     const request = api.GET("/api/v1/wireguard/clients/{id}/config", { params: { path: { id: peer.id } }, parseAs: "text" });
     const text = await call(request);
-    return { text, file: fileName((await request).response, peer.name) };
+    return { text, file: confFileName(peer.name, (await request).response) };
   }, [peer.id]);
   return (
     <Modal title={t("configTitle")} onClose={onClose} wide testid="wg-peer-config">
@@ -51,7 +35,7 @@ export function PeerConfig({ peer, onClose }: { peer: Peer; onClose: () => void 
       )}
       <div class="buttons">
         <button type="button" class="primary" disabled={config.data === undefined}
-                onClick={() => config.data && download(config.data.text, config.data.file)}>
+                onClick={() => config.data && saveText(config.data.text, config.data.file)}>
           {t("downloadConf")}
         </button>
         <button type="button" onClick={onClose}>{c("close")}</button>
