@@ -16,7 +16,9 @@ if not Path(CHROMIUM).exists():
     pytest.skip(f"no Chromium at {CHROMIUM} (Debian package chromium; `make system-deps`)", allow_module_level=True)
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: Playwright's sync API keeps an event loop running in this thread while it is
+# started, so every later test's asyncio.run() would fail ("cannot be called from a running event loop").
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
     assert AXE.exists(), "axe-core is missing: run `make panel-deps`"
     with sync_playwright() as playwright:
