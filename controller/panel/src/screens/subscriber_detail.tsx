@@ -96,7 +96,7 @@ export function SubscriberDetail({ id }: { id: string }) {
             <dt>{t("nodes")}</dt><dd>{s.node_ids ? <Value mono>{s.node_ids.join(", ")}</Value> : t("every")}</dd>
             <dt>{t("regions")}</dt><dd>{s.regions ? <Value>{s.regions.join(", ")}</Value> : t("every")}</dd>
             {s.note && <><dt>{t("note")}</dt><dd><Value>{s.note}</Value></dd></>}
-            {s.owner_id !== null && <><dt>{t("owner")}</dt><dd><Num n={s.owner_id} /></dd></>}
+            {s.owner_id !== null && <><dt>{t("owner")}</dt><dd><Owner id={s.owner_id} /></dd></>}
             {s.shared_credential && <><dt>{t("shared")}</dt><dd>{tc("yes")}</dd></>}
             <dt>{tc("created")}</dt><dd><When iso={s.created_at} /></dd>
           </dl>
@@ -141,4 +141,12 @@ export function SubscriberDetail({ id }: { id: string }) {
       <UsageChart id={s.id} />
     </Screen>
   );
+}
+
+/** The owner's username where the account may read accounts (users.view), else its id. */
+function Owner({ id }: { id: number }) {
+  const readable = may(currentUser(), "users.view");
+  const account = useLoad(async () => (readable ? call(api.GET("/api/v1/users/{id}", { params: { path: { id } } }))
+                                                : null), [id, readable]);
+  return account.data ? <Value>{account.data.username}</Value> : <Num n={id} />;
 }
