@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from controller.cli import ApiError, main, match_nodes, resolve_node
-from tests.controller_process import ControllerProcess, free_port
+from tests.controller_process import ControllerProcess, free_port, wait_for
 
 BIN = Path(sys.executable).parent
 NODE_TIMEOUT = "60"
@@ -121,6 +121,15 @@ def node(controller: Controller) -> dict[str, Any]:
     created = json.loads(r.stdout)
     assert created["status"] == "running" and created["name"] == "cli-test"
     assert "running" in r.stderr  # progress goes to stderr when stdout carries JSON
+
+    # "running" is the agent connected; its first applied report (the components `nodes show` lists) may
+    # come a moment later
+    def in_sync() -> bool:
+        shown = subprocess.run(command("vpnfleet", "controller.cli") + ["nodes", "show", created["id"], "--json"],
+                               env=controller.cli_env, capture_output=True, text=True, timeout=30)
+        return shown.returncode == 0 and json.loads(shown.stdout)["agent"]["in_sync"]
+
+    wait_for(in_sync, 30, interval=0.5, message="the node's first applied report")
     return created
 
 
