@@ -12,7 +12,7 @@ import gzip
 import os
 import re
 from dataclasses import dataclass
-from functools import cache
+from functools import lru_cache
 from pathlib import Path
 
 from fastapi import APIRouter, Header
@@ -42,7 +42,7 @@ def _asset(path: Path, media_type: str) -> Asset:
     return _read(path, path.stat().st_mtime_ns, media_type)
 
 
-@cache
+@lru_cache(maxsize=64)  # the few files of a build (a rebuild while working on the panel adds new ones)
 def _read(path: Path, _mtime_ns: int, media_type: str) -> Asset:
     """The file as it is at that modification time (a rebuilt index.html is answered at once)."""
     body = path.read_bytes()
