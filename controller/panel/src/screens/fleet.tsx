@@ -102,7 +102,7 @@ export function Fleet() {
     }
     setVersion((v) => v + 1);
   }, true);
-  const fleetTraffic = useMemo(() => totalTraffic(traffic.current.values()), [trafficVersion]);
+  const fleetTraffic = useMemo(() => totalTraffic(traffic.current, fleet.current), [trafficVersion, version]);
   const summary = useMemo(() => summarize(fleet.current.values(), regions.data ?? []), [version, regions.data]);
 
   const go = (change: Partial<Filters>) => {
@@ -167,11 +167,12 @@ function FleetFilters({ filters, regions, onChange }: { filters: Filters; region
   );
 }
 
-/** The fleet's traffic now: the sum of every node's newest rates (null until one node has a rate). */
-function totalTraffic(nows: Iterable<NodeNow>): { rx: number; tx: number } | null {
+/** The fleet's traffic now: the sum of the online nodes' newest rates (null until one has a rate); a node gone
+ * offline keeps its last sample, which is not traffic now. */
+function totalTraffic(nows: Map<string, NodeNow>, nodes: Map<string, NodeOut>): { rx: number; tx: number } | null {
   let total: { rx: number; tx: number } | null = null;
-  for (const n of nows) {
-    if (n.rx_bytes_per_second === null || n.tx_bytes_per_second === null) continue;
+  for (const [id, n] of nows) {
+    if (!nodes.get(id)?.agent.online || n.rx_bytes_per_second === null || n.tx_bytes_per_second === null) continue;
     total ??= { rx: 0, tx: 0 };
     total.rx += n.rx_bytes_per_second;
     total.tx += n.tx_bytes_per_second;
