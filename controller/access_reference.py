@@ -6,9 +6,6 @@
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 from controller.access import Requirement, requirement_of
 from controller.api import http_routes
 from controller.permissions import ALL, ROLE_PERMISSIONS, Permission, Role
@@ -30,13 +27,12 @@ everyone else's ids are `404` to it. Every other route refuses it, whatever its 
 
 def declared_routes() -> list[tuple[str, str, Requirement | None]]:
     """(method, path, its declaration or None) of every HTTP route of the app, sorted by path (HEAD left out)."""
-    with tempfile.TemporaryDirectory() as data_dir:
-        from controller.app import create_app  # the app is built to read its routes, never started
-        from controller.settings import Settings
+    from controller.app import app_to_read  # imported here: the app imports this package's modules
 
-        app = create_app(Settings(data_dir=Path(data_dir)))
+    with app_to_read() as app:
+        routes = http_routes(app.routes)
     return [(method, route.path, requirement_of(route))
-            for route in sorted(http_routes(app.routes), key=lambda r: (r.path, sorted(r.methods)))
+            for route in sorted(routes, key=lambda r: (r.path, sorted(r.methods)))
             for method in sorted(route.methods - {"HEAD"})]
 
 

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import tempfile
 import datetime as dt
 import logging
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Iterator
 
 import grpc
 from fastapi import FastAPI
@@ -294,3 +295,11 @@ def create_app(settings: Settings) -> FastAPI:
     check_routes(http_routes(app.routes), is_public)
     app.state.ctl = ctl
     return app
+
+
+@contextlib.contextmanager
+def app_to_read() -> Iterator[FastAPI]:
+    """The app built on a throwaway data dir and never started: for reading its routes and its OpenAPI document
+    (docs/permissions.md, the panel's API types)."""
+    with tempfile.TemporaryDirectory() as data_dir:
+        yield create_app(Settings(data_dir=Path(data_dir)))

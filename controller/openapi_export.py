@@ -8,19 +8,17 @@ from __future__ import annotations
 
 import json
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 
 def openapi_document() -> dict[str, Any]:
     """The document of an app built to be read, never started (as controller.access_reference does)."""
-    with tempfile.TemporaryDirectory() as data_dir:
-        from controller.app import create_app
-        from controller.routes.docs import build_openapi
-        from controller.settings import Settings
+    from controller.app import app_to_read
+    from controller.routes.docs import build_openapi
 
-        return build_openapi(create_app(Settings(data_dir=Path(data_dir))))
+    with app_to_read() as app:
+        return build_openapi(app)
 
 
 def main(argv: list[str] | None = None) -> int:
